@@ -1,0 +1,79 @@
+use items_domain::StoreError;
+use thiserror::Error;
+
+/// Errors of the PostgreSQL adapter.
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("invalid database settings: {0}")]
+    Config(String),
+    #[error("building the connection pool")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    #[error("getting a pooled connection")]
+    Get(#[from] deadpool_postgres::PoolError),
+    #[error("database query")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("applying migrations")]
+    Migrate(#[from] refinery::Error),
+    #[error("stored row violates a domain rule: {0}")]
+    Corrupt(#[from] items_domain::DomainError),
+}
+
+impl DbError {
+    /// Worth retrying: the connection failed or the server asked us to come back.
+    /// Pool wait timeouts are not transient in this sense: retrying would only extend the wait.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Get(deadpool_postgres::PoolError::Backend(e)) | DbError::Query(e) => {
+                pg_transient(e)
+            }
+            _ => false,
+        }
+    }
+
+    /// The database cannot answer now (a 503 at the edge rather than a 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Get(
+                deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed,
+            ) => true,
+            DbError::Get(deadpool_postgres::PoolError::Backend(e)) | DbError::Query(e) => {
+                pg_transient(e)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+            }
+            _ => false,
+        }
+    }
+
+    /// The name of the violated constraint, if any.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
+            _ => None,
+        }
+    }
+}
+
+fn pg_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        // No server error: the transport failed (refused, reset, closed).
+        None => e.code().is_none(),
+        Some(db) => {
+            let code = db.code().code();
+            // 08: connection exception; 53: insufficient resources; 57P0x: shutdown/starting;
+            // 40001/40P01: serialization failure / deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        }
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            StoreError::Unavailable(Box::new(e))
+        } else {
+            StoreError::Other(Box::new(e))
+        }
+    }
+}

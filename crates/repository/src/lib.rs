@@ -1,0 +1,18 @@
+//! PostgreSQL adapter: implements the domain's [`ItemStore`](items_domain::ItemStore) port with
+//! `tokio-postgres` connections pooled by `deadpool-postgres`.
+//!
+//! - Connection set-up and reads are retried with backoff on transient errors (`backon`); writes
+//!   are never retried once their statement may have reached the server.
+//! - Pool exhaustion and an unreachable database surface as
+//!   [`StoreError::Unavailable`](items_domain::StoreError) within the pool's wait timeout.
+//! - Migrations are embedded (`refinery`) and applied under a PostgreSQL advisory lock.
+
+mod error;
+mod migrate;
+mod settings;
+mod store;
+
+pub use error::DbError;
+pub use migrate::{MIGRATION_LOCK_ID, migrate};
+pub use settings::{DatabaseSettings, PoolSettings};
+pub use store::PgStore;

@@ -1,0 +1,178 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+use crate::DbError;
+
+/// `database.*` settings: a URL, or parts (host may be a unix-socket directory such as
+/// `/cloudsql/PROJECT:REGION:INSTANCE`). The password may come from a file (a Secret Manager
+/// mount); it is never logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/dbname?…`; when set, the parts below only fill gaps.
+    pub url: Option<SecretString>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// Read the password from this file (trailing newline stripped).
+    pub password_file: Option<PathBuf>,
+    pub dbname: Option<String>,
+    /// Per-statement limit, enforced by the server (`statement_timeout`).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Apply pending migrations at start-up (under an advisory lock).
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
+    #[serde(default)]
+    pub pool: PoolSettings,
+}
+
+/// `database.pool.*` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    pub max_size: usize,
+    /// How long a request waits for a free connection before it gets a 503.
+    pub wait_timeout_ms: u64,
+    pub create_timeout_ms: u64,
+    pub recycle_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            wait_timeout_ms: 1000,
+            create_timeout_ms: 1000,
+            recycle_timeout_ms: 1000,
+        }
+    }
+}
+
+impl PoolSettings {
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl DatabaseSettings {
+    /// Settings for a URL with every other value at its default.
+    pub fn from_url(url: &str) -> Self {
+        Self {
+            url: Some(SecretString::from(url.to_owned())),
+            host: None,
+            port: None,
+            user: None,
+            password: None,
+            password_file: None,
+            dbname: None,
+            statement_timeout_ms: default_statement_timeout_ms(),
+            migrate_on_start: true,
+            pool: PoolSettings::default(),
+        }
+    }
+
+    /// The driver configuration these settings describe.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, DbError> {
+        let mut config = match &self.url {
+            Some(url) => url
+                .expose_secret()
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| DbError::Config(format!("database.url is not a valid PostgreSQL URL: {e}")))?,
+            None => tokio_postgres::Config::new(),
+        };
+        if let Some(host) = &self.host {
+            config.host(host);
+        }
+        if let Some(port) = self.port {
+            config.port(port);
+        }
+        if let Some(user) = &self.user {
+            config.user(user);
+        }
+        if let Some(dbname) = &self.dbname {
+            config.dbname(dbname);
+        }
+        if let Some(password) = &self.password {
+            config.password(password.expose_secret());
+        }
+        if let Some(path) = &self.password_file {
+            let secret = std::fs::read_to_string(path).map_err(|e| {
+                DbError::Config(format!(
+                    "database.password_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            config.password(secret.trim_end_matches(['\r', '\n']));
+        }
+        if config.get_hosts().is_empty() {
+            return Err(DbError::Config(
+                "database: set database.url or database.host".to_owned(),
+            ));
+        }
+        if config.get_user().is_none() {
+            return Err(DbError::Config(
+                "database: set database.user (or a user in database.url)".to_owned(),
+            ));
+        }
+        config.application_name("items-service");
+        config.connect_timeout(Duration::from_millis(self.pool.create_timeout_ms));
+        config.options(format!("-c statement_timeout={}", self.statement_timeout_ms));
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_fill_a_unix_socket_config() {
+        let dir = std::env::temp_dir().join(format!("items-pw-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        let settings = DatabaseSettings {
+            url: None,
+            host: Some("/cloudsql/p:europe-west1:db".into()),
+            port: Some(5432),
+            user: Some("app".into()),
+            password: None,
+            password_file: Some(dir.clone()),
+            dbname: Some("items".into()),
+            ..DatabaseSettings::from_url("")
+        };
+        let config = settings.pg_config().unwrap();
+        std::fs::remove_file(dir).ok();
+        assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(config.get_dbname(), Some("items"));
+        assert!(matches!(
+            &config.get_hosts()[0],
+            tokio_postgres::config::Host::Unix(p) if p.to_str() == Some("/cloudsql/p:europe-west1:db")
+        ));
+    }
+
+    #[test]
+    fn missing_host_is_named() {
+        let mut s = DatabaseSettings::from_url("");
+        s.url = None;
+        let err = s.pg_config().unwrap_err().to_string();
+        assert!(err.contains("database.host"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let s = DatabaseSettings::from_url("postgres://u:hunter2@h/db");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

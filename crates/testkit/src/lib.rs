@@ -1,0 +1,98 @@
+//! Test and tooling support: a throwaway PostgreSQL cluster built from the installed server
+//! binaries, and a fresh database per test.
+//!
+//! `DATABASE_URL` set: every test gets a new database on that server. Unset: the tests share one
+//! throwaway cluster per machine user (started on first use, found again through a state file under
+//! the temp directory, guarded by a file lock). `cargo xtask test` starts and removes a cluster of its
+//! own around the whole run and passes it on as `DATABASE_URL`.
+
+mod cluster;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+pub use cluster::{ClusterOptions, PgCluster, shared_cluster_url};
+
+/// The server URL tests should use: `DATABASE_URL`, else the shared throwaway cluster.
+pub fn server_url() -> anyhow::Result<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Ok(url),
+        _ => shared_cluster_url(),
+    }
+}
+
+/// Replaces the database name in a `postgres://` URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{}", &base[..path_start], database);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates an empty database with a unique name and returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let server = server_url()?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!(
+        "items_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to the test server {}", redact(&server)))?;
+    let conn = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("creating test database {name}"))?;
+    drop(client);
+    let _ = conn.await;
+    Ok(with_database(&server, &name))
+}
+
+/// Hides a password in a URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/old?sslmode=disable", "new"),
+            "postgres://u:p@h:5432/new?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h:1", "n"), "postgres://h:1/n");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}
