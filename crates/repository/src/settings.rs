@@ -90,19 +90,31 @@ impl DatabaseSettings {
             Some(url) => url
                 .expose_secret()
                 .parse::<tokio_postgres::Config>()
-                .map_err(|e| DbError::Config(format!("database.url is not a valid PostgreSQL URL: {e}")))?,
+                .map_err(|e| {
+                    DbError::Config(format!("database.url is not a valid PostgreSQL URL: {e}"))
+                })?,
             None => tokio_postgres::Config::new(),
         };
-        if let Some(host) = &self.host {
+        // With a URL, the parts only fill what the URL leaves out.
+        let from_url = self.url.is_some();
+        if let Some(host) = &self.host
+            && !(from_url && !config.get_hosts().is_empty())
+        {
             config.host(host);
         }
-        if let Some(port) = self.port {
+        if let Some(port) = self.port
+            && !(from_url && !config.get_ports().is_empty())
+        {
             config.port(port);
         }
-        if let Some(user) = &self.user {
+        if let Some(user) = &self.user
+            && !(from_url && config.get_user().is_some())
+        {
             config.user(user);
         }
-        if let Some(dbname) = &self.dbname {
+        if let Some(dbname) = &self.dbname
+            && !(from_url && config.get_dbname().is_some())
+        {
             config.dbname(dbname);
         }
         if let Some(password) = &self.password {
@@ -129,7 +141,10 @@ impl DatabaseSettings {
         }
         config.application_name("items-service");
         config.connect_timeout(Duration::from_millis(self.pool.create_timeout_ms));
-        config.options(format!("-c statement_timeout={}", self.statement_timeout_ms));
+        config.options(format!(
+            "-c statement_timeout={}",
+            self.statement_timeout_ms
+        ));
         Ok(config)
     }
 }
@@ -160,6 +175,18 @@ mod tests {
             &config.get_hosts()[0],
             tokio_postgres::config::Host::Unix(p) if p.to_str() == Some("/cloudsql/p:europe-west1:db")
         ));
+    }
+
+    #[test]
+    fn url_wins_over_parts() {
+        let mut s = DatabaseSettings::from_url("postgres://u@db.internal:6543/fromurl");
+        s.host = Some("127.0.0.1".into());
+        s.dbname = Some("items".into());
+        s.user = Some("postgres".into());
+        let c = s.pg_config().unwrap();
+        assert_eq!(c.get_dbname(), Some("fromurl"));
+        assert_eq!(c.get_user(), Some("u"));
+        assert_eq!(c.get_ports(), &[6543]);
     }
 
     #[test]

@@ -192,7 +192,8 @@ impl ItemStore for PgStore {
                     return Err(StoreError::IdempotencyConflict);
                 }
                 let replay = Item {
-                    id: ItemId::new(row.try_get(1).map_err(DbError::from)?).map_err(DbError::from)?,
+                    id: ItemId::new(row.try_get(1).map_err(DbError::from)?)
+                        .map_err(DbError::from)?,
                     name: ItemName::parse(row.try_get(2).map_err(DbError::from)?)
                         .map_err(DbError::from)?,
                     description: row
@@ -329,7 +330,11 @@ impl ItemStore for PgStore {
             .prepare_cached("DELETE FROM items WHERE id = $1")
             .await
             .map_err(DbError::from)?;
-        match client.execute(&stmt, &[&id.get()]).await.map_err(DbError::from)? {
+        match client
+            .execute(&stmt, &[&id.get()])
+            .await
+            .map_err(DbError::from)?
+        {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }

@@ -1,1 +1,73 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use items_service::{Application, Settings, SettingsSources};
+
+/// The items HTTP service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Load and validate the settings, print them (secrets redacted) and exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&SettingsSources::from_env()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("items-service: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = items_telemetry::init(&settings.log) {
+        eprintln!("items-service: cannot initialise logging: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("items-service: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let app = Application::build(&settings).await?;
+                tracing::info!(port = app.port(), "listening");
+                app.run_until_stopped().await
+            }
+            Command::Migrate => {
+                let applied = items_repository::migrate(&settings.database).await?;
+                tracing::info!(migrations = ?applied, "migrations applied");
+                Ok(())
+            }
+            Command::CheckConfig => {
+                println!("{settings:#?}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "items-service failed");
+            eprintln!("items-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

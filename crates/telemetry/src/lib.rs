@@ -41,8 +41,8 @@ fn default_level() -> String {
 
 /// Installs the global subscriber. Call once, at start-up.
 pub fn init(settings: &LogSettings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))?;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

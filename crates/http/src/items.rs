@@ -1,0 +1,153 @@
+//! The `/items` handlers.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use items_domain::{
+    DomainError, ETag, IdempotencyKey, Item, ItemId, ItemPatch, ItemStore, NewItem, PageRequest,
+    PageSize, Precondition,
+};
+
+use crate::dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
+use crate::extract::{parse_json, read_body, require_json};
+use crate::{ApiError, ApiState};
+
+const JSON: &str = "application/json";
+const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
+
+fn item_id(req: &HttpRequest) -> Result<ItemId, ApiError> {
+    let raw = req.match_info().get("id").unwrap_or_default();
+    ItemId::parse(raw).map_err(ApiError::bad_param)
+}
+
+/// 200/201 with the item, its `ETag` and JSON.
+fn item_response(status: StatusCode, item: &Item) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, item.etag().to_string()))
+        .json(ItemResponse::from(item))
+}
+
+fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Result<Option<&'a str>, ApiError> {
+    req.headers()
+        .get(name)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::bad_param(DomainError::new(header_name(name), "must be visible ASCII"))
+            })
+        })
+        .transpose()
+}
+
+fn header_name(name: &str) -> &'static str {
+    match name {
+        "idempotency-key" => "Idempotency-Key",
+        "if-match" => "If-Match",
+        _ => "header",
+    }
+}
+
+pub(crate) async fn get<S: ItemStore>(
+    req: HttpRequest,
+    state: web::Data<ApiState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = item_id(&req)?;
+    let item = state.store.get(id).await?;
+    if let Some(tags) = header_str(&req, "if-none-match")?
+        && (tags.trim() == "*"
+            || tags
+                .split(',')
+                .filter_map(ETag::parse)
+                .any(|t| t == item.etag()))
+    {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, item.etag().to_string()))
+            .finish());
+    }
+    Ok(item_response(StatusCode::OK, &item))
+}
+
+pub(crate) async fn list<S: ItemStore>(
+    req: HttpRequest,
+    state: web::Data<ApiState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).map_err(|_| {
+            ApiError::bad_param(DomainError::new("query", "is not a valid query string"))
+        })?;
+    let value = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let size = value("page_size")
+        .map(PageSize::parse)
+        .transpose()
+        .map_err(ApiError::bad_param)?
+        .unwrap_or_default();
+    let after = value("page_token")
+        .map(|t| state.page_tokens.decode(t))
+        .transpose()
+        .map_err(ApiError::bad_param)?;
+    let page = state.store.list(PageRequest { after, size }).await?;
+    Ok(HttpResponse::Ok().json(ItemList {
+        items: page.items.iter().map(ItemResponse::from).collect(),
+        next_page_token: page.next_after.map(|id| state.page_tokens.encode(id)),
+    }))
+}
+
+pub(crate) async fn create<S: ItemStore>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let key = header_str(&req, "idempotency-key")?
+        .map(IdempotencyKey::parse)
+        .transpose()
+        .map_err(ApiError::bad_param)?;
+    require_json(&req, &[JSON])?;
+    let body = read_body(&req, payload).await?;
+    let new_item = NewItem::try_from(parse_json::<CreateItemRequest>(&body)?)?;
+    let outcome = state.store.create(new_item, key).await?;
+    let location = format!("/items/{}", outcome.item.id);
+    let mut response = item_response(StatusCode::CREATED, &outcome.item);
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    if outcome.replayed {
+        headers.insert(
+            header::HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+pub(crate) async fn update<S: ItemStore>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = item_id(&req)?;
+    let precondition = match header_str(&req, "if-match")? {
+        None => Precondition::None,
+        Some(v) if v.trim() == "*" => Precondition::Exists,
+        // Tags that do not parse can never match: the update fails with 412, as RFC 9110 says.
+        Some(v) => Precondition::OneOf(v.split(',').filter_map(ETag::parse).collect()),
+    };
+    require_json(&req, &[MERGE_PATCH_JSON, JSON])?;
+    let body = read_body(&req, payload).await?;
+    let patch = ItemPatch::try_from(parse_json::<PatchItemRequest>(&body)?)?;
+    let item = state.store.update(id, patch, precondition).await?;
+    Ok(item_response(StatusCode::OK, &item))
+}
+
+pub(crate) async fn delete<S: ItemStore>(
+    req: HttpRequest,
+    state: web::Data<ApiState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = item_id(&req)?;
+    state.store.delete(id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

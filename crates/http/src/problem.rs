@@ -1,0 +1,26 @@
+use serde::Serialize;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// A URI reference identifying the problem type (`about:blank` for plain HTTP errors).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Which inputs were wrong, when the problem is about input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+/// One offending input: a body field (`name`), a path parameter (`id`), a query parameter
+/// (`page_size`) or a header (`If-Match`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+}
