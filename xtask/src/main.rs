@@ -1,1 +1,66 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, one module per command.
+//!
+//! xtask is the only place in the workspace that shells out (cargo, the service binary, wrk,
+//! PostgreSQL's tools through `items-testkit`). A new command is a new module with an `Args`
+//! struct and a `run` function, plus one variant in [`Command`].
+
+mod bench;
+mod dev;
+mod migrate;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project automation for the items service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service on http://127.0.0.1:8080 against a throwaway PostgreSQL (or DATABASE_URL).
+    Dev(dev::Args),
+    /// Run every test (nextest + doc tests) against a throwaway PostgreSQL (or DATABASE_URL).
+    Test(test::Args),
+    /// Apply the service's embedded migrations to DATABASE_URL.
+    Migrate(migrate::Args),
+    /// Load-test the release binary on loopback with wrk and report throughput, latency and RSS.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Test(args) => test::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -55,17 +55,22 @@ pub async fn fresh_database() -> anyhow::Result<String> {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos
     );
-    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+    create_database(&server, &name).await
+}
+
+/// Creates database `name` (a plain identifier) on the server of `server_url` and returns its URL.
+pub async fn create_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(server_url, tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("connecting to the test server {}", redact(&server)))?;
+        .with_context(|| format!("connecting to the server {}", redact(server_url)))?;
     let conn = tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
-        .with_context(|| format!("creating test database {name}"))?;
+        .with_context(|| format!("creating database {name}"))?;
     drop(client);
     let _ = conn.await;
-    Ok(with_database(&server, &name))
+    Ok(with_database(server_url, name))
 }
 
 /// Hides a password in a URL for messages.

@@ -1,0 +1,3 @@
+-- GET the first page of 50 items.
+wrk.method = "GET"
+wrk.path = "/items?page_size=50"

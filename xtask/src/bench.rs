@@ -1,0 +1,360 @@
+//! `cargo xtask bench`: the release binary under load on loopback.
+//!
+//! Throwaway durable PostgreSQL cluster → migrate → seed 10,000 items → start the service (logs at
+//! warn) and time spawn → first 200 from `/readyz` → wrk per endpoint → peak RSS (VmHWM) → report
+//! as a table and as JSON.
+
+mod report;
+mod wrk;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use items_testkit::{ClusterOptions, PgCluster};
+use nix::sys::signal::Signal;
+
+use crate::util::{self, SERVICE, Signals};
+
+/// Items seeded before the run; `GET /items/{id}` draws ids from 1..=SEED_ITEMS.
+const SEED_ITEMS: i64 = 10_000;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Load time per endpoint (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up per endpoint before the measured run (0s: none).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Concurrent connections held open by wrk.
+    #[arg(long, default_value_t = 200)]
+    connections: u32,
+    /// wrk threads (the load generator shares the 2 cores with the server and PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// How many times to start the service to time start-up (the last one takes the load).
+    #[arg(long, default_value_t = 5)]
+    startups: u32,
+    /// Override the service's pool size (APP__DATABASE__POOL__MAX_SIZE); default: its setting.
+    #[arg(long)]
+    pool_size: Option<u32>,
+    /// Where to write the JSON report (default: target/bench.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.startups >= 1, "--startups must be at least 1");
+    anyhow::ensure!(
+        args.connections >= args.threads && args.threads >= 1,
+        "--connections must be at least --threads, which must be at least 1"
+    );
+    let mut signals = Signals::install()?;
+    tokio::select! {
+        result = bench(&args) => result.map(|()| ExitCode::SUCCESS),
+        sig = signals.recv() => {
+            // Dropping the bench future kills wrk and the service and removes the cluster.
+            eprintln!("xtask: {sig}: stopping the benchmark");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    let wrk_bin = wrk::find_or_install().await?;
+    eprintln!("xtask: building the release binary");
+    let binary = util::build_service(true).await?;
+    let work = TempDir::create()?;
+
+    eprintln!("xtask: starting a throwaway PostgreSQL cluster (durable settings)");
+    let mut cluster = PgCluster::start(&ClusterOptions::default())?;
+    let database_url = items_testkit::create_database(&cluster.url("postgres"), "items").await?;
+    migrate(&binary, &database_url).await?;
+    seed(&database_url).await?;
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let log = work.path().join("server.log");
+    let mut startup_ms = Vec::new();
+    let mut server = loop {
+        let (child, elapsed) = start_service(&binary, &database_url, addr, args, &log).await?;
+        startup_ms.push(elapsed.as_secs_f64() * 1000.0);
+        if startup_ms.len() >= args.startups as usize {
+            break child;
+        }
+        stop_service(child).await?;
+    };
+    eprintln!(
+        "xtask: start-up to the first 200 from /readyz: {}",
+        startup_ms
+            .iter()
+            .map(|ms| format!("{ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let base_url = format!("http://{addr}");
+    let mut results = Vec::new();
+    for endpoint in wrk::ENDPOINTS {
+        let script = endpoint.write_script(work.path())?;
+        let script_args = [SEED_ITEMS.to_string()];
+        if !args.warmup.is_zero() {
+            let load = wrk::Load {
+                threads: args.threads,
+                connections: args.connections,
+                duration: args.warmup,
+            };
+            wrk::run(&wrk_bin, &script, &base_url, &load, &script_args).await?;
+        }
+        eprintln!(
+            "xtask: {} for {}s at {} connections",
+            endpoint.name,
+            args.duration.as_secs(),
+            args.connections
+        );
+        let load = wrk::Load {
+            threads: args.threads,
+            connections: args.connections,
+            duration: args.duration,
+        };
+        let summary = wrk::run(&wrk_bin, &script, &base_url, &load, &script_args).await?;
+        if server.try_wait()?.is_some() {
+            bail!("{SERVICE} died under load; its log:\n{}", tail(&log));
+        }
+        results.push((endpoint.name, summary));
+    }
+
+    let pid = server.id().context("the service is gone")?;
+    let peak_rss = peak_rss_bytes(pid)?;
+    let shutdown = stop_service(server).await?;
+    cluster.stop();
+
+    let report = report::Report {
+        connections: args.connections,
+        wrk_threads: args.threads,
+        duration: args.duration,
+        warmup: args.warmup,
+        seed_items: SEED_ITEMS,
+        startup_ms,
+        peak_rss_bytes: peak_rss,
+        graceful_exit: shutdown.success(),
+        endpoints: results,
+    };
+    println!("{}", report.table());
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| util::project_root().join("target").join("bench.json"));
+    if let Some(dir) = json_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report.json())?;
+    std::fs::write(&json_path, json + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("JSON report: {}", json_path.display());
+    Ok(())
+}
+
+async fn migrate(binary: &Path, database_url: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(binary)
+        .arg("migrate")
+        .env("APP_ENVIRONMENT", "local")
+        .env("APP__DATABASE__URL", database_url)
+        .env("APP__LOG__LEVEL", "warn")
+        .current_dir(util::project_root())
+        .output()
+        .await
+        .with_context(|| format!("running {SERVICE} migrate"))?;
+    if !out.status.success() {
+        bail!(
+            "{SERVICE} migrate failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+async fn seed(database_url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the bench database")?;
+    let connection = tokio::spawn(connection);
+    let inserted = client
+        .execute(
+            "INSERT INTO items (name, description) \
+             SELECT 'item ' || g, 'seeded by cargo xtask bench, number ' || g \
+             FROM generate_series(1, $1::bigint) AS g",
+            &[&SEED_ITEMS],
+        )
+        .await
+        .context("seeding items")?;
+    client
+        .batch_execute("VACUUM ANALYZE items")
+        .await
+        .context("vacuuming items")?;
+    let max_id: i64 = client
+        .query_one("SELECT coalesce(max(id), 0) FROM items", &[])
+        .await?
+        .get(0);
+    drop(client);
+    let _ = connection.await;
+    anyhow::ensure!(
+        inserted == SEED_ITEMS as u64 && max_id == SEED_ITEMS,
+        "seeding gave {inserted} rows up to id {max_id}, expected ids 1..={SEED_ITEMS}"
+    );
+    eprintln!("xtask: seeded {SEED_ITEMS} items");
+    Ok(())
+}
+
+/// Spawns the release service and returns it with the time from spawn to the first 200 from
+/// `/readyz`.
+async fn start_service(
+    binary: &Path,
+    database_url: &str,
+    addr: SocketAddr,
+    args: &Args,
+    log: &Path,
+) -> anyhow::Result<(tokio::process::Child, Duration)> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.current_dir(util::project_root())
+        .env("APP_ENVIRONMENT", "local")
+        .env("APP__DATABASE__URL", database_url)
+        .env("APP__SERVER__HOST", addr.ip().to_string())
+        .env("APP__SERVER__PORT", addr.port().to_string())
+        .env("APP__LOG__LEVEL", "warn")
+        .env("APP__LOG__FORMAT", "json")
+        .env_remove("PORT")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    if let Some(size) = args.pool_size {
+        cmd.env("APP__DATABASE__POOL__MAX_SIZE", size.to_string());
+    }
+    let spawned = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    if let Err(e) = util::wait_ready(addr, &mut child, Duration::from_secs(30)).await {
+        bail!("{e:#}; its log:\n{}", tail(log));
+    }
+    Ok((child, spawned.elapsed()))
+}
+
+/// SIGTERM, then wait (up to Cloud Run's 10 s) for a graceful exit.
+async fn stop_service(
+    mut child: tokio::process::Child,
+) -> anyhow::Result<std::process::ExitStatus> {
+    util::send(&child, Signal::SIGTERM);
+    match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+        Ok(status) => Ok(status?),
+        Err(_) => {
+            child.kill().await.ok();
+            bail!("{SERVICE} did not exit within 10 s of SIGTERM")
+        }
+    }
+}
+
+/// The peak resident set size (VmHWM) of a live process.
+fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    vm_hwm_bytes(&status).with_context(|| format!("no VmHWM line in {path}"))
+}
+
+fn vm_hwm_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut fields = line["VmHWM:".len()..].split_whitespace();
+    let value: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => Some(value * 1024),
+        _ => None,
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The last lines of a log file, for error messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// `10s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 10s, 500ms or 1m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "unknown unit `{unit}` in `{text}` (use ms, s or m)"
+        )),
+    }
+}
+
+/// A scratch directory for the scripts and the server log, removed on drop.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("items-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn reads_vm_hwm() {
+        let status = "Name:\titems-service\nVmPeak:\t  300000 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   20000 kB\n";
+        assert_eq!(vm_hwm_bytes(status), Some(23_456 * 1024));
+        assert_eq!(vm_hwm_bytes("Name:\tx\n"), None);
+    }
+}

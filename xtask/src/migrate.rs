@@ -1,0 +1,42 @@
+//! `cargo xtask migrate`: `items-service migrate` against `DATABASE_URL`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use items_testkit::redact;
+
+use crate::util::{self, Forward, SERVICE, Signals};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The database to migrate.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.database_url.is_empty(),
+        "DATABASE_URL is empty: set it (or pass --database-url) to the database to migrate"
+    );
+    let mut signals = Signals::install()?;
+    let binary = util::build_service(false).await?;
+    eprintln!("xtask: migrating {}", redact(&args.database_url));
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("migrate")
+        .current_dir(util::project_root())
+        .env("APP__DATABASE__URL", &args.database_url);
+    if std::env::var_os("APP_ENVIRONMENT").is_none() {
+        cmd.env("APP_ENVIRONMENT", "local");
+    }
+    let status = util::supervise(
+        &mut cmd,
+        &mut signals,
+        Forward::All,
+        Duration::from_secs(15),
+    )
+    .await
+    .with_context(|| format!("running {SERVICE} migrate"))?;
+    Ok(util::exit_code(status))
+}
