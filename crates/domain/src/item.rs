@@ -246,10 +246,23 @@ mod tests {
 
     #[test]
     fn item_id_rejects_bad_forms() {
-        for bad in ["", "0", "-1", "abc", "1.5", "+1", " 1", "9223372036854775808", "1e3"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "abc",
+            "1.5",
+            "+1",
+            " 1",
+            "9223372036854775808",
+            "1e3",
+        ] {
             assert!(ItemId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert_eq!(ItemId::parse("9223372036854775807").unwrap().get(), i64::MAX);
+        assert_eq!(
+            ItemId::parse("9223372036854775807").unwrap().get(),
+            i64::MAX
+        );
         assert_eq!(ItemId::parse("42").unwrap().get(), 42);
     }
 
@@ -260,7 +273,14 @@ mod tests {
         assert!(ItemName::parse(&"a".repeat(201)).is_err());
         assert!(ItemName::parse("bell\u{7}").is_err());
         assert!(ItemName::parse("line\nbreak").is_err());
-        assert_eq!(ItemName::parse(&"é".repeat(200)).unwrap().as_str().chars().count(), 200);
+        assert_eq!(
+            ItemName::parse(&"é".repeat(200))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            200
+        );
         assert_eq!(ItemName::parse("  padded  ").unwrap().as_str(), "padded");
         let tricky = "Robert'); DROP TABLE items;-- 100% \"quoted\" 🦀 שלום";
         assert_eq!(ItemName::parse(tricky).unwrap().as_str(), tricky);

@@ -70,6 +70,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
             "the body is empty; a JSON object is required".to_owned(),
         ));
     }
+    // serde would accept a struct written as an array; the API takes objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::invalid_param(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "body",
+                    "must be a JSON object",
+                ),
+                Err(e) => ApiError::MalformedBody(format!("malformed JSON: {e}")),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

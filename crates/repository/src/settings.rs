@@ -98,22 +98,22 @@ impl DatabaseSettings {
         // With a URL, the parts only fill what the URL leaves out.
         let from_url = self.url.is_some();
         if let Some(host) = &self.host
-            && !(from_url && !config.get_hosts().is_empty())
+            && (!from_url || config.get_hosts().is_empty())
         {
             config.host(host);
         }
         if let Some(port) = self.port
-            && !(from_url && !config.get_ports().is_empty())
+            && (!from_url || config.get_ports().is_empty())
         {
             config.port(port);
         }
         if let Some(user) = &self.user
-            && !(from_url && config.get_user().is_some())
+            && (!from_url || config.get_user().is_none())
         {
             config.user(user);
         }
         if let Some(dbname) = &self.dbname
-            && !(from_url && config.get_dbname().is_some())
+            && (!from_url || config.get_dbname().is_none())
         {
             config.dbname(dbname);
         }

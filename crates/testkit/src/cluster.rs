@@ -48,11 +48,8 @@ impl PgCluster {
             Some(p) => p,
             None => free_port()?,
         };
-        let data_dir = std::env::temp_dir().join(format!(
-            "items-pg-{}-{}",
-            std::process::id(),
-            port
-        ));
+        let data_dir =
+            std::env::temp_dir().join(format!("items-pg-{}-{}", std::process::id(), port));
         if data_dir.exists() {
             fs::remove_dir_all(&data_dir).ok();
         }
@@ -147,8 +144,7 @@ impl PgCluster {
             options.max_connections
         );
         if options.fast_unsafe {
-            server_opts
-                .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            server_opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
         let log = self.data_dir.join("server.log");
         let out = self

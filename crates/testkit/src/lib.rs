@@ -41,6 +41,20 @@ pub fn with_database(url: &str, database: &str) -> String {
     out
 }
 
+/// Replaces host and port in a `postgres://` URL (keeps user, password, database and query).
+pub fn with_host_port(url: &str, host: &str, port: u16) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!(
+        "{}{userinfo}{host}:{port}{}",
+        &url[..authority_start],
+        &rest[authority_end..]
+    )
+}
+
 /// Creates an empty database with a unique name and returns its URL.
 pub async fn fresh_database() -> anyhow::Result<String> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -98,6 +112,14 @@ mod tests {
             "postgres://u:p@h:5432/new?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h:1", "n"), "postgres://h:1/n");
+        assert_eq!(
+            with_host_port("postgres://u:p@h:5432/db?x=1", "127.0.0.1", 7),
+            "postgres://u:p@127.0.0.1:7/db?x=1"
+        );
+        assert_eq!(
+            with_host_port("postgres://h/db", "a", 1),
+            "postgres://a:1/db"
+        );
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     }
 }
