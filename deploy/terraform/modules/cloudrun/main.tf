@@ -1,0 +1,260 @@
+# One Cloud Run v2 service per region, not publicly invokable, running as a dedicated
+# service account that may only connect to Cloud SQL, read its secrets and write telemetry.
+# `cargo xtask deploy` owns the image, the revision name and the traffic split.
+
+locals {
+  app_port         = 8080
+  secrets_dir      = "/secrets"
+  password_file    = "db-password"
+  collector_dir    = "/etc/otelcol-google"
+  collector_health = 13133
+
+  database_host = (
+    var.database.connect_via == "unix_socket"
+    ? "/cloudsql/${var.database.connection_name}"
+    : var.database.private_ip
+  )
+
+  app_env = merge(
+    {
+      APP_ENVIRONMENT               = var.environment
+      APP__DATABASE__HOST           = local.database_host
+      APP__DATABASE__USER           = var.database.user
+      APP__DATABASE__DBNAME         = var.database.name
+      APP__DATABASE__PASSWORD_FILE  = "${local.secrets_dir}/${local.password_file}"
+      APP__DATABASE__POOL__MAX_SIZE = tostring(var.database.pool_max_size)
+      OTEL_EXPORTER_OTLP_ENDPOINT   = "http://localhost:4317"
+    },
+    var.env,
+  )
+}
+
+resource "google_service_account" "runtime" {
+  project      = var.project_id
+  account_id   = var.runtime_account_id
+  display_name = "Cloud Run runtime: ${var.service_name} (${var.environment})"
+  description  = "Identity of the ${var.service_name} service: Cloud SQL client, its secrets, metrics and traces."
+}
+
+# Cloud SQL has no instance-level IAM: the project binding is narrowed to the one instance
+# with a condition.
+resource "google_project_iam_member" "cloudsql_client" {
+  project = var.project_id
+  role    = "roles/cloudsql.client"
+  member  = google_service_account.runtime.member
+
+  condition {
+    title      = "only-${var.service_name}-instance"
+    expression = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+  }
+}
+
+resource "google_project_iam_member" "telemetry" {
+  for_each = toset(["roles/monitoring.metricWriter", "roles/cloudtrace.agent"])
+
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.runtime.member
+}
+
+resource "google_secret_manager_secret_iam_member" "db_password" {
+  project   = var.project_id
+  secret_id = var.database.password_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime.member
+}
+
+# The collector's configuration, mounted as a file into the sidecar.
+resource "google_secret_manager_secret" "collector_config" {
+  project   = var.project_id
+  secret_id = "${var.service_name}-otel-collector-config"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "collector_config" {
+  secret      = google_secret_manager_secret.collector_config.id
+  secret_data = var.collector.config
+}
+
+resource "google_secret_manager_secret_iam_member" "collector_config" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.collector_config.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime.member
+}
+
+resource "google_cloud_run_v2_service" "this" {
+  for_each = var.regions
+
+  project              = var.project_id
+  name                 = var.service_name
+  location             = each.key
+  labels               = var.labels
+  ingress              = "INGRESS_TRAFFIC_ALL" # API Gateway calls the run.app URL; IAM keeps everyone else out
+  invoker_iam_disabled = false
+  deletion_protection  = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.runtime.email
+    max_instance_request_concurrency = var.concurrency
+    timeout                          = "${var.request_timeout_seconds}s"
+    labels                           = var.labels
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    vpc_access {
+      egress = "PRIVATE_RANGES_ONLY"
+
+      network_interfaces {
+        network    = each.value.network
+        subnetwork = each.value.subnetwork
+      }
+    }
+
+    containers {
+      name       = "app"
+      image      = var.bootstrap_image
+      depends_on = ["collector"]
+
+      ports {
+        container_port = local.app_port
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = var.cpu_idle
+        startup_cpu_boost = var.cpu_boost
+      }
+
+      dynamic "env" {
+        for_each = local.app_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      volume_mounts {
+        name       = "db-password"
+        mount_path = local.secrets_dir
+      }
+
+      volume_mounts {
+        name       = "cloudsql"
+        mount_path = "/cloudsql"
+      }
+
+      # Readiness touches the database: a revision only takes traffic once it can serve.
+      startup_probe {
+        initial_delay_seconds = 0
+        period_seconds        = 2
+        timeout_seconds       = 1
+        failure_threshold     = 30
+
+        http_get {
+          path = "/readyz"
+          port = local.app_port
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 10
+        timeout_seconds   = 1
+        failure_threshold = 3
+
+        http_get {
+          path = "/healthz"
+          port = local.app_port
+        }
+      }
+    }
+
+    containers {
+      name  = "collector"
+      image = var.collector.image
+      args  = ["--config=${local.collector_dir}/config.yaml"]
+
+      resources {
+        limits = {
+          cpu    = var.collector.cpu
+          memory = var.collector.memory
+        }
+      }
+
+      volume_mounts {
+        name       = "otel-config"
+        mount_path = local.collector_dir
+      }
+
+      startup_probe {
+        period_seconds    = 2
+        timeout_seconds   = 1
+        failure_threshold = 30
+
+        http_get {
+          path = "/"
+          port = local.collector_health
+        }
+      }
+    }
+
+    volumes {
+      name = "db-password"
+      secret {
+        secret       = var.database.password_secret_name
+        default_mode = 288 # 0440
+        items {
+          version = "latest"
+          path    = local.password_file
+          mode    = 256 # 0400
+        }
+      }
+    }
+
+    volumes {
+      name = "cloudsql"
+      cloud_sql_instance {
+        instances = [var.database.connection_name]
+      }
+    }
+
+    volumes {
+      name = "otel-config"
+      secret {
+        secret = google_secret_manager_secret.collector_config.secret_id
+        items {
+          version = "latest"
+          path    = "config.yaml"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    # Rolled out by `cargo xtask deploy` (Cloud Run Admin API services.patch).
+    ignore_changes = [
+      template[0].containers[0].image,
+      template[0].revision,
+      traffic,
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_project_iam_member.cloudsql_client,
+    google_secret_manager_secret_iam_member.db_password,
+    google_secret_manager_secret_iam_member.collector_config,
+    google_secret_manager_secret_version.collector_config,
+  ]
+}

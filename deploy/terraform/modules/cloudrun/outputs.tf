@@ -1,0 +1,30 @@
+output "service_name" {
+  description = "Cloud Run service name (the same in every region)."
+  value       = var.service_name
+}
+
+output "services" {
+  description = "Region => { id, name, uri } of the service in that region; uri is the API Gateway backend address."
+  value = {
+    for region, service in google_cloud_run_v2_service.this : region => {
+      id   = service.id
+      name = service.name
+      uri  = service.uri
+    }
+  }
+}
+
+output "runtime_service_account_email" {
+  description = "Email of the runtime service account (`cargo xtask deploy` needs iam.serviceAccounts.actAs on it)."
+  value       = google_service_account.runtime.email
+}
+
+output "runtime_service_account_id" {
+  description = "Resource id of the runtime service account, for IAM bindings on it."
+  value       = google_service_account.runtime.name
+}
+
+output "collector_config_secret_id" {
+  description = "Secret holding the OpenTelemetry collector configuration."
+  value       = google_secret_manager_secret.collector_config.id
+}

@@ -1,0 +1,105 @@
+# Cloud SQL for PostgreSQL with a private IP only, automated backups with point-in-time
+# recovery, optional regional HA, deletion protection, a maintenance window, the application
+# database and user, and the user's password in Secret Manager (never in Terraform state).
+
+resource "google_sql_database_instance" "this" {
+  project             = var.project_id
+  name                = var.instance_name
+  region              = var.region
+  database_version    = var.database_version
+  deletion_protection = var.deletion_protection
+
+  settings {
+    tier                        = var.tier
+    edition                     = var.edition
+    availability_type           = var.availability_type
+    disk_type                   = "PD_SSD"
+    disk_size                   = var.disk_size_gb
+    disk_autoresize             = true
+    deletion_protection_enabled = var.deletion_protection
+    user_labels                 = var.labels
+
+    ip_configuration {
+      ipv4_enabled                                  = false
+      private_network                               = var.private_network
+      ssl_mode                                      = var.ssl_mode
+      enable_private_path_for_google_cloud_services = true
+    }
+
+    backup_configuration {
+      enabled                        = true
+      start_time                     = var.backup_start_time
+      point_in_time_recovery_enabled = true
+      transaction_log_retention_days = var.transaction_log_retention_days
+
+      backup_retention_settings {
+        retained_backups = var.retained_backups
+        retention_unit   = "COUNT"
+      }
+    }
+
+    maintenance_window {
+      day          = var.maintenance_window.day
+      hour         = var.maintenance_window.hour
+      update_track = var.maintenance_window.update_track
+    }
+
+    dynamic "database_flags" {
+      for_each = merge(var.database_flags, { max_connections = tostring(var.max_connections) })
+      content {
+        name  = database_flags.key
+        value = database_flags.value
+      }
+    }
+
+    insights_config {
+      query_insights_enabled  = var.query_insights
+      record_application_tags = var.query_insights
+      record_client_address   = false
+    }
+  }
+}
+
+resource "google_sql_database" "app" {
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
+  name     = var.database_name
+}
+
+# Generated during apply and handed to Cloud SQL and Secret Manager through write-only
+# arguments; bump password_version to rotate.
+ephemeral "random_password" "db" {
+  length           = 40
+  special          = true
+  override_special = "-_.~"
+}
+
+resource "google_sql_user" "app" {
+  project             = var.project_id
+  instance            = google_sql_database_instance.this.name
+  name                = var.user_name
+  type                = "BUILT_IN"
+  password_wo         = ephemeral.random_password.db.result
+  password_wo_version = var.password_version
+}
+
+resource "google_secret_manager_secret" "db_password" {
+  project   = var.project_id
+  secret_id = var.password_secret_id
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "db_password" {
+  secret                 = google_secret_manager_secret.db_password.id
+  secret_data_wo         = ephemeral.random_password.db.result
+  secret_data_wo_version = var.password_version
+
+  # Cloud Run mounts "latest"; keep old versions around (disabled) for a rollback window.
+  deletion_policy = "DISABLE"
+
+  depends_on = [google_sql_user.app]
+}
