@@ -623,6 +623,7 @@ struct RegionToml {
 /// The arguments of the envs/<env> call of modules/stack that the TOML also names.
 #[derive(Debug, Deserialize)]
 struct StackCall {
+    environment: String,
     project_id: String,
     service_name: String,
     api_id: String,
@@ -665,6 +666,7 @@ fn stack_call(env_dir: &Path, root: &Path) -> Result<(StackCall, Module), String
         .ok_or_else(|| "calls no ../../modules/stack module".to_owned())?;
     let mut object = hcl::Map::new();
     for key in [
+        "environment",
         "project_id",
         "service_name",
         "api_id",
@@ -755,6 +757,7 @@ fn check_environments(environments: &Path, envs: &Path, root: &Path) -> Vec<Stri
                 ));
             }
         };
+        differ("environment", &stack.environment, env);
         differ("project_id", &stack.project_id, &toml.project_id);
         differ("service_name", &stack.service_name, &toml.service);
         differ("api_id", &stack.api_id, &toml.api_id);

@@ -126,8 +126,11 @@ variable "transaction_log_retention_days" {
   default     = 7
 
   validation {
-    condition     = var.transaction_log_retention_days >= 1 && var.transaction_log_retention_days <= 35
-    error_message = "transaction_log_retention_days must be between 1 and 35."
+    condition = (
+      var.transaction_log_retention_days >= 1 &&
+      var.transaction_log_retention_days <= (var.edition == "ENTERPRISE_PLUS" ? 35 : 7)
+    )
+    error_message = "transaction_log_retention_days must be 1-7 for ENTERPRISE and 1-35 for ENTERPRISE_PLUS."
   }
 }
 

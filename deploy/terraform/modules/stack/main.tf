@@ -52,6 +52,8 @@ module "network" {
   depends_on = [google_project_service.apis]
 }
 
+# Every module waits for the project APIs: some of their resources (secrets, service accounts,
+# the API) reference nothing that would order them after the APIs otherwise.
 module "cloudsql" {
   source = "../cloudsql"
 
@@ -73,6 +75,8 @@ module "cloudsql" {
   password_secret_id  = "${var.service_name}-db-password"
   password_version    = var.db_password_version
   labels              = local.labels
+
+  depends_on = [google_project_service.apis]
 }
 
 module "cloudrun" {
@@ -113,6 +117,8 @@ module "cloudrun" {
     image  = var.collector_image
     config = file(local.collector_config_path)
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 module "apigateway" {
@@ -135,6 +141,8 @@ module "apigateway" {
   api_keys = {
     uptime = "Uptime checks (${var.environment})"
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 module "monitoring" {
@@ -150,6 +158,8 @@ module "monitoring" {
   error_ratio_threshold    = var.error_ratio_threshold
   slo_goal                 = var.slo_goal
   notification_channels    = var.notification_channels
+
+  depends_on = [google_project_service.apis]
 }
 
 module "deployer" {
@@ -165,4 +175,6 @@ module "deployer" {
   managed_service            = module.apigateway.managed_service
   gateways                   = { for region, gw in module.apigateway.gateways : region => gw.gateway_id }
   artifact_registry_location = var.primary_region
+
+  depends_on = [google_project_service.apis]
 }
