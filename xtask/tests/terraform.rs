@@ -886,6 +886,47 @@ fn real_tree_has_every_module_and_environment() {
     }
 }
 
+/// Each environment root keeps its state in GCS and pins exact provider versions.
+#[test]
+fn environment_roots_pin_providers_and_use_a_gcs_backend() {
+    let root = repo_root();
+    for env in ["dev", "stage", "prod"] {
+        let module = load_module(&root.join("deploy/terraform/envs").join(env), &root);
+        let terraform: Vec<&hcl::Block> = module
+            .files
+            .iter()
+            .flat_map(|(_, body)| body.blocks())
+            .filter(|b| b.identifier() == "terraform")
+            .collect();
+        let backend = terraform
+            .iter()
+            .flat_map(|t| t.body().blocks())
+            .find(|b| b.identifier() == "backend");
+        assert_eq!(
+            backend.map(|b| label(b, 0)).as_deref(),
+            Some("gcs"),
+            "envs/{env} has no backend \"gcs\""
+        );
+        let providers = terraform
+            .iter()
+            .flat_map(|t| t.body().blocks())
+            .find(|b| b.identifier() == "required_providers")
+            .unwrap_or_else(|| panic!("envs/{env} has no required_providers"));
+        for name in ["google", "google-beta"] {
+            let version = attribute(providers.body(), name)
+                .and_then(|e| evaluate(e, name).ok())
+                .and_then(|v| v.as_object()?.get("version")?.as_str().map(str::to_owned));
+            assert!(
+                version
+                    .as_deref()
+                    .is_some_and(|v| v.split('.').count() == 3
+                        && v.split('.').all(|n| n.parse::<u32>().is_ok())),
+                "envs/{env} must pin {name} to an exact version, found {version:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn broken_variable_and_module_call_fixtures_fail() {
     for (name, expected) in [
