@@ -1,0 +1,88 @@
+//! The PostgreSQL adapter against a real database (fresh per test).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use items_domain::{
+    Description, IdempotencyKey, ItemName, ItemStore, NewItem, PageRequest, PageSize, StoreError,
+};
+use items_repository::{DatabaseSettings, PgStore, migrate};
+
+async fn fresh() -> (DatabaseSettings, PgStore) {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    migrate(&settings).await.unwrap();
+    let store = PgStore::new(&settings).unwrap();
+    (settings, store)
+}
+
+fn new_item(name: &str) -> NewItem {
+    NewItem {
+        name: ItemName::parse(name).unwrap(),
+        description: Some(Description::parse("d").unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_apply_once() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    let runs = (0..8).map(|_| migrate(&settings));
+    let results = futures_util::future::join_all(runs).await;
+    let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
+    assert_eq!(applied, 1, "exactly one instance applies V1");
+    // Running again is a no-op.
+    assert!(migrate(&settings).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn keyed_creates_race_to_exactly_one_row() {
+    let (settings, store) = fresh().await;
+    let key = IdempotencyKey::parse("race").unwrap();
+    let creates = (0..12).map(|_| store.create(new_item("same"), Some(key.clone())));
+    let outcomes = futures_util::future::join_all(creates).await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1);
+    assert!(outcomes.iter().all(|o| o.item == outcomes[0].item));
+
+    let different = store.create(new_item("other"), Some(key)).await;
+    assert!(matches!(different, Err(StoreError::IdempotencyConflict)));
+    let page = store
+        .list(PageRequest {
+            after: None,
+            size: PageSize::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    drop(settings);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_fast() {
+    // Nothing listens on this port: connection set-up fails, is retried briefly, then gives up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut settings =
+        DatabaseSettings::from_url(&format!("postgres://postgres@127.0.0.1:{port}/x"));
+    settings.pool.wait_timeout_ms = 300;
+    let store = PgStore::new(&settings).unwrap();
+    let started = Instant::now();
+    let result = store.get(items_domain::ItemId::new(1).unwrap()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        store.ready().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
