@@ -7,6 +7,7 @@
 mod bench;
 mod dev;
 mod migrate;
+mod render;
 mod test;
 mod util;
 
@@ -34,6 +35,8 @@ enum Command {
     Migrate(migrate::Args),
     /// Load-test the release binary on loopback with wrk and report throughput, latency and RSS.
     Bench(bench::Args),
+    /// Render openapi/items.openapi.json and the API Gateway configs in openapi/gateway/ (--check: fail on drift).
+    Render(render::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             Command::Test(args) => test::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Render(args) => render::run(args).await,
         }
     });
     match result {

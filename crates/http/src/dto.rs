@@ -3,18 +3,25 @@
 use items_domain::{Description, Item, ItemName, ItemPatch, NewItem};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 use crate::ApiError;
 
 /// An item as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ItemResponse {
+    #[schema(minimum = 1, example = 42)]
     pub id: i64,
+    #[schema(min_length = 1, max_length = 200, example = "first item")]
     pub name: String,
+    /// `null` when the item has none.
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -32,20 +39,25 @@ impl From<&Item> for ItemResponse {
 }
 
 /// One page of items.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ItemList {
     pub items: Vec<ItemResponse>,
     /// Pass as `page_token` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next_page_token: Option<String>,
 }
 
 /// Body of `POST /items`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateItemRequest {
+    /// 1 to 200 characters after trimming, no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "first item")]
     pub name: String,
+    /// Up to 2000 characters; line breaks and tabs allowed, other control characters not.
     #[serde(default)]
+    #[schema(max_length = 2000, example = "hello")]
     pub description: Option<String>,
 }
 
@@ -67,12 +79,16 @@ impl TryFrom<CreateItemRequest> for NewItem {
 
 /// Body of `PATCH /items/{id}`: a JSON merge patch (RFC 7396). A member set to `null` removes it;
 /// an absent member is left alone.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchItemRequest {
+    /// A new name (1 to 200 characters after trimming); cannot be `null`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 200)]
     pub name: Option<Option<String>>,
+    /// A new description, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false, max_length = 2000)]
     pub description: Option<Option<String>>,
 }
 

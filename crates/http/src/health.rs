@@ -1,14 +1,46 @@
 use actix_web::{HttpResponse, web};
 use items_domain::ItemStore;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::openapi::Unavailable;
 use crate::{ApiError, ApiState};
 
-/// Liveness: the process answers; never touches the database.
-pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// Body of the health probes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// `ok` (liveness) or `ready` (readiness).
+    #[schema(example = "ok")]
+    pub(crate) status: &'static str,
 }
 
-/// Readiness: a pooled connection answers a query.
+/// Liveness
+///
+/// The process answers; never touches the database.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive.", body = Status))
+)]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ok" })
+}
+
+/// Readiness
+///
+/// A pooled database connection answers a query.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Status),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn readyz<S: ItemStore>(
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -21,5 +53,5 @@ pub(crate) async fn readyz<S: ItemStore>(
             ApiError::Internal(e) => ApiError::Unavailable(items_domain::StoreError::Other(e)),
             other => other,
         })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }

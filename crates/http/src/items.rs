@@ -10,6 +10,10 @@ use items_domain::{
 
 use crate::dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 use crate::extract::{parse_json, read_body, require_json};
+use crate::openapi::{
+    BadRequest, NotFound, PayloadTooLarge, PreconditionFailed, Unavailable, Unprocessable,
+    UnsupportedMediaType,
+};
 use crate::{ApiError, ApiState};
 
 const JSON: &str = "application/json";
@@ -46,6 +50,27 @@ fn header_name(name: &str) -> &'static str {
     }
 }
 
+/// Get one item
+///
+/// With `If-None-Match` naming the current ETag (or `*`), the answer is 304 without a body.
+#[utoipa::path(
+    get,
+    path = "/items/{id}",
+    operation_id = "get_item",
+    tag = "items",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+            description = "ETags the client holds (comma-separated) or `*`: 304 when one is current."),
+    ),
+    responses(
+        (status = 200, description = "The item.", body = ItemResponse, headers(("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."))),
+        (status = 304, description = "The item has not changed.", headers(("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn get<S: ItemStore>(
     req: HttpRequest,
     state: web::Data<ApiState<S>>,
@@ -66,6 +91,26 @@ pub(crate) async fn get<S: ItemStore>(
     Ok(item_response(StatusCode::OK, &item))
 }
 
+/// List items
+///
+/// Ordered by id; keyset-paginated with opaque, tamper-evident page tokens.
+#[utoipa::path(
+    get,
+    path = "/items",
+    operation_id = "list_items",
+    tag = "items",
+    params(
+        ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100,
+            description = "Items per page, 1 to 100 (default 50)."),
+        ("page_token" = Option<String>, Query,
+            description = "`next_page_token` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of items.", body = ItemList),
+        (status = 400, response = BadRequest),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn list<S: ItemStore>(
     req: HttpRequest,
     state: web::Data<ApiState<S>>,
@@ -96,6 +141,35 @@ pub(crate) async fn list<S: ItemStore>(
     }))
 }
 
+/// Create an item
+///
+/// With an `Idempotency-Key`, repeating the same request replays the first answer
+/// (`Idempotent-Replayed: true`); the same key with another body is a 422.
+#[utoipa::path(
+    post,
+    path = "/items",
+    operation_id = "create_item",
+    tag = "items",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            description = "Visible ASCII, at most 255 characters: makes retries of this create safe."),
+    ),
+    request_body(content = CreateItemRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new item (or the replay of an earlier create with this key).",
+            body = ItemResponse, headers(
+                ("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."),
+                ("Location" = String, description = "The item's URL: `/items/{id}`."),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when this answer replays an earlier create."),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn create<S: ItemStore>(
     req: HttpRequest,
     payload: web::Payload,
@@ -124,6 +198,35 @@ pub(crate) async fn create<S: ItemStore>(
     Ok(response)
 }
 
+/// Update an item
+///
+/// A JSON merge patch (RFC 7396): members present replace, `"description": null` removes the
+/// description, absent members are left alone.
+#[utoipa::path(
+    patch,
+    path = "/items/{id}",
+    operation_id = "update_item",
+    tag = "items",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
+        ("If-Match" = Option<String>, Header, nullable = false,
+            description = "The ETag the change is based on (or `*`): 412 when the item has changed since."),
+    ),
+    request_body(content(
+        (PatchItemRequest = "application/merge-patch+json"),
+        (PatchItemRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The updated item.", body = ItemResponse, headers(("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn update<S: ItemStore>(
     req: HttpRequest,
     payload: web::Payload,
@@ -143,6 +246,20 @@ pub(crate) async fn update<S: ItemStore>(
     Ok(item_response(StatusCode::OK, &item))
 }
 
+/// Delete an item
+#[utoipa::path(
+    delete,
+    path = "/items/{id}",
+    operation_id = "delete_item",
+    tag = "items",
+    params(("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(crate) async fn delete<S: ItemStore>(
     req: HttpRequest,
     state: web::Data<ApiState<S>>,

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod health;
 mod items;
+pub mod openapi;
 mod page_token;
 mod problem;
 
@@ -18,6 +19,7 @@ use items_domain::ItemStore;
 
 pub use dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
+pub use openapi::{ApiDoc, OPENAPI_PATH, openapi, openapi_json};
 pub use page_token::PageTokenCodec;
 pub use problem::{InvalidParam, PROBLEM_JSON, Problem};
 
@@ -37,35 +39,15 @@ impl<S> ApiState<S> {
     }
 }
 
-/// Registers every route of the API. The route table lives here and only here.
+/// Registers every route of the API: one resource per path of the OpenAPI spec ([`openapi()`]),
+/// one route per operation, a problem+json 405 (with `Allow`) for other methods and a 404 for
+/// unknown paths. The route table is the spec: see [`openapi`](mod@openapi).
 pub fn configure<S: ItemStore>(
     state: web::Data<ApiState<S>>,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(state)
-            .service(
-                web::resource("/items")
-                    .route(web::get().to(items::list::<S>))
-                    .route(web::post().to(items::create::<S>))
-                    .default_service(error::method_not_allowed("GET, POST")),
-            )
-            .service(
-                web::resource("/items/{id}")
-                    .route(web::get().to(items::get::<S>))
-                    .route(web::patch().to(items::update::<S>))
-                    .route(web::delete().to(items::delete::<S>))
-                    .default_service(error::method_not_allowed("GET, PATCH, DELETE")),
-            )
-            .service(
-                web::resource("/healthz")
-                    .route(web::get().to(health::healthz))
-                    .default_service(error::method_not_allowed("GET")),
-            )
-            .service(
-                web::resource("/readyz")
-                    .route(web::get().to(health::readyz::<S>))
-                    .default_service(error::method_not_allowed("GET")),
-            )
-            .default_service(web::to(error::not_found));
+        cfg.app_data(state);
+        openapi::register::<S>(cfg);
+        cfg.default_service(web::to(error::not_found));
     }
 }

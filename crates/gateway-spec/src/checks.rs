@@ -1,0 +1,208 @@
+//! Built-in checks of a rendered Swagger 2.0 document, mirroring what API Gateway rejects or
+//! mishandles. Each returns messages naming the place; an empty list means the document passes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+/// HTTP methods a Swagger 2.0 path item can hold.
+pub const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
+
+/// Every check; `previous` is the config last rendered for the same environment and region.
+pub fn check(doc: &Value, previous: Option<&Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    problems.extend(partial_segment_parameters(doc));
+    problems.extend(external_refs(doc));
+    problems.extend(port_in_host(doc));
+    problems.extend(operations_without_backend(doc));
+    problems.extend(duplicate_operation_ids(doc));
+    // Without a previous config only the metric costs are checked.
+    problems.extend(quota_metrics_kept(previous.unwrap_or(doc), doc));
+    problems
+}
+
+fn paths(doc: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    doc.get("paths")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.iter())
+}
+
+/// `(path, method, operation)` of every operation.
+pub fn operations(doc: &Value) -> Vec<(&str, &'static str, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in paths(doc) {
+        for method in METHODS {
+            if let Some(op) = item.get(method) {
+                out.push((path.as_str(), method, op));
+            }
+        }
+    }
+    out
+}
+
+/// `/items/item_{id}` or `/items/{id}.json`: API Gateway accepts whole-segment parameters only.
+pub fn partial_segment_parameters(doc: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, _) in paths(doc) {
+        for segment in path.split('/') {
+            let whole = segment.starts_with('{')
+                && segment.ends_with('}')
+                && segment[1..segment.len() - 1]
+                    .chars()
+                    .all(|c| c != '{' && c != '}');
+            if (segment.contains('{') || segment.contains('}')) && !whole {
+                problems.push(format!(
+                    "paths.{path}: the segment {segment:?} mixes a path parameter with other text; \
+                     API Gateway accepts only whole-segment parameters like {{id}}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A `$ref` to another file or URL: API Gateway takes one self-contained document.
+pub fn external_refs(doc: &Value) -> Vec<String> {
+    fn walk(value: &Value, at: &str, problems: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    if k == "$ref"
+                        && let Some(r) = v.as_str()
+                        && !r.starts_with('#')
+                    {
+                        problems.push(format!(
+                            "{here}: external $ref {r:?}; API Gateway accepts only references \
+                             inside the document (#/definitions/…)"
+                        ));
+                    }
+                    walk(v, &here, problems);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{at}/{i}"), problems);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    walk(doc, "#", &mut problems);
+    problems
+}
+
+/// `host: api.example.com:8443`: API Gateway rejects a port in `host`.
+pub fn port_in_host(doc: &Value) -> Vec<String> {
+    match doc.get("host").and_then(Value::as_str) {
+        Some(host) if host.contains(':') => vec![format!(
+            "host: {host:?} has a port; API Gateway rejects a port in host"
+        )],
+        _ => vec![],
+    }
+}
+
+/// Every operation needs `x-google-backend` with an `address` and an explicit `path_translation`
+/// (the document-level one counts), or API Gateway has nowhere to send it.
+pub fn operations_without_backend(doc: &Value) -> Vec<String> {
+    let top = doc.get("x-google-backend");
+    let mut problems = Vec::new();
+    for (path, method, op) in operations(doc) {
+        let Some(backend) = op.get("x-google-backend").or(top) else {
+            problems.push(format!(
+                "paths.{path}.{method}: the operation has no x-google-backend, so API Gateway \
+                 cannot route it"
+            ));
+            continue;
+        };
+        if backend.get("address").and_then(Value::as_str).is_none() {
+            problems.push(format!(
+                "paths.{path}.{method}: x-google-backend has no address"
+            ));
+        }
+        if backend
+            .get("path_translation")
+            .and_then(Value::as_str)
+            .is_none()
+        {
+            problems.push(format!(
+                "paths.{path}.{method}: x-google-backend must set path_translation explicitly"
+            ));
+        }
+    }
+    problems
+}
+
+/// operationIds must be unique (and present): API Gateway names methods after them.
+pub fn duplicate_operation_ids(doc: &Value) -> Vec<String> {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (path, method, op) in operations(doc) {
+        let here = format!("paths.{path}.{method}");
+        match op.get("operationId").and_then(Value::as_str) {
+            None => problems.push(format!("{here}: the operation has no operationId")),
+            Some(id) => {
+                if let Some(first) = seen.get(id) {
+                    problems.push(format!(
+                        "{here}: operationId {id:?} is already used by {first}"
+                    ));
+                } else {
+                    seen.insert(id, here);
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn metric_names(doc: &Value) -> BTreeSet<String> {
+    let management = doc.get("x-google-management");
+    let metrics = management
+        .and_then(|m| m.get("metrics"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("name").and_then(Value::as_str));
+    let limits = management
+        .and_then(|m| m.get("quota"))
+        .and_then(|q| q.get("limits"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("metric").and_then(Value::as_str));
+    metrics.chain(limits).map(str::to_owned).collect()
+}
+
+/// A quota metric renamed or removed since the previous config breaks gateways still serving
+/// it; metric costs must name declared metrics.
+pub fn quota_metrics_kept(previous: &Value, doc: &Value) -> Vec<String> {
+    let before = metric_names(previous);
+    let now = metric_names(doc);
+    let mut problems: Vec<String> = before
+        .difference(&now)
+        .map(|m| {
+            format!(
+                "x-google-management: the quota metric {m:?} of the previous config is renamed \
+                 or removed; gateways still serving that config would break. Keep it (add new \
+                 metrics beside it)"
+            )
+        })
+        .collect();
+    for (path, method, op) in operations(doc) {
+        let costs = op
+            .get("x-google-quota")
+            .and_then(|q| q.get("metricCosts"))
+            .and_then(Value::as_object);
+        for metric in costs.into_iter().flat_map(|c| c.keys()) {
+            if !now.contains(metric) {
+                problems.push(format!(
+                    "paths.{path}.{method}: x-google-quota names the metric {metric:?}, which \
+                     x-google-management does not declare"
+                ));
+            }
+        }
+    }
+    problems
+}
