@@ -44,36 +44,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let nextest = has_nextest().await;
-    let mut runs = Vec::new();
-    if nextest {
-        runs.push(
-            ["nextest", "run", "--workspace"]
-                .into_iter()
-                .map(String::from)
-                .chain(args.extra.iter().cloned())
-                .collect::<Vec<_>>(),
-        );
-        if !args.no_doc {
-            runs.push(["test", "--doc", "--workspace"].map(String::from).to_vec());
-        }
-    } else {
+    if !nextest {
         eprintln!(
             "xtask: note: cargo-nextest is not installed, falling back to `cargo test` \
              (install it with `cargo install --locked cargo-nextest`)"
         );
-        let mut run: Vec<String> = ["test", "--workspace"].map(String::from).to_vec();
-        if args.no_doc {
-            run.extend(["--lib", "--bins", "--tests"].map(String::from));
-        }
-        if !args.extra.is_empty() {
-            run.push("--".into());
-            run.extend(args.extra.iter().cloned());
-        }
-        runs.push(run);
     }
 
     let mut code = ExitCode::SUCCESS;
-    for run in runs {
+    for run in cargo_runs(nextest, args.no_doc, &args.extra) {
         eprintln!("xtask: cargo {}", run.join(" "));
         let mut cmd = util::cargo();
         cmd.args(&run).env("DATABASE_URL", &database_url);
@@ -103,6 +82,54 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// The cargo invocations for one test run. The extra arguments go to `cargo nextest run` (or to
+/// `cargo test`, which takes the same `-p` and name filters); `--workspace` is added unless they
+/// pick packages themselves (cargo lets `--workspace` win over `-p`).
+fn cargo_runs(nextest: bool, no_doc: bool, extra: &[String]) -> Vec<Vec<String>> {
+    let packages = package_args(extra);
+    let scope: &[&str] = if packages.is_empty() {
+        &["--workspace"]
+    } else {
+        &[]
+    };
+    let mut main: Vec<String> = if nextest {
+        vec!["nextest".into(), "run".into()]
+    } else {
+        vec!["test".into()]
+    };
+    main.extend(scope.iter().map(|s| (*s).to_owned()));
+    if no_doc && !nextest {
+        main.extend(["--lib", "--bins", "--tests"].map(String::from));
+    }
+    main.extend(extra.iter().cloned());
+    let mut runs = vec![main];
+    // nextest does not run doc tests; `cargo test` already did.
+    if nextest && !no_doc {
+        let mut doc = vec!["test".to_owned(), "--doc".to_owned()];
+        doc.extend(scope.iter().map(|s| (*s).to_owned()));
+        doc.extend(packages.iter().map(|a| (*a).to_owned()));
+        runs.push(doc);
+    }
+    runs
+}
+
+/// The `-p NAME` / `--package NAME` / `--package=NAME` / `-pNAME` arguments among `extra`.
+fn package_args(extra: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut args = extra.iter().take_while(|a| *a != "--");
+    while let Some(a) = args.next() {
+        if a == "-p" || a == "--package" {
+            out.push(a.as_str());
+            if let Some(name) = args.next() {
+                out.push(name.as_str());
+            }
+        } else if a.starts_with("--package=") || (a.starts_with("-p") && a.len() > 2) {
+            out.push(a.as_str());
+        }
+    }
+    out
+}
+
 async fn has_nextest() -> bool {
     util::cargo()
         .args(["nextest", "--version"])
@@ -111,4 +138,60 @@ async fn has_nextest() -> bool {
         .status()
         .await
         .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn whole_workspace_by_default() {
+        assert_eq!(
+            cargo_runs(true, false, &[]),
+            [
+                strings(&["nextest", "run", "--workspace"]),
+                strings(&["test", "--doc", "--workspace"]),
+            ]
+        );
+        assert_eq!(
+            cargo_runs(false, false, &[]),
+            [strings(&["test", "--workspace"])]
+        );
+        assert_eq!(
+            cargo_runs(true, true, &strings(&["faults"])),
+            [strings(&["nextest", "run", "--workspace", "faults"])]
+        );
+    }
+
+    #[test]
+    fn packages_named_by_the_caller_replace_the_workspace() {
+        let extra = strings(&["-p", "items-service", "faults"]);
+        assert_eq!(
+            cargo_runs(true, false, &extra),
+            [
+                strings(&["nextest", "run", "-p", "items-service", "faults"]),
+                strings(&["test", "--doc", "-p", "items-service"]),
+            ]
+        );
+        assert_eq!(
+            cargo_runs(
+                false,
+                true,
+                &strings(&["--package=xtask", "--", "--nocapture"])
+            ),
+            [strings(&[
+                "test",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--package=xtask",
+                "--",
+                "--nocapture"
+            ])]
+        );
+    }
 }
