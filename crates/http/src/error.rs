@@ -189,14 +189,7 @@ impl From<StoreError> for ApiError {
 
 /// Renders an error chain on one line: `a: b: c`.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    items_telemetry::logging::error_chain(e)
 }
 
 impl ResponseError for ApiError {
@@ -204,17 +197,46 @@ impl ResponseError for ApiError {
         self.status()
     }
 
+    /// The problem+json response. 5xx are logged (with the cause chain, as Error Reporting
+    /// events) by the telemetry middleware, which finds the error on the response.
     fn error_response(&self) -> HttpResponse {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error = %chain(self), "request failed");
-        }
-        let mut response = HttpResponse::build(status);
+        let mut response = HttpResponse::build(self.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let ApiError::Unavailable(_) = self {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
         }
-        response.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+        response.body(problem_body(&self.problem()))
+    }
+}
+
+/// A problem body with the request's `trace_id` member, so that consumers can quote it.
+#[derive(serde::Serialize)]
+struct TracedProblem<'a> {
+    #[serde(flatten)]
+    problem: &'a Problem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+}
+
+fn problem_body(problem: &Problem) -> Vec<u8> {
+    serde_json::to_vec(&TracedProblem {
+        problem,
+        trace_id: items_telemetry::current_trace_id(),
+    })
+    .unwrap_or_default()
+}
+
+/// The generic 500 for a handler that panicked (the middleware reports the panic).
+pub(crate) fn panic_response() -> HttpResponse {
+    ApiError::Internal("the handler panicked".into()).error_response()
+}
+
+/// What the log gets for a failed request: the cause chain of an [`ApiError`], else the error's
+/// own text.
+pub(crate) fn log_detail(error: &actix_web::Error) -> String {
+    match error.as_error::<ApiError>() {
+        Some(e) => chain(e),
+        None => format!("{error}"),
     }
 }
 

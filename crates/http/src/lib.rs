@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod health;
 mod items;
+mod middleware;
 pub mod openapi;
 mod page_token;
 mod problem;
@@ -19,6 +20,7 @@ use items_domain::ItemStore;
 
 pub use dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
+pub use middleware::{RequestTelemetry, RequestTelemetryService};
 pub use openapi::{ApiDoc, OPENAPI_PATH, openapi, openapi_json};
 pub use page_token::PageTokenCodec;
 pub use problem::{InvalidParam, PROBLEM_JSON, Problem};

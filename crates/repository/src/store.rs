@@ -11,6 +11,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::{DatabaseSettings, DbError};
 
+use self::instruments::{Instruments, Query};
+
 const ITEM_COLUMNS: &str = "id, name, description, created_at, updated_at, version";
 
 /// The PostgreSQL-backed item store. Cheap to clone (the pool is reference-counted).
@@ -18,6 +20,7 @@ const ITEM_COLUMNS: &str = "id, name, description, created_at, updated_at, versi
 pub struct PgStore {
     pool: Pool,
     backoff: ExponentialBuilder,
+    instruments: Instruments,
 }
 
 impl PgStore {
@@ -45,7 +48,18 @@ impl PgStore {
             .with_max_delay(ms(200))
             .with_max_times(3)
             .with_jitter();
-        Ok(Self { pool, backoff })
+        Ok(Self {
+            pool,
+            backoff,
+            instruments: Instruments::from_global(),
+        })
+    }
+
+    /// Registers the pool gauges (`db.client.connection.count` by `state` idle/used,
+    /// `db.client.connection.max`, `db.client.connection.pending_requests`) with the global
+    /// meter provider; they read `Pool::status()` at each collection.
+    pub fn register_pool_metrics(&self) {
+        self.instruments.register_pool_gauges(&self.pool);
     }
 
     /// The pool, for metrics (size, idle, waiting) and shutdown.
@@ -60,7 +74,7 @@ impl PgStore {
 
     /// A connection; set-up failures are retried with backoff, pool timeouts are not.
     async fn connection(&self) -> Result<Object, DbError> {
-        (|| async { self.pool.get().await.map_err(DbError::from) })
+        (|| async { self.acquire().await })
             .retry(self.backoff)
             .when(DbError::is_transient)
             .await
@@ -73,12 +87,30 @@ impl PgStore {
         Fut: Future<Output = Result<T, DbError>>,
     {
         (|| async {
-            let client = self.pool.get().await?;
+            let client = self.acquire().await?;
             op(client).await
         })
         .retry(self.backoff)
         .when(DbError::is_transient)
         .await
+    }
+
+    /// One pool checkout, as a span.
+    async fn acquire(&self) -> Result<Object, DbError> {
+        self.instruments
+            .traced(&Query::ACQUIRE, async {
+                self.pool.get().await.map_err(DbError::from)
+            })
+            .await
+    }
+
+    /// One statement (prepare and run), as a span and a `db.client.operation.duration` sample.
+    async fn traced<T, E>(
+        &self,
+        query: &Query,
+        statement: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.instruments.traced(query, statement).await
     }
 }
 
@@ -112,10 +144,13 @@ impl ItemStore for PgStore {
     async fn get(&self, id: ItemId) -> Result<Item, StoreError> {
         let row = self
             .read(|client| async move {
-                let stmt = client
-                    .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
-                    .await?;
-                Ok(client.query_opt(&stmt, &[&id.get()]).await?)
+                self.traced(&Query::SELECT_ITEMS, async {
+                    let stmt = client
+                        .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
+                        .await?;
+                    Ok(client.query_opt(&stmt, &[&id.get()]).await?)
+                })
+                .await
             })
             .await?;
         match row {
@@ -129,12 +164,15 @@ impl ItemStore for PgStore {
         let limit = i64::from(page.size.get()) + 1;
         let rows = self
             .read(|client| async move {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
-                    ))
-                    .await?;
-                Ok(client.query(&stmt, &[&after, &limit]).await?)
+                self.traced(&Query::SELECT_ITEMS, async {
+                    let stmt = client
+                        .prepare_cached(&format!(
+                            "SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
+                        ))
+                        .await?;
+                    Ok(client.query(&stmt, &[&after, &limit]).await?)
+                })
+                .await
             })
             .await?;
         let mut items = rows
@@ -156,35 +194,40 @@ impl ItemStore for PgStore {
         key: Option<IdempotencyKey>,
     ) -> Result<CreateOutcome, StoreError> {
         let mut client = self.connection().await?;
-        let tx = client.transaction().await.map_err(DbError::from)?;
+        let tx = self
+            .traced(&Query::BEGIN, client.transaction())
+            .await
+            .map_err(DbError::from)?;
         let name = item.name.as_str();
         let description = item.description.as_ref().map(Description::as_str);
 
         if let Some(key) = &key {
             let hash = request_hash(&item);
             // Concurrent requests with the same key block here until the first commits.
-            let claim = tx
-                .prepare_cached(
-                    "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO NOTHING",
-                )
-                .await
-                .map_err(DbError::from)?;
-            let claimed = tx
-                .execute(&claim, &[&key.as_str(), &hash])
+            let claimed = self
+                .traced(&Query::INSERT_KEYS, async {
+                    let claim = tx
+                        .prepare_cached(
+                            "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) \
+                             ON CONFLICT (key) DO NOTHING",
+                        )
+                        .await?;
+                    tx.execute(&claim, &[&key.as_str(), &hash]).await
+                })
                 .await
                 .map_err(DbError::from)?;
             if claimed == 0 {
-                let stmt = tx
-                    .prepare_cached(
-                        "SELECT request_hash, item_id, item_name, item_description, \
-                         item_created_at, item_updated_at, item_version \
-                         FROM idempotency_keys WHERE key = $1",
-                    )
-                    .await
-                    .map_err(DbError::from)?;
-                let row = tx
-                    .query_one(&stmt, &[&key.as_str()])
+                let row = self
+                    .traced(&Query::SELECT_KEYS, async {
+                        let stmt = tx
+                            .prepare_cached(
+                                "SELECT request_hash, item_id, item_name, item_description, \
+                                 item_created_at, item_updated_at, item_version \
+                                 FROM idempotency_keys WHERE key = $1",
+                            )
+                            .await?;
+                        tx.query_one(&stmt, &[&key.as_str()]).await
+                    })
                     .await
                     .map_err(DbError::from)?;
                 let stored_hash: Vec<u8> = row.try_get(0).map_err(DbError::from)?;
@@ -213,43 +256,49 @@ impl ItemStore for PgStore {
             }
         }
 
-        let insert = tx
-            .prepare_cached(&format!(
-                "INSERT INTO items (name, description) VALUES ($1, $2) RETURNING {ITEM_COLUMNS}"
-            ))
-            .await
-            .map_err(DbError::from)?;
-        let row = tx
-            .query_one(&insert, &[&name, &description])
+        let row = self
+            .traced(&Query::INSERT_ITEMS, async {
+                let insert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO items (name, description) VALUES ($1, $2) \
+                         RETURNING {ITEM_COLUMNS}"
+                    ))
+                    .await?;
+                tx.query_one(&insert, &[&name, &description]).await
+            })
             .await
             .map_err(DbError::from)?;
         let created = item_from_row(&row)?;
 
         if let Some(key) = &key {
-            let record = tx
-                .prepare_cached(
-                    "UPDATE idempotency_keys SET item_id = $2, item_name = $3, \
-                     item_description = $4, item_created_at = $5, item_updated_at = $6, \
-                     item_version = $7 WHERE key = $1",
+            self.traced(&Query::UPDATE_KEYS, async {
+                let record = tx
+                    .prepare_cached(
+                        "UPDATE idempotency_keys SET item_id = $2, item_name = $3, \
+                         item_description = $4, item_created_at = $5, item_updated_at = $6, \
+                         item_version = $7 WHERE key = $1",
+                    )
+                    .await?;
+                tx.execute(
+                    &record,
+                    &[
+                        &key.as_str(),
+                        &created.id.get(),
+                        &name,
+                        &description,
+                        &created.created_at,
+                        &created.updated_at,
+                        &created.version,
+                    ],
                 )
                 .await
-                .map_err(DbError::from)?;
-            tx.execute(
-                &record,
-                &[
-                    &key.as_str(),
-                    &created.id.get(),
-                    &name,
-                    &description,
-                    &created.created_at,
-                    &created.updated_at,
-                    &created.version,
-                ],
-            )
+            })
             .await
             .map_err(DbError::from)?;
         }
-        tx.commit().await.map_err(DbError::from)?;
+        self.traced(&Query::COMMIT, tx.commit())
+            .await
+            .map_err(DbError::from)?;
         Ok(CreateOutcome {
             item: created,
             replayed: false,
@@ -268,12 +317,13 @@ impl ItemStore for PgStore {
         };
         let client = self.connection().await?;
         if patch.is_empty() {
-            let stmt = client
-                .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
-                .await
-                .map_err(DbError::from)?;
-            let row = client
-                .query_opt(&stmt, &[&id.get()])
+            let row = self
+                .traced(&Query::SELECT_ITEMS, async {
+                    let stmt = client
+                        .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
+                        .await?;
+                    client.query_opt(&stmt, &[&id.get()]).await
+                })
                 .await
                 .map_err(DbError::from)?
                 .ok_or(StoreError::NotFound)?;
@@ -289,36 +339,40 @@ impl ItemStore for PgStore {
             .description
             .as_ref()
             .and_then(|d| d.as_ref().map(Description::as_str));
-        let stmt = client
-            .prepare_cached(&format!(
-                "UPDATE items SET name = COALESCE($2, name), \
-                 description = CASE WHEN $3 THEN $4 ELSE description END, \
-                 updated_at = now(), version = version + 1 \
-                 WHERE id = $1 AND ($5::bigint[] IS NULL OR version = ANY($5)) \
-                 RETURNING {ITEM_COLUMNS}"
-            ))
-            .await
-            .map_err(DbError::from)?;
-        let row = client
-            .query_opt(
-                &stmt,
-                &[&id.get(), &name, &set_description, &description, &versions],
-            )
+        let row = self
+            .traced(&Query::UPDATE_ITEMS, async {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "UPDATE items SET name = COALESCE($2, name), \
+                         description = CASE WHEN $3 THEN $4 ELSE description END, \
+                         updated_at = now(), version = version + 1 \
+                         WHERE id = $1 AND ($5::bigint[] IS NULL OR version = ANY($5)) \
+                         RETURNING {ITEM_COLUMNS}"
+                    ))
+                    .await?;
+                client
+                    .query_opt(
+                        &stmt,
+                        &[&id.get(), &name, &set_description, &description, &versions],
+                    )
+                    .await
+            })
             .await
             .map_err(DbError::from)?;
         if let Some(row) = row {
             return Ok(item_from_row(&row)?);
         }
         // Nothing updated: tell a missing item from a stale tag.
-        let exists = client
-            .prepare_cached("SELECT 1 FROM items WHERE id = $1")
+        let exists = self
+            .traced(&Query::SELECT_ITEMS, async {
+                let exists = client
+                    .prepare_cached("SELECT 1 FROM items WHERE id = $1")
+                    .await?;
+                client.query_opt(&exists, &[&id.get()]).await
+            })
             .await
             .map_err(DbError::from)?;
-        match client
-            .query_opt(&exists, &[&id.get()])
-            .await
-            .map_err(DbError::from)?
-        {
+        match exists {
             Some(_) => Err(StoreError::PreconditionFailed),
             None => Err(StoreError::NotFound),
         }
@@ -326,26 +380,207 @@ impl ItemStore for PgStore {
 
     async fn delete(&self, id: ItemId) -> Result<(), StoreError> {
         let client = self.connection().await?;
-        let stmt = client
-            .prepare_cached("DELETE FROM items WHERE id = $1")
+        let deleted = self
+            .traced(&Query::DELETE_ITEMS, async {
+                let stmt = client
+                    .prepare_cached("DELETE FROM items WHERE id = $1")
+                    .await?;
+                client.execute(&stmt, &[&id.get()]).await
+            })
             .await
             .map_err(DbError::from)?;
-        match client
-            .execute(&stmt, &[&id.get()])
-            .await
-            .map_err(DbError::from)?
-        {
+        match deleted {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
-        client
-            .simple_query("SELECT 1")
+        let client = self.acquire().await?;
+        self.traced(&Query::PING, client.simple_query("SELECT 1"))
             .await
             .map_err(DbError::from)?;
         Ok(())
+    }
+}
+
+/// Spans and metrics of the store, following the database client semantic conventions:
+/// `db.system.name`, `db.operation.name`, `db.collection.name`; never statement parameters.
+mod instruments {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use deadpool_postgres::Pool;
+    use opentelemetry::global::BoxedTracer;
+    use opentelemetry::metrics::{Histogram, ObservableGauge};
+    use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+
+    /// One kind of statement: the span name and its attributes.
+    pub(super) struct Query {
+        name: &'static str,
+        operation: Option<&'static str>,
+        table: Option<&'static str>,
+    }
+
+    impl Query {
+        const fn new(name: &'static str, operation: &'static str, table: &'static str) -> Self {
+            Self {
+                name,
+                operation: Some(operation),
+                table: Some(table),
+            }
+        }
+        pub(super) const ACQUIRE: Query = Query {
+            name: "acquire connection",
+            operation: None,
+            table: None,
+        };
+        pub(super) const PING: Query = Query {
+            name: "SELECT",
+            operation: Some("SELECT"),
+            table: None,
+        };
+        pub(super) const BEGIN: Query = Query {
+            name: "BEGIN",
+            operation: Some("BEGIN"),
+            table: None,
+        };
+        pub(super) const COMMIT: Query = Query {
+            name: "COMMIT",
+            operation: Some("COMMIT"),
+            table: None,
+        };
+        pub(super) const SELECT_ITEMS: Query = Query::new("SELECT items", "SELECT", "items");
+        pub(super) const INSERT_ITEMS: Query = Query::new("INSERT items", "INSERT", "items");
+        pub(super) const UPDATE_ITEMS: Query = Query::new("UPDATE items", "UPDATE", "items");
+        pub(super) const DELETE_ITEMS: Query = Query::new("DELETE items", "DELETE", "items");
+        pub(super) const INSERT_KEYS: Query =
+            Query::new("INSERT idempotency_keys", "INSERT", "idempotency_keys");
+        pub(super) const SELECT_KEYS: Query =
+            Query::new("SELECT idempotency_keys", "SELECT", "idempotency_keys");
+        pub(super) const UPDATE_KEYS: Query =
+            Query::new("UPDATE idempotency_keys", "UPDATE", "idempotency_keys");
+
+        fn attributes(&self) -> Vec<KeyValue> {
+            let mut attributes = vec![KeyValue::new("db.system.name", "postgresql")];
+            if let Some(operation) = self.operation {
+                attributes.push(KeyValue::new("db.operation.name", operation));
+            }
+            if let Some(table) = self.table {
+                attributes.push(KeyValue::new("db.collection.name", table));
+            }
+            attributes
+        }
+    }
+
+    #[derive(Clone)]
+    pub(super) struct Instruments(Arc<Inner>);
+
+    struct Inner {
+        tracer: BoxedTracer,
+        query_duration: Histogram<f64>,
+        gauges: std::sync::Mutex<Vec<ObservableGauge<u64>>>,
+    }
+
+    impl std::fmt::Debug for Instruments {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Instruments")
+        }
+    }
+
+    impl Instruments {
+        /// Instruments of the global tracer and meter providers (set by telemetry start-up).
+        pub(super) fn from_global() -> Self {
+            let meter = opentelemetry::global::meter("items-repository");
+            let query_duration = meter
+                .f64_histogram("db.client.operation.duration")
+                .with_unit("s")
+                .with_description("Duration of database client operations.")
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+                ])
+                .build();
+            Self(Arc::new(Inner {
+                tracer: opentelemetry::global::tracer("items-repository"),
+                query_duration,
+                gauges: std::sync::Mutex::new(Vec::new()),
+            }))
+        }
+
+        pub(super) async fn traced<T, E>(
+            &self,
+            query: &Query,
+            statement: impl Future<Output = Result<T, E>>,
+        ) -> Result<T, E> {
+            let tracer = &self.0.tracer;
+            let parent = Context::current();
+            let span = tracer
+                .span_builder(query.name)
+                .with_kind(SpanKind::Client)
+                .start_with_context(tracer, &parent);
+            let cx = parent.with_span(span);
+            let started = Instant::now();
+            let result = statement.await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let span = cx.span();
+            let recording = span.is_recording();
+            if recording || query.operation.is_some() {
+                let mut attributes = query.attributes();
+                if result.is_err() {
+                    attributes.push(KeyValue::new("error.type", "db_error"));
+                }
+                if query.operation.is_some() {
+                    self.0.query_duration.record(elapsed, &attributes);
+                }
+                if recording {
+                    span.set_attributes(attributes);
+                    if result.is_err() {
+                        span.set_status(Status::error("database error"));
+                    }
+                }
+            }
+            span.end();
+            result
+        }
+
+        pub(super) fn register_pool_gauges(&self, pool: &Pool) {
+            let meter = opentelemetry::global::meter("items-repository");
+            let name = || KeyValue::new("db.client.connection.pool.name", "items");
+            let p = pool.clone();
+            let count = meter
+                .u64_observable_gauge("db.client.connection.count")
+                .with_unit("{connection}")
+                .with_description("Connections in the pool, by state (idle, used).")
+                .with_callback(move |o| {
+                    let s = p.status();
+                    o.observe(
+                        s.available as u64,
+                        &[name(), KeyValue::new("db.client.connection.state", "idle")],
+                    );
+                    o.observe(
+                        s.size.saturating_sub(s.available) as u64,
+                        &[name(), KeyValue::new("db.client.connection.state", "used")],
+                    );
+                })
+                .build();
+            let p = pool.clone();
+            let max = meter
+                .u64_observable_gauge("db.client.connection.max")
+                .with_unit("{connection}")
+                .with_description("The pool's maximum size.")
+                .with_callback(move |o| o.observe(p.status().max_size as u64, &[name()]))
+                .build();
+            let p = pool.clone();
+            let waiting = meter
+                .u64_observable_gauge("db.client.connection.pending_requests")
+                .with_unit("{request}")
+                .with_description("Requests waiting for a connection.")
+                .with_callback(move |o| o.observe(p.status().waiting as u64, &[name()]))
+                .build();
+            if let Ok(mut gauges) = self.0.gauges.lock() {
+                gauges.extend([count, max, waiting]);
+            }
+        }
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use items_http::{ApiState, PageTokenCodec};
+use items_http::{ApiState, PageTokenCodec, RequestTelemetry};
 use items_repository::PgStore;
+use items_telemetry::{HttpInstruments, Platform, ServiceInfo, Telemetry};
 use secrecy::ExposeSecret as _;
 
 pub use settings::{ApiSettings, AppEnvironment, ServerSettings, Settings, SettingsSources};
@@ -18,6 +19,33 @@ pub struct Application {
     server: Server,
     port: u16,
     store: PgStore,
+    telemetry: Telemetry,
+}
+
+/// Who the service is, for telemetry (`service.name`, `service.version`, `serviceContext`).
+pub fn service_info() -> ServiceInfo {
+    ServiceInfo {
+        name: env!("CARGO_PKG_NAME").to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Extra knobs of [`Application::build_with`]; production uses the defaults.
+#[derive(Default)]
+pub struct BuildOptions {
+    /// Routes registered after the API's (tests add failing handlers here).
+    pub extra_routes: Option<fn(&mut web::ServiceConfig)>,
+    /// The platform, instead of detecting it (tests).
+    pub platform: Option<Platform>,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("extra_routes", &self.extra_routes.is_some())
+            .field("platform", &self.platform)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -29,8 +57,19 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Applies migrations (when enabled), builds the pool and binds the listener.
+    /// Starts telemetry, applies migrations (when enabled), builds the pool and binds the
+    /// listener.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, BuildOptions::default()).await
+    }
+
+    /// [`Application::build`] with test hooks.
+    pub async fn build_with(settings: &Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        let telemetry = match options.platform {
+            Some(platform) => Telemetry::start_on(&settings.telemetry, &service_info(), platform),
+            None => Telemetry::start(&settings.telemetry, &service_info()).await,
+        }
+        .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
         if settings.database.migrate_on_start {
             let applied = items_repository::migrate(&settings.database)
                 .await
@@ -40,6 +79,9 @@ impl Application {
             }
         }
         let store = PgStore::new(&settings.database).context("building the connection pool")?;
+        store.register_pool_metrics();
+        let instruments = HttpInstruments::new(&telemetry, &settings.log);
+        let extra_routes = options.extra_routes;
         let state = web::Data::new(ApiState::new(
             store.clone(),
             PageTokenCodec::new(settings.api.page_token_secret.expose_secret().as_bytes()),
@@ -48,10 +90,17 @@ impl Application {
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
         let port = listener.local_addr()?.port();
-        let mut server =
-            HttpServer::new(move || App::new().configure(items_http::configure(state.clone())))
-                .disable_signals()
-                .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        let mut server = HttpServer::new(move || {
+            let mut app = App::new()
+                .wrap(RequestTelemetry::new(instruments.clone()))
+                .configure(items_http::configure(state.clone()));
+            if let Some(extra) = extra_routes {
+                app = app.configure(extra);
+            }
+            app
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
@@ -60,6 +109,7 @@ impl Application {
             server,
             port,
             store,
+            telemetry,
         })
     }
 
@@ -68,7 +118,8 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
-    /// `server.shutdown_timeout_secs`) and closes the pool.
+    /// `server.shutdown_timeout_secs`), closes the pool and flushes telemetry (within
+    /// `telemetry.flush_timeout_ms`).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -77,6 +128,7 @@ impl Application {
         handle.stop(true).await;
         server.await.context("server task")?.context("server")?;
         self.store.close();
+        self.telemetry.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }

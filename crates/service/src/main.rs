@@ -30,7 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = items_telemetry::init(&settings.log) {
+    if let Err(e) = items_telemetry::init(
+        &settings.log,
+        &settings.telemetry,
+        &items_service::service_info(),
+    ) {
         eprintln!("items-service: cannot initialise logging: {e}");
         return ExitCode::from(2);
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use config::{Config, Environment, File, FileFormat};
 use items_repository::DatabaseSettings;
-use items_telemetry::LogSettings;
+use items_telemetry::{LogSettings, TelemetrySettings};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -18,6 +18,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     pub api: ApiSettings,
 }
 

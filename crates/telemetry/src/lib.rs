@@ -1,51 +1,79 @@
-//! Telemetry for the items service: structured logs on stdout (JSON for Cloud Logging, or a
-//! readable format locally). Traces and metrics arrive with the telemetry issue.
+//! Telemetry for the items service, with no web framework and no database in sight:
+//!
+//! - [`logging`]: Cloud Logging structured JSON on stdout (or a readable format), Error
+//!   Reporting events for ERROR lines and panics ([`panic`]).
+//! - [`propagation`]: incoming trace context (`traceparent`, then `X-Cloud-Trace-Context`).
+//! - [`Telemetry`]: the OpenTelemetry tracer and meter providers and their OTLP/HTTP exporters
+//!   (`none`, `otlp` to a collector, `gcp` straight to Google's Telemetry API); flushed by
+//!   [`Telemetry::shutdown`].
+//! - [`HttpInstruments`]: what the HTTP middleware uses per request.
 
-use serde::Deserialize;
+pub mod logging;
+mod otel;
+pub mod panic;
+mod platform;
+pub mod propagation;
+mod server;
+mod settings;
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line (Cloud Logging).
-    #[default]
-    Json,
-    /// Human-readable lines for a terminal.
-    Pretty,
+pub use logging::{ServiceContext, format_latency, project_id, set_project_id};
+pub use otel::{Error, ServiceInfo, Telemetry};
+pub use platform::Platform;
+pub use server::{DURATION_BUCKETS, HttpInstruments, current_trace_id};
+pub use settings::{Exporter, LogFormat, LogSettings, TelemetrySettings};
+
+/// Makes ring the process's rustls crypto provider. reqwest and google-cloud-auth are built
+/// without a provider of their own (no aws-lc in the build), so this must run before the first
+/// HTTP client is built; [`init`] and [`Telemetry::start`] call it. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// `log.*` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    #[serde(default)]
-    pub format: LogFormat,
-    /// An `EnvFilter` directive such as `info` or `items_http=debug`; `RUST_LOG` wins when set.
-    #[serde(default = "default_level")]
-    pub level: String,
+/// Installs the global log subscriber (stdout) and the panic hook. Call once, at start-up.
+pub fn init(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: &ServiceInfo,
+) -> Result<(), Error> {
+    init_with_writer(log, telemetry, service, std::io::stdout)
 }
 
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_level(),
+/// Like [`init`], writing to `make_writer` (tests capture the output).
+pub fn init_with_writer<W>(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: &ServiceInfo,
+    make_writer: W,
+) -> Result<(), Error>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    install_crypto_provider();
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&log.level))?;
+    if let Some(project) = telemetry.project_id.clone().or_else(|| {
+        std::env::var("GOOGLE_CLOUD_PROJECT")
+            .ok()
+            .filter(|p| !p.is_empty())
+    }) {
+        set_project_id(&project);
+    }
+    let registry = tracing_subscriber::registry().with(filter);
+    match log.format {
+        LogFormat::Json => {
+            let context = ServiceContext::from_env(&service.name, &service.version);
+            registry
+                .with(logging::CloudLoggingLayer::new(make_writer, context))
+                .try_init()?;
         }
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(make_writer))
+            .try_init()?,
     }
-}
-
-fn default_level() -> String {
-    "info".to_owned()
-}
-
-/// Installs the global subscriber. Call once, at start-up.
-pub fn init(settings: &LogSettings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    }
+    panic::install_hook();
+    Ok(())
 }

@@ -10,6 +10,8 @@ use crate::helpers::connect;
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    // reqwest is built without a rustls provider of its own (see items-telemetry).
+    items_telemetry::install_crypto_provider();
     let db_url = items_testkit::fresh_database().await.unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,0 +1,381 @@
+//! Per-request telemetry, as one actix middleware wrapped around the whole `App`:
+//!
+//! - trace context: `traceparent`, else `X-Cloud-Trace-Context`, else a fresh trace (malformed
+//!   headers are ignored); the request's future runs inside the OpenTelemetry context, so every
+//!   log line of the request carries its trace and span ids;
+//! - an OpenTelemetry server span following the HTTP semantic conventions, named after the route
+//!   template (`GET /items/{id}`), and the `http.server.request.duration` histogram;
+//! - one access-log entry (`httpRequest`) per request, health probes sampled by setting;
+//! - an Error Reporting event for every 5xx, with the cause chain;
+//! - panics in handlers: caught, reported (with where they happened) and answered with a generic
+//!   500 problem+json; the worker keeps serving.
+
+use std::future::{Ready, ready};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::Instant;
+
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::HeaderValue;
+use actix_web::http::{Method, Uri, Version, header};
+use actix_web::{Error, HttpRequest};
+use futures_util::FutureExt as _;
+use futures_util::future::LocalBoxFuture;
+use items_telemetry::HttpInstruments;
+use items_telemetry::panic::PanicReport;
+use items_telemetry::propagation::remote_parent;
+use opentelemetry::trace::{FutureExt as _, Status, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
+
+/// Paths whose access-log entries follow `log.health_probe_sample_ratio`.
+const HEALTH_PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
+/// The telemetry middleware: `App::new().wrap(RequestTelemetry::new(instruments))`.
+#[derive(Debug, Clone)]
+pub struct RequestTelemetry {
+    instruments: Rc<HttpInstruments>,
+}
+
+impl RequestTelemetry {
+    pub fn new(instruments: HttpInstruments) -> Self {
+        Self {
+            instruments: Rc::new(instruments),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for RequestTelemetry
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Transform = RequestTelemetryService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RequestTelemetryService {
+            service: Rc::new(service),
+            instruments: Rc::clone(&self.instruments),
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct RequestTelemetryService<S> {
+    service: Rc<S>,
+    instruments: Rc<HttpInstruments>,
+}
+
+impl<S, B> Service<ServiceRequest> for RequestTelemetryService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let method = method_name(req.method());
+        let headers = req.headers();
+        let parent = remote_parent(
+            headers.get("traceparent").map(|v| v.as_bytes()),
+            headers.get("x-cloud-trace-context").map(|v| v.as_bytes()),
+        );
+        let cx = self.instruments.start_server_span(method, parent);
+        // Not the `HttpRequest` itself: routing needs it unshared, and a panic drops it.
+        let facts = RequestFacts::of(&req);
+        let service = Rc::clone(&self.service);
+        let instruments = Rc::clone(&self.instruments);
+        let handled = async move {
+            // Both `call` and the future it returns may panic.
+            let outcome = AssertUnwindSafe(async move { service.call(req).await })
+                .catch_unwind()
+                .await;
+            let (response, panic) = match outcome {
+                Ok(Ok(response)) => (response.map_into_left_body(), None),
+                Ok(Err(e)) => {
+                    let request = stand_in_request(&facts);
+                    (
+                        ServiceResponse::from_err(e, request).map_into_right_body(),
+                        None,
+                    )
+                }
+                Err(payload) => {
+                    let report =
+                        items_telemetry::panic::take_panic().unwrap_or_else(|| PanicReport {
+                            message: panic_message(payload.as_ref()),
+                            file: "<unknown>".to_owned(),
+                            line: 0,
+                            function: None,
+                        });
+                    let response = crate::error::panic_response();
+                    (
+                        ServiceResponse::new(stand_in_request(&facts), response)
+                            .map_into_right_body(),
+                        Some(report),
+                    )
+                }
+            };
+            finish(&instruments, method, &facts, started, &response, panic);
+            Ok(response)
+        };
+        Box::pin(handled.with_context(cx))
+    }
+}
+
+/// Span attributes, metrics and log entries once the response is known. Runs inside the
+/// request's context.
+fn finish<B: MessageBody>(
+    instruments: &HttpInstruments,
+    method: &'static str,
+    facts: &RequestFacts,
+    started: Instant,
+    response: &ServiceResponse<B>,
+    panic: Option<PanicReport>,
+) {
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response.request().match_pattern();
+    let cx = Context::current();
+    let span = cx.span();
+    if span.is_recording() {
+        if let Some(route) = &route {
+            span.update_name(format!("{method} {route}"));
+            span.set_attribute(KeyValue::new("http.route", route.clone()));
+        }
+        span.set_attributes([
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("url.path", facts.uri.path().to_owned()),
+            KeyValue::new("url.scheme", facts.scheme()),
+            KeyValue::new("network.protocol.version", protocol_version(facts.version)),
+        ]);
+        if let Some(agent) = facts.user_agent() {
+            span.set_attribute(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
+        if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_status(Status::error(
+                response
+                    .response()
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("server error"),
+            ));
+        }
+    }
+    instruments.record_duration(elapsed.as_secs_f64(), method, route.as_deref(), status);
+
+    if status >= 500 {
+        report_error(method, facts, route.as_deref(), response, panic.as_ref());
+    }
+    let probe = route.as_deref().is_some_and(|r| HEALTH_PROBES.contains(&r));
+    if instruments.log_access(probe, span.span_context()) {
+        access_log(
+            method,
+            facts,
+            status,
+            response.response().body().size(),
+            elapsed,
+        );
+    }
+    span.end();
+}
+
+/// The Error Reporting event of a 5xx: the cause chain (or the panic) and the request.
+fn report_error<B>(
+    method: &'static str,
+    facts: &RequestFacts,
+    route: Option<&str>,
+    response: &ServiceResponse<B>,
+    panic: Option<&PanicReport>,
+) {
+    let operation = format!("{method} {}", route.unwrap_or("<no route>"));
+    let (message, file, line, function) = match panic {
+        Some(p) => (
+            format!(
+                "{operation}: panicked at {}:{}: {}",
+                p.file, p.line, p.message
+            ),
+            p.file.clone(),
+            p.line,
+            p.function.clone().unwrap_or_else(|| operation.clone()),
+        ),
+        None => {
+            let cause = response
+                .response()
+                .error()
+                .map(crate::error::log_detail)
+                .unwrap_or_else(|| "no error detail".to_owned());
+            (
+                format!("{operation}: {}: {cause}", response.status()),
+                file!().to_owned(),
+                line!(),
+                operation.clone(),
+            )
+        }
+    };
+    tracing::error!(
+        context.httpRequest.method = method,
+        context.httpRequest.url = %facts.url(),
+        context.httpRequest.userAgent = facts.user_agent().unwrap_or_default(),
+        context.httpRequest.remoteIp = %facts.remote_ip(),
+        context.httpRequest.responseStatusCode = response.status().as_u16(),
+        context.reportLocation.filePath = %file,
+        context.reportLocation.lineNumber = line,
+        context.reportLocation.functionName = %function,
+        "{message}"
+    );
+}
+
+/// One access-log entry in Cloud Logging's `httpRequest` shape.
+fn access_log(
+    method: &'static str,
+    facts: &RequestFacts,
+    status: u16,
+    size: BodySize,
+    latency: std::time::Duration,
+) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let size = match size {
+        BodySize::None => 0,
+        BodySize::Sized(n) => n,
+        BodySize::Stream => 0,
+    };
+    tracing::info!(
+        httpRequest.requestMethod = method,
+        httpRequest.requestUrl = %facts.url(),
+        httpRequest.status = status,
+        httpRequest.responseSize = %size,
+        httpRequest.userAgent = facts.user_agent().unwrap_or_default(),
+        httpRequest.remoteIp = %facts.remote_ip(),
+        httpRequest.latency = %items_telemetry::format_latency(latency),
+        httpRequest.protocol = protocol(facts.version),
+        "{method} {} {status}",
+        facts.uri,
+    );
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+/// What the logs need to know about a request, taken before the request goes down the chain
+/// (cheap: header values and the URI are reference-counted bytes).
+#[derive(Debug)]
+struct RequestFacts {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    peer: Option<std::net::SocketAddr>,
+    host: Option<HeaderValue>,
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl RequestFacts {
+    fn of(req: &ServiceRequest) -> Self {
+        let headers = req.headers();
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            peer: req.peer_addr(),
+            host: headers.get(header::HOST).cloned(),
+            forwarded_proto: headers.get("x-forwarded-proto").cloned(),
+            forwarded_for: headers.get("x-forwarded-for").cloned(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+        }
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_ref().and_then(|v| v.to_str().ok())
+    }
+
+    /// `https` behind Cloud Run's front end (`X-Forwarded-Proto`), else `http`.
+    fn scheme(&self) -> &'static str {
+        match self.forwarded_proto.as_ref().map(HeaderValue::as_bytes) {
+            Some(b"https") => "https",
+            _ => "http",
+        }
+    }
+
+    /// `scheme://host/path?query` as the client addressed it.
+    fn url(&self) -> String {
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        format!("{}://{host}{path}", self.scheme())
+    }
+
+    /// The client: the first `X-Forwarded-For` entry (Cloud Run, API Gateway), else the peer.
+    fn remote_ip(&self) -> String {
+        self.forwarded_for
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|ip| ip.trim().to_owned())
+            .filter(|ip| !ip.is_empty())
+            .or_else(|| self.peer.map(|a| a.ip().to_string()))
+            .unwrap_or_default()
+    }
+}
+
+/// A stand-in request for a response whose own request is gone (the handler panicked, or the
+/// chain failed before answering): only the response part reaches the client.
+fn stand_in_request(facts: &RequestFacts) -> HttpRequest {
+    actix_web::test::TestRequest::default()
+        .method(facts.method.clone())
+        .uri(&facts.uri.to_string())
+        .to_http_request()
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn protocol_version(version: Version) -> &'static str {
+    &protocol(version)["HTTP/".len()..]
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}

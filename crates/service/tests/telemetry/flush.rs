@@ -1,0 +1,1 @@
+//! SIGTERM flushes every span.

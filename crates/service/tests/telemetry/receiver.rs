@@ -1,0 +1,1 @@
+//! An OTLP/HTTP receiver.
