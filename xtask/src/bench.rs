@@ -5,6 +5,7 @@
 //! as a table and as JSON.
 
 mod report;
+mod telemetry;
 mod wrk;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -41,6 +42,10 @@ pub(crate) struct Args {
     /// Override the service's pool size (APP__DATABASE__POOL__MAX_SIZE); default: its setting.
     #[arg(long)]
     pool_size: Option<u32>,
+    /// Also measure what telemetry costs on GET /items/{id}: off vs on (JSON logs, access log,
+    /// tracing, metrics, OTLP to a local sink), in alternating rounds.
+    #[arg(long)]
+    telemetry_overhead: bool,
     /// Where to write the JSON report (default: target/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -95,6 +100,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             .join(", ")
     );
 
+    let load_average = load_average();
     let base_url = format!("http://{addr}");
     let mut results = Vec::new();
     for endpoint in wrk::ENDPOINTS {
@@ -129,6 +135,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let pid = server.id().context("the service is gone")?;
     let peak_rss = peak_rss_bytes(pid)?;
     let shutdown = stop_service(server).await?;
+    if args.telemetry_overhead {
+        telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+    }
     cluster.stop();
 
     let report = report::Report {
@@ -137,6 +146,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         duration: args.duration,
         warmup: args.warmup,
         seed_items: SEED_ITEMS,
+        load_average,
         startup_ms,
         peak_rss_bytes: peak_rss,
         graceful_exit: shutdown.success(),
@@ -279,6 +289,16 @@ fn vm_hwm_bytes(status: &str) -> Option<u64> {
         Some("kB") => Some(value * 1024),
         _ => None,
     }
+}
+
+/// The 1-minute load average from /proc/loadavg.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn free_port() -> anyhow::Result<u16> {

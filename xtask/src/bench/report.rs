@@ -16,6 +16,8 @@ pub(crate) struct Report {
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) seed_items: i64,
+    /// 1-minute load average before the load runs (other work on the machine skews the figures).
+    pub(crate) load_average: Option<f64>,
     /// Spawn → first 200 from /readyz, one per start.
     pub(crate) startup_ms: Vec<f64>,
     pub(crate) peak_rss_bytes: u64,
@@ -78,12 +80,15 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nwrk: {} connections, {} thread(s), {} s per endpoint after {} s warm-up; {} seeded items\n",
+            "\nwrk: {} connections, {} thread(s), {} s per endpoint after {} s warm-up; {} seeded items; \
+             load average before: {}\n",
             self.connections,
             self.wrk_threads,
             self.duration.as_secs(),
             self.warmup.as_secs(),
-            self.seed_items
+            self.seed_items,
+            self.load_average
+                .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"))
         );
         let _ = writeln!(
             out,
@@ -167,6 +172,7 @@ impl Report {
                 "warmup_s": self.warmup.as_secs(),
                 "seed_items": self.seed_items,
                 "cpus": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+                "load_average_1m_before": self.load_average,
             },
             "server": {
                 "peak_rss_bytes": self.peak_rss_bytes,
@@ -224,6 +230,7 @@ mod tests {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             seed_items: 10_000,
+            load_average: Some(0.5),
             startup_ms: vec![40.0, 200.0, 30.0],
             peak_rss_bytes: 20 * 1024 * 1024,
             graceful_exit: true,
