@@ -6,6 +6,10 @@
 //! - Pool exhaustion and an unreachable database surface as
 //!   [`StoreError::Unavailable`](items_domain::StoreError) within the pool's wait timeout.
 //! - Migrations are embedded (`refinery`) and applied under a PostgreSQL advisory lock.
+//! - Every pool checkout and statement is an OpenTelemetry client span (`db.system.name`,
+//!   `db.operation.name`, `db.collection.name`; never parameter values), child of the request's
+//!   span, and a `db.client.operation.duration` sample; [`PgStore::register_pool_metrics`] adds
+//!   pool gauges over `Pool::status()`. Both use the global providers set by `items-telemetry`.
 
 mod error;
 mod migrate;

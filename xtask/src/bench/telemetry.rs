@@ -1,0 +1,199 @@
+//! `cargo xtask bench --telemetry-overhead`: what telemetry costs. `GET /items/{id}` with telemetry
+//! off (log level warn, no access log, exporter none) and on (JSON logs at info, an access-log
+//! entry per request, every request traced, metrics, exporter otlp to a local sink that accepts
+//! OTLP/HTTP and discards it), in alternating rounds; prints both requests/s and their ratio.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpListener;
+
+use super::{Args, SEED_ITEMS, free_port, stop_service, tail, wrk};
+use crate::util;
+
+/// The issue's budget: telemetry on keeps at least this share of the requests/s.
+const TARGET_RATIO: f64 = 0.85;
+const ROUNDS: usize = 2;
+
+pub(super) async fn overhead(
+    binary: &Path,
+    database_url: &str,
+    args: &Args,
+    wrk_bin: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let sink = start_sink().await?;
+    let endpoint = &wrk::ENDPOINTS[0];
+    let script = endpoint.write_script(work)?;
+    let script_args = [SEED_ITEMS.to_string()];
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for telemetry in [false, true] {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            let log = work.join(format!("telemetry-{telemetry}-{round}.log"));
+            let server = start(binary, database_url, addr, args, telemetry, sink, &log).await?;
+            let base_url = format!("http://{addr}");
+            let mut load = wrk::Load {
+                threads: args.threads,
+                connections: args.connections,
+                duration: args.warmup,
+            };
+            if !args.warmup.is_zero() {
+                wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
+            }
+            load.duration = args.duration;
+            let summary = wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
+            if summary.errors.total() > 0 {
+                bail!(
+                    "errors under load (telemetry {telemetry}): {:?}",
+                    summary.errors
+                );
+            }
+            let rps = summary.requests_per_second();
+            eprintln!(
+                "xtask: {} telemetry {}: {rps:.0} requests/s, p99 {:.1} ms",
+                endpoint.name,
+                if telemetry { "on " } else { "off" },
+                summary.p99_us / 1000.0
+            );
+            if telemetry {
+                let lines = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .count();
+                anyhow::ensure!(
+                    lines as u64 >= summary.requests,
+                    "telemetry on wrote {lines} log lines for {} requests",
+                    summary.requests
+                );
+                on.push(rps);
+            } else {
+                off.push(rps);
+            }
+            stop_service(server).await?;
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (off, on) = (mean(&off), mean(&on));
+    let ratio = on / off;
+    println!(
+        "Telemetry overhead, {} ({} rounds of {}s at {} connections):\n  \
+         telemetry off: {off:>9.0} requests/s\n  \
+         telemetry on:  {on:>9.0} requests/s (JSON logs + access log + every request traced + \
+         metrics, OTLP to a local sink)\n  \
+         ratio on/off:  {ratio:>9.3} (target >= {TARGET_RATIO})",
+        endpoint.name,
+        ROUNDS,
+        args.duration.as_secs(),
+        args.connections,
+    );
+    if ratio < TARGET_RATIO {
+        eprintln!("xtask: telemetry costs more than the budget ({ratio:.3} < {TARGET_RATIO})");
+    }
+    Ok(())
+}
+
+async fn start(
+    binary: &Path,
+    database_url: &str,
+    addr: SocketAddr,
+    args: &Args,
+    telemetry: bool,
+    sink: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.current_dir(util::project_root())
+        .env("APP_ENVIRONMENT", "local")
+        .env("APP__DATABASE__URL", database_url)
+        .env("APP__SERVER__HOST", addr.ip().to_string())
+        .env("APP__SERVER__PORT", addr.port().to_string())
+        .env("APP__LOG__FORMAT", "json")
+        .env_remove("PORT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    if telemetry {
+        cmd.env("APP__LOG__LEVEL", "info")
+            .env("APP__LOG__ACCESS_LOG", "true")
+            .env("APP__TELEMETRY__EXPORTER", "otlp")
+            .env("APP__TELEMETRY__OTLP_ENDPOINT", format!("http://{sink}"))
+            .env("APP__TELEMETRY__SAMPLE_RATIO", "1.0")
+            .env("APP__TELEMETRY__METRICS_INTERVAL_SECS", "5");
+    } else {
+        cmd.env("APP__LOG__LEVEL", "warn")
+            .env("APP__LOG__ACCESS_LOG", "false")
+            .env("APP__TELEMETRY__EXPORTER", "none");
+    }
+    if let Some(size) = args.pool_size {
+        cmd.env("APP__DATABASE__POOL__MAX_SIZE", size.to_string());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    if let Err(e) = util::wait_ready(addr, &mut child, Duration::from_secs(30)).await {
+        bail!("{e:#}; its log:\n{}", tail(log));
+    }
+    Ok(child)
+}
+
+/// An OTLP/HTTP sink: answers every request with an empty 200 (a valid empty export response)
+/// and throws the body away. HTTP/1.1 with keep-alive, `Content-Length` bodies only (what the
+/// service's exporter sends).
+async fn start_sink() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                loop {
+                    let mut length = 0u64;
+                    loop {
+                        line.clear();
+                        match stream.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = (&mut stream).take(length);
+                    if tokio::io::copy(&mut body, &mut tokio::io::sink())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let response = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\
+                                    content-length: 0\r\n\r\n";
+                    if stream
+                        .get_mut()
+                        .write_all(response.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
