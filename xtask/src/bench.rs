@@ -5,6 +5,7 @@
 //! as a table and as JSON.
 
 mod report;
+mod telemetry;
 mod wrk;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -41,6 +42,10 @@ pub(crate) struct Args {
     /// Override the service's pool size (APP__DATABASE__POOL__MAX_SIZE); default: its setting.
     #[arg(long)]
     pool_size: Option<u32>,
+    /// Also measure what telemetry costs on GET /items/{id}: off vs on (JSON logs, access log,
+    /// tracing, metrics, OTLP to a local sink), in alternating rounds.
+    #[arg(long)]
+    telemetry_overhead: bool,
     /// Where to write the JSON report (default: target/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -130,6 +135,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let pid = server.id().context("the service is gone")?;
     let peak_rss = peak_rss_bytes(pid)?;
     let shutdown = stop_service(server).await?;
+    if args.telemetry_overhead {
+        telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+    }
     cluster.stop();
 
     let report = report::Report {
