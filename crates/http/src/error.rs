@@ -171,6 +171,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             invalid_params,
+            trace_id: None,
         }
     }
 }
@@ -205,25 +206,17 @@ impl ResponseError for ApiError {
         if let ApiError::Unavailable(_) = self {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
         }
-        response.body(problem_body(&self.problem()))
+        response.body(problem_body(self.problem()))
     }
 }
 
-/// A problem body with the request's `trace_id` member, so that consumers can quote it.
-#[derive(serde::Serialize)]
-struct TracedProblem<'a> {
-    #[serde(flatten)]
-    problem: &'a Problem,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<String>,
-}
-
-fn problem_body(problem: &Problem) -> Vec<u8> {
-    serde_json::to_vec(&TracedProblem {
-        problem,
+/// The problem+json body, with the request's `trace_id` so that consumers can quote it.
+fn problem_body(problem: Problem) -> Vec<u8> {
+    let problem = Problem {
         trace_id: items_telemetry::current_trace_id(),
-    })
-    .unwrap_or_default()
+        ..problem
+    };
+    serde_json::to_vec(&problem).unwrap_or_default()
 }
 
 /// The generic 500 for a handler that panicked (the middleware reports the panic).

@@ -19,6 +19,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub invalid_params: Vec<InvalidParam>,
+    /// The request's trace id (32 hex digits), to quote when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    pub trace_id: Option<String>,
 }
 
 /// One offending input: a body field (`name`), a path parameter (`id`), a query parameter
