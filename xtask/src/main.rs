@@ -5,8 +5,11 @@
 //! struct and a `run` function, plus one variant in [`Command`].
 
 mod bench;
+mod deploy;
 mod dev;
+mod image;
 mod migrate;
+mod oci;
 mod render;
 mod test;
 mod util;
@@ -37,6 +40,10 @@ enum Command {
     Bench(bench::Args),
     /// Render openapi/items.openapi.json and the API Gateway configs in openapi/gateway/ (--check: fail on drift).
     Render(render::Args),
+    /// Build the service's OCI image without a container engine (and push it with --push).
+    Image(image::Args),
+    /// Roll the service out to Cloud Run and API Gateway in every region of an environment.
+    Deploy(deploy::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Render(args) => render::run(args).await,
+            Command::Image(args) => image::run(args).await,
+            Command::Deploy(args) => deploy::run(args).await,
         }
     });
     match result {

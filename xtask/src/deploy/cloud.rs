@@ -1,0 +1,313 @@
+//! The control-plane calls `cargo xtask deploy` makes, through Google's own clients: Cloud Run
+//! Admin API v2 (services get/patch, revisions get) and API Gateway v1 (configs
+//! create/get/list/delete, gateways get/patch), long-running operations polled with
+//! `google-cloud-lro`, progress shown with `indicatif`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use google_cloud_apigateway_v1::client::ApiGatewayService;
+use google_cloud_apigateway_v1::model::{ApiConfig, Gateway, api_config};
+use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
+use google_cloud_lro::Poller;
+use google_cloud_run_v2::client::{Revisions, Services};
+use google_cloud_run_v2::model::Service;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the clients send requests and with which credentials.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Connection {
+    /// Cloud Run Admin API endpoint (default `https://run.googleapis.com`).
+    pub(crate) run_endpoint: Option<String>,
+    /// API Gateway endpoint (default `https://apigateway.googleapis.com`).
+    pub(crate) apigateway_endpoint: Option<String>,
+    /// Anonymous credentials (a local fake) instead of Application Default Credentials.
+    pub(crate) anonymous: bool,
+    /// First wait between polls of a long-running operation (default: the client's, 1 s).
+    pub(crate) poll_interval: Option<Duration>,
+}
+
+/// The clients.
+#[derive(Debug, Clone)]
+pub(crate) struct Cloud {
+    services: Services,
+    revisions: Revisions,
+    gateway: ApiGatewayService,
+    ui: Ui,
+}
+
+/// An error from Google, with the call that got it.
+fn google(what: String) -> impl FnOnce(google_cloud_gax::error::Error) -> anyhow::Error {
+    move |e| anyhow::Error::new(e).context(what)
+}
+
+/// Whether an error is Google's NOT_FOUND.
+pub(crate) fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
+    e.http_status_code() == Some(404)
+        || e.status()
+            .is_some_and(|s| s.code == google_cloud_gax::error::rpc::Code::NotFound)
+}
+
+macro_rules! configure {
+    ($builder:expr, $endpoint:expr, $conn:expr) => {{
+        let mut builder = $builder;
+        if let Some(endpoint) = $endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        if $conn.anonymous {
+            builder = builder.with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
+        }
+        if let Some(interval) = $conn.poll_interval {
+            builder = builder.with_polling_backoff_policy(
+                ExponentialBackoffBuilder::new()
+                    .with_initial_delay(interval)
+                    .with_maximum_delay(interval * 4)
+                    .build()
+                    .context("polling backoff")?,
+            );
+        }
+        builder
+    }};
+}
+
+impl Cloud {
+    pub(crate) async fn connect(conn: &Connection, ui: Ui) -> anyhow::Result<Self> {
+        crate::oci::install_crypto_provider();
+        let services = configure!(Services::builder(), &conn.run_endpoint, conn)
+            .build()
+            .await
+            .context("creating the Cloud Run client (Application Default Credentials)")?;
+        let revisions = configure!(Revisions::builder(), &conn.run_endpoint, conn)
+            .build()
+            .await
+            .context("creating the Cloud Run client (Application Default Credentials)")?;
+        let gateway = configure!(
+            ApiGatewayService::builder(),
+            &conn.apigateway_endpoint,
+            conn
+        )
+        .build()
+        .await
+        .context("creating the API Gateway client (Application Default Credentials)")?;
+        Ok(Self {
+            services,
+            revisions,
+            gateway,
+            ui,
+        })
+    }
+
+    pub(crate) async fn get_service(&self, name: &str) -> anyhow::Result<Service> {
+        self.services
+            .get_service()
+            .set_name(name)
+            .send()
+            .await
+            .map_err(google(format!("services.get {name}")))
+    }
+
+    /// Replaces the service (`services.patch`) and waits for the operation.
+    pub(crate) async fn update_service(
+        &self,
+        service: Service,
+        what: &str,
+    ) -> anyhow::Result<Service> {
+        let name = service.name.clone();
+        let call = self.services.update_service().set_service(service);
+        self.tracked(what, format!("services.patch {name}"), call.poller())
+            .await
+    }
+
+    /// Whether revision `name` exists.
+    pub(crate) async fn revision_exists(&self, name: &str) -> anyhow::Result<bool> {
+        match self.revisions.get_revision().set_name(name).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(google(format!("revisions.get {name}"))(e)),
+        }
+    }
+
+    pub(crate) async fn get_gateway(&self, name: &str) -> anyhow::Result<Gateway> {
+        self.gateway
+            .get_gateway()
+            .set_name(name)
+            .send()
+            .await
+            .map_err(google(format!("gateways.get {name}")))
+    }
+
+    /// Points `gateway` at `config` (`gateways.patch?updateMask=apiConfig`) and waits.
+    pub(crate) async fn set_gateway_config(
+        &self,
+        gateway: &str,
+        config: &str,
+        what: &str,
+    ) -> anyhow::Result<Gateway> {
+        let mut body = Gateway::default();
+        body.name = gateway.to_owned();
+        body.api_config = config.to_owned();
+        let call = self
+            .gateway
+            .update_gateway()
+            .set_gateway(body)
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["api_config"]));
+        self.tracked(what, format!("gateways.patch {gateway}"), call.poller())
+            .await
+    }
+
+    /// The API config `name`, if it exists.
+    pub(crate) async fn get_config(&self, name: &str) -> anyhow::Result<Option<ApiConfig>> {
+        match self.gateway.get_api_config().set_name(name).send().await {
+            Ok(config) => Ok(Some(config)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(google(format!("apis.configs.get {name}"))(e)),
+        }
+    }
+
+    /// Creates config `id` under `api` from one OpenAPI document and waits until it is ACTIVE.
+    pub(crate) async fn create_config(
+        &self,
+        api: &str,
+        id: &str,
+        file_name: &str,
+        yaml: &str,
+        gateway_service_account: &str,
+    ) -> anyhow::Result<ApiConfig> {
+        let mut file = api_config::File::default();
+        file.path = file_name.to_owned();
+        file.contents = yaml.as_bytes().to_vec().into();
+        let mut document = api_config::OpenApiDocument::default();
+        document.document = Some(file);
+        let mut config = ApiConfig::default();
+        config.gateway_service_account = gateway_service_account.to_owned();
+        config.openapi_documents = vec![document];
+        let call = self
+            .gateway
+            .create_api_config()
+            .set_parent(api)
+            .set_api_config_id(id)
+            .set_api_config(config);
+        let config = self
+            .tracked(
+                &format!("creating API config {id}"),
+                format!("apis.configs.create {api}/configs/{id}"),
+                call.poller(),
+            )
+            .await?;
+        anyhow::ensure!(
+            config.state == api_config::State::Active,
+            "API config {id} finished in state {:?}, not ACTIVE",
+            config.state
+        );
+        Ok(config)
+    }
+
+    /// Every config of `api`.
+    pub(crate) async fn list_configs(&self, api: &str) -> anyhow::Result<Vec<ApiConfig>> {
+        let mut configs = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .gateway
+                .list_api_configs()
+                .set_parent(api)
+                .set_page_token(token)
+                .send()
+                .await
+                .map_err(google(format!("apis.configs.list {api}")))?;
+            configs.extend(page.api_configs);
+            if page.next_page_token.is_empty() {
+                return Ok(configs);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub(crate) async fn delete_config(&self, name: &str) -> anyhow::Result<()> {
+        let call = self.gateway.delete_api_config().set_name(name);
+        self.tracked(
+            &format!("deleting API config {name}"),
+            format!("apis.configs.delete {name}"),
+            call.poller(),
+        )
+        .await
+    }
+
+    /// Polls a long-running operation to its end, with progress shown as `what`.
+    async fn tracked<R, M>(
+        &self,
+        what: &str,
+        call: String,
+        poller: impl Poller<R, M>,
+    ) -> anyhow::Result<R> {
+        let op = self.ui.operation(what);
+        let result = poller.until_done().await.map_err(google(call));
+        op.finish(result.is_ok());
+        result
+    }
+}
+
+/// Progress output: a spinner per long operation on a terminal, one line per finished operation
+/// otherwise (CI logs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ui {
+    interactive: bool,
+}
+
+impl Ui {
+    pub(crate) fn new() -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            interactive: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub(crate) fn operation(&self, what: &str) -> Operation {
+        let bar = self.interactive.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(what.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Operation {
+            what: what.to_owned(),
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    /// A line of output that does not tear a spinner.
+    pub(crate) fn say(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// One long operation in progress.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    what: String,
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl Operation {
+    pub(crate) fn finish(self, ok: bool) {
+        let outcome = if ok { "done" } else { "FAILED" };
+        let line = format!(
+            "  {} {}: {outcome} in {:.1}s",
+            if ok { "✓" } else { "✗" },
+            self.what,
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+        eprintln!("{line}");
+    }
+}

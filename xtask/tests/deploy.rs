@@ -1,0 +1,404 @@
+//! `cargo xtask deploy` against a fake control plane (`fake_gcp`): Google's real Rust clients,
+//! pointed at it with `with_endpoint` and anonymous credentials, through the real command line.
+
+mod fake_gcp;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use fake_gcp::{FailAs, Fake};
+
+const PROJECT: &str = "items-dev-4821";
+const API: &str = "projects/items-dev-4821/locations/global/apis/items-api";
+const EUW1: &str = "projects/items-dev-4821/locations/europe-west1/services/items";
+const USC1: &str = "projects/items-dev-4821/locations/us-central1/services/items";
+const GW_EUW1: &str = "projects/items-dev-4821/locations/europe-west1/gateways/items-dev-euw1";
+const GW_USC1: &str = "projects/items-dev-4821/locations/us-central1/gateways/items-dev-usc1";
+const OLD_REVISION: &str = "items-00001-abc";
+const OLD_CONFIG: &str = "items-api-dev-old00001";
+
+fn digest(fill: char) -> String {
+    std::iter::repeat_n(fill, 64).collect()
+}
+
+fn image(fill: char) -> String {
+    format!(
+        "europe-west1-docker.pkg.dev/{PROJECT}/items/items-service@sha256:{}",
+        digest(fill)
+    )
+}
+
+fn revision(fill: char) -> String {
+    format!("items-{}", &digest(fill)[..12])
+}
+
+fn tag(fill: char) -> String {
+    format!("deploy-{}", &digest(fill)[..12])
+}
+
+/// The dev environment as committed, in a directory of its own.
+fn environments() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(
+        root.join("deploy/environments/dev.toml"),
+        dir.join("dev.toml"),
+    )
+    .expect("copying dev.toml");
+    dir
+}
+
+/// The dev environment's two regions, each serving the old revision and the old config.
+fn fake() -> Fake {
+    let fake = Fake::start();
+    for region in ["europe-west1", "us-central1"] {
+        fake.add_service(PROJECT, region, "items", OLD_REVISION);
+    }
+    fake.add_config(API, OLD_CONFIG, 1);
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    fake.add_gateway(PROJECT, "europe-west1", "items-dev-euw1", &old);
+    fake.add_gateway(PROJECT, "us-central1", "items-dev-usc1", &old);
+    fake
+}
+
+fn deploy(fake: &Fake, extra: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("deploy")
+        .args(["--env", "dev", "--anonymous", "--poll-interval-ms", "5"])
+        .arg("--environments")
+        .arg(environments())
+        .args([
+            "--run-endpoint",
+            &fake.url(),
+            "--apigateway-endpoint",
+            &fake.url(),
+        ])
+        .args(extra)
+        .env_remove("DEPLOY_API_KEY")
+        .output()
+        .expect("running xtask deploy");
+    eprintln!(
+        "--- xtask deploy {extra:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn deploy_ok(fake: &Fake, extra: &[&str]) -> String {
+    let out = deploy(fake, extra);
+    assert!(out.status.success(), "deploy failed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn t(revision: &str, percent: i64, tag: &str) -> (String, i64, String) {
+    (revision.to_owned(), percent, tag.to_owned())
+}
+
+fn mutating_calls(fake: &Fake) -> Vec<String> {
+    fake.calls()
+        .into_iter()
+        .filter(fake_gcp::Call::mutating)
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+fn configs_created(fake: &Fake) -> usize {
+    fake.calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/configs"))
+        .count()
+}
+
+#[test]
+fn happy_path_in_two_regions() {
+    let fake = fake();
+    let image = image('a');
+    let output = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    let (rev, tag) = (revision('a'), tag('a'));
+
+    for service in [EUW1, USC1] {
+        assert_eq!(fake.traffic(service), [t(&rev, 100, &tag)], "{service}");
+        let staged = fake.with(|s| {
+            s.traffic_history
+                .iter()
+                .filter(|(name, _)| name == service)
+                .map(|(_, split)| split.clone())
+                .collect::<Vec<_>>()
+        });
+        // First the new revision without traffic, then all of it.
+        assert_eq!(
+            staged,
+            [
+                vec![t(OLD_REVISION, 100, ""), t(&rev, 0, &tag)],
+                vec![t(&rev, 100, &tag)],
+            ]
+        );
+        let image_deployed = fake.with(|s| {
+            s.revisions[&format!("{service}/revisions/{rev}")]["containers"][0]["image"].clone()
+        });
+        assert_eq!(image_deployed, image.as_str());
+    }
+    // One config per region (each points at its own backend), both ACTIVE and served.
+    let euw1 = fake.gateway_config(GW_EUW1);
+    let usc1 = fake.gateway_config(GW_USC1);
+    assert_ne!(euw1, usc1);
+    for config in [&euw1, &usc1] {
+        assert!(
+            config.starts_with(&format!("{API}/configs/items-api-dev-")),
+            "{config}"
+        );
+        assert!(fake.config_names().contains(config));
+    }
+    assert_eq!(configs_created(&fake), 2);
+    // The tagged URLs and the gateways were checked.
+    let probes = fake.with(|s| s.probes.clone());
+    for region in ["europe-west1", "us-central1"] {
+        assert!(
+            probes.contains(&format!("/run/{region}/{tag}/readyz")),
+            "{probes:?}"
+        );
+        assert!(
+            probes.contains(&format!("/run/{region}/{tag}/items")),
+            "{probes:?}"
+        );
+    }
+    assert!(
+        probes.contains(&"/gw/items-dev-euw1/items".to_owned()),
+        "{probes:?}"
+    );
+    assert!(
+        probes.contains(&"/gw/items-dev-usc1/items".to_owned()),
+        "{probes:?}"
+    );
+    assert!(
+        output.contains(&format!("Deployed {image} as revision {rev}")),
+        "{output}"
+    );
+}
+
+#[test]
+fn canary_goes_first_then_all_traffic() {
+    let fake = fake();
+    deploy_ok(
+        &fake,
+        &[
+            "--image",
+            &image('b'),
+            "--canary",
+            "10",
+            "--canary-wait",
+            "0",
+        ],
+    );
+    let (rev, tag) = (revision('b'), tag('b'));
+    for service in [EUW1, USC1] {
+        let history: Vec<_> = fake.with(|s| {
+            s.traffic_history
+                .iter()
+                .filter(|(name, _)| name == service)
+                .map(|(_, split)| split.clone())
+                .collect()
+        });
+        assert_eq!(
+            history,
+            [
+                vec![t(OLD_REVISION, 100, ""), t(&rev, 0, &tag)],
+                vec![t(&rev, 10, &tag), t(OLD_REVISION, 90, "")],
+                vec![t(&rev, 100, &tag)],
+            ],
+            "{service}"
+        );
+    }
+}
+
+#[test]
+fn a_rerun_with_the_same_image_and_spec_changes_nothing() {
+    let fake = fake();
+    let image = image('c');
+    deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    let before = mutating_calls(&fake);
+    let output = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    assert!(output.contains("Nothing to do"), "{output}");
+    assert_eq!(
+        mutating_calls(&fake),
+        before,
+        "the re-run changed something"
+    );
+}
+
+#[test]
+fn a_failure_in_region_two_rolls_region_one_back() {
+    let fake = fake();
+    // us-central1's gateway update fails after everything else went through.
+    fake.inject(
+        "PATCH",
+        GW_USC1,
+        0,
+        FailAs::Operation(
+            9,
+            "Gateway items-dev-usc1 is being updated by another operation".into(),
+        ),
+    );
+    let out = deploy(&fake, &["--image", &image('d'), "--canary-wait", "0"]);
+    assert!(!out.status.success(), "deploy should have failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("step 4"), "{stderr}");
+    assert!(stderr.contains("us-central1"), "{stderr}");
+    assert!(
+        stderr.contains("Gateway items-dev-usc1 is being updated by another operation"),
+        "Google's error is not named: {stderr}"
+    );
+    // Everything is back as it was, in both regions.
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    assert_eq!(fake.gateway_config(GW_EUW1), old);
+    assert_eq!(fake.gateway_config(GW_USC1), old);
+    for service in [EUW1, USC1] {
+        assert_eq!(
+            fake.traffic(service),
+            [t(OLD_REVISION, 100, "")],
+            "{service}"
+        );
+    }
+    assert!(stderr.contains("rolled back"), "{stderr}");
+}
+
+#[test]
+fn a_failed_revision_in_region_two_restores_region_one() {
+    let fake = fake();
+    // The new revision does not become ready in us-central1 (Cloud Run's operation fails).
+    fake.inject(
+        "PATCH",
+        USC1,
+        0,
+        FailAs::Operation(
+            9,
+            "Revision 'items-eeeeeeeeeeee' is not ready and cannot serve traffic. The user-provided container failed to start and listen on the port defined provided by the PORT=8080 environment variable.".into(),
+        ),
+    );
+    let out = deploy(&fake, &["--image", &image('e'), "--canary-wait", "0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("step 2"), "{stderr}");
+    assert!(stderr.contains("us-central1"), "{stderr}");
+    assert!(
+        stderr.contains("failed to start and listen on the port"),
+        "{stderr}"
+    );
+    assert_eq!(fake.traffic(EUW1), [t(OLD_REVISION, 100, "")]);
+    assert_eq!(fake.traffic(USC1), [t(OLD_REVISION, 100, "")]);
+    // No gateway was touched.
+    assert!(
+        !mutating_calls(&fake)
+            .iter()
+            .any(|c| c.contains("/gateways/"))
+    );
+}
+
+#[test]
+fn an_existing_config_id_is_reused() {
+    let fake = fake();
+    deploy_ok(&fake, &["--image", &image('f'), "--canary-wait", "0"]);
+    assert_eq!(configs_created(&fake), 2);
+    let served = (fake.gateway_config(GW_EUW1), fake.gateway_config(GW_USC1));
+    // Someone pointed the gateways back at the old config; the spec did not change.
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    fake.with(|s| {
+        for gw in [GW_EUW1, GW_USC1] {
+            s.gateways.get_mut(gw).expect("gateway")["apiConfig"] = serde_json::json!(old);
+        }
+    });
+    let output = deploy_ok(&fake, &["--image", &image('7'), "--canary-wait", "0"]);
+    assert_eq!(configs_created(&fake), 2, "a config was created again");
+    assert!(output.contains("exists; reusing it"), "{output}");
+    assert_eq!(
+        (fake.gateway_config(GW_EUW1), fake.gateway_config(GW_USC1)),
+        served
+    );
+}
+
+#[test]
+fn pruning_keeps_configs_in_use() {
+    let fake = fake();
+    // Twelve more configs, newer than the one both gateways serve.
+    for n in 0..12 {
+        fake.add_config(API, &format!("items-api-dev-older{n:03}"), 100 + n);
+    }
+    // Only europe-west1 moves: us-central1's gateway keeps serving the oldest config.
+    deploy_ok(
+        &fake,
+        &[
+            "--image",
+            &image('8'),
+            "--canary-wait",
+            "0",
+            "--region",
+            "europe-west1",
+            "--keep-api-configs",
+            "3",
+        ],
+    );
+    let names = fake.config_names();
+    let new = fake.gateway_config(GW_EUW1);
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    assert_eq!(fake.gateway_config(GW_USC1), old);
+    assert!(names.contains(&new), "the new config was pruned");
+    assert!(names.contains(&old), "a config a gateway serves was pruned");
+    // The three newest (the new one, older011, older010) plus the one in use.
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&format!("{API}/configs/items-api-dev-older011")));
+    assert!(names.contains(&format!("{API}/configs/items-api-dev-older010")));
+    // us-central1 was left alone.
+    assert_eq!(fake.traffic(USC1), [t(OLD_REVISION, 100, "")]);
+}
+
+#[test]
+fn plan_makes_no_mutating_call() {
+    let fake = fake();
+    for n in 0..3 {
+        fake.add_config(API, &format!("items-api-dev-older{n:03}"), 100 + n);
+    }
+    let image = image('9');
+    let output = deploy_ok(
+        &fake,
+        &[
+            "--plan",
+            "--image",
+            &image,
+            "--canary",
+            "5",
+            "--keep-api-configs",
+            "2",
+        ],
+    );
+    assert_eq!(mutating_calls(&fake), Vec::<String>::new());
+    assert!(fake.with(|s| s.probes.is_empty()), "--plan checked URLs");
+    let rev = revision('9');
+    for expected in [
+        "Plan for dev",
+        image.as_str(),
+        &format!("create {rev} on {EUW1}"),
+        &format!("create {rev} on {USC1}"),
+        &format!("{rev} 5% (tag {})", tag('9')),
+        GW_EUW1,
+        GW_USC1,
+        &format!("{API}/configs/items-api-dev-older000"),
+        // After the roll-out the two new configs are the newest and the old one is unused.
+        &format!("{API}/configs/items-api-dev-older002"),
+        &format!("{API}/configs/{OLD_CONFIG}"),
+        "on failure: restore",
+    ] {
+        assert!(
+            output.contains(expected),
+            "plan lacks {expected:?}:\n{output}"
+        );
+    }
+    // Still as before.
+    assert_eq!(fake.traffic(EUW1), [t(OLD_REVISION, 100, "")]);
+}
