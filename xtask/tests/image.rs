@@ -287,3 +287,85 @@ fn a_pushed_image_pulls_back_with_the_same_digest() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// docker/Dockerfile's runtime stage and the daemonless image agree on user, entrypoint and port.
+#[test]
+fn the_dockerfile_matches_the_daemonless_image() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile =
+        std::fs::read_to_string(root.join("docker/Dockerfile")).expect("docker/Dockerfile");
+    let runtime = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a final FROM stage");
+    let instruction = |name: &str| -> Vec<String> {
+        runtime
+            .lines()
+            .filter_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .collect()
+    };
+    // Multi-stage, the dependencies cooked in a layer of their own, a distroless glibc runtime.
+    assert!(
+        dockerfile.matches("\nFROM ").count() >= 3,
+        "not multi-stage"
+    );
+    assert!(
+        dockerfile.contains("cargo chef cook"),
+        "no cargo-chef dependency layer"
+    );
+    assert!(
+        runtime.starts_with("gcr.io/distroless/cc-debian12"),
+        "{runtime}"
+    );
+
+    let dir = temp_dir("dockerfile");
+    xtask_image(&dir, &[]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index"))
+            .expect("index.json");
+    let blob = |digest: &Value| -> Value {
+        let hex = digest
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).expect("blob"))
+            .expect("JSON blob")
+    };
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    let config = blob(&manifest["config"]["digest"]);
+    let c = &config["config"];
+
+    assert_eq!(
+        instruction("USER "),
+        [c["User"].as_str().expect("User").to_owned()]
+    );
+    let entrypoint: Value =
+        serde_json::from_str(&instruction("ENTRYPOINT ")[0]).expect("ENTRYPOINT in exec form");
+    assert_eq!(entrypoint, c["Entrypoint"]);
+    let ports: Vec<String> = c["ExposedPorts"]
+        .as_object()
+        .expect("ExposedPorts")
+        .keys()
+        .map(|p| p.trim_end_matches("/tcp").to_owned())
+        .collect();
+    assert_eq!(instruction("EXPOSE "), ports);
+    assert!(
+        runtime.contains("PORT=8080"),
+        "the Dockerfile sets no PORT default"
+    );
+    assert!(
+        c["Env"]
+            .as_array()
+            .expect("Env")
+            .iter()
+            .any(|e| e == "PORT=8080"),
+        "{c}"
+    );
+    // The binary lands where the entrypoint points.
+    let target = entrypoint[0].as_str().expect("entrypoint path");
+    assert!(
+        runtime.contains(&format!("items-service {target}")),
+        "COPY does not place the binary at {target}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
