@@ -136,19 +136,13 @@ impl Environment {
             key: key.to_owned(),
             message,
         };
-        let de = toml::Deserializer::new(text);
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| error("", first_reason(&e.to_string())))?;
         let mut env: Environment = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
             // toml's message carries a snippet; its first line is the reason.
-            let inner = e.into_inner().to_string();
-            let reason = inner
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            error(&key, reason)
+            error(&key, first_reason(&e.into_inner().to_string()))
         })?;
         env.name = name.to_owned();
         env.file = file.to_owned();
@@ -439,6 +433,16 @@ fn check_https_url(url: &str, kind: UrlKind) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// toml's message carries a snippet; its last non-empty line is the reason.
+fn first_reason(message: &str) -> String {
+    message
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
