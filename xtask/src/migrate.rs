@@ -10,23 +10,23 @@ use crate::util::{self, Forward, SERVICE, Signals};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The database to migrate.
+    /// The database to migrate (required).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    database_url: Option<String>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        !args.database_url.is_empty(),
-        "DATABASE_URL is empty: set it (or pass --database-url) to the database to migrate"
-    );
+    let database_url = args.database_url.filter(|u| !u.is_empty()).context(
+        "DATABASE_URL is not set: set it (or pass --database-url) to the database to migrate, \
+         e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/items cargo xtask migrate",
+    )?;
     let mut signals = Signals::install()?;
     let binary = util::build_service(false).await?;
-    eprintln!("xtask: migrating {}", redact(&args.database_url));
+    eprintln!("xtask: migrating {}", redact(&database_url));
     let mut cmd = tokio::process::Command::new(binary);
     cmd.arg("migrate")
         .current_dir(util::project_root())
-        .env("APP__DATABASE__URL", &args.database_url);
+        .env("APP__DATABASE__URL", &database_url);
     if std::env::var_os("APP_ENVIRONMENT").is_none() {
         cmd.env("APP_ENVIRONMENT", "local");
     }
