@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use items_domain::{
     CreateOutcome, Description, IdempotencyKey, Item, ItemId, ItemName, ItemPatch, ItemStore,
     NewItem, Page, PageRequest, Precondition, StoreError,
@@ -95,6 +97,28 @@ impl PgStore {
         .await
     }
 
+    /// `INSERT INTO items … RETURNING` on a connection or inside a transaction.
+    async fn insert_item(
+        &self,
+        client: &impl GenericClient,
+        item: &NewItem,
+    ) -> Result<Item, DbError> {
+        let name = item.name.as_str();
+        let description = item.description.as_ref().map(Description::as_str);
+        let row = self
+            .traced(&Query::INSERT_ITEMS, async {
+                let insert = client
+                    .prepare_cached(&format!(
+                        "INSERT INTO items (name, description) VALUES ($1, $2) \
+                         RETURNING {ITEM_COLUMNS}"
+                    ))
+                    .await?;
+                client.query_one(&insert, &[&name, &description]).await
+            })
+            .await?;
+        item_from_row(&row)
+    }
+
     /// One pool checkout, as a span.
     async fn acquire(&self) -> Result<Object, DbError> {
         self.instruments
@@ -115,14 +139,19 @@ impl PgStore {
 }
 
 fn item_from_row(row: &Row) -> Result<Item, DbError> {
-    let description: Option<String> = row.try_get(2)?;
+    item_from_columns(row, 0)
+}
+
+/// An item from `ITEM_COLUMNS`-ordered columns starting at `first`.
+fn item_from_columns(row: &Row, first: usize) -> Result<Item, DbError> {
+    let description: Option<String> = row.try_get(first + 2)?;
     Ok(Item {
-        id: ItemId::new(row.try_get(0)?)?,
-        name: ItemName::parse(row.try_get(1)?)?,
+        id: ItemId::new(row.try_get(first)?)?,
+        name: ItemName::parse(row.try_get(first + 1)?)?,
         description: description.as_deref().map(Description::parse).transpose()?,
-        created_at: row.try_get(3)?,
-        updated_at: row.try_get(4)?,
-        version: row.try_get(5)?,
+        created_at: row.try_get(first + 3)?,
+        updated_at: row.try_get(first + 4)?,
+        version: row.try_get(first + 5)?,
     })
 }
 
@@ -194,108 +223,82 @@ impl ItemStore for PgStore {
         key: Option<IdempotencyKey>,
     ) -> Result<CreateOutcome, StoreError> {
         let mut client = self.connection().await?;
+        let Some(key) = key else {
+            // One statement: atomic on its own, no BEGIN/COMMIT round trips.
+            let created = self.insert_item(&client, &item).await?;
+            return Ok(CreateOutcome {
+                item: created,
+                replayed: false,
+            });
+        };
         let tx = self
             .traced(&Query::BEGIN, client.transaction())
             .await
             .map_err(DbError::from)?;
-        let name = item.name.as_str();
-        let description = item.description.as_ref().map(Description::as_str);
-
-        if let Some(key) = &key {
-            let hash = request_hash(&item);
-            // Concurrent requests with the same key block here until the first commits.
-            let claimed = self
-                .traced(&Query::INSERT_KEYS, async {
-                    let claim = tx
+        let hash = request_hash(&item);
+        // Concurrent requests with the same key block here until the first commits.
+        let claimed = self
+            .traced(&Query::INSERT_KEYS, async {
+                let claim = tx
+                    .prepare_cached(
+                        "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO NOTHING",
+                    )
+                    .await?;
+                tx.execute(&claim, &[&key.as_str(), &hash]).await
+            })
+            .await
+            .map_err(DbError::from)?;
+        if claimed == 0 {
+            let row = self
+                .traced(&Query::SELECT_KEYS, async {
+                    let stmt = tx
                         .prepare_cached(
-                            "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) \
-                             ON CONFLICT (key) DO NOTHING",
+                            "SELECT request_hash, item_id, item_name, item_description, \
+                             item_created_at, item_updated_at, item_version \
+                             FROM idempotency_keys WHERE key = $1",
                         )
                         .await?;
-                    tx.execute(&claim, &[&key.as_str(), &hash]).await
+                    tx.query_one(&stmt, &[&key.as_str()]).await
                 })
                 .await
                 .map_err(DbError::from)?;
-            if claimed == 0 {
-                let row = self
-                    .traced(&Query::SELECT_KEYS, async {
-                        let stmt = tx
-                            .prepare_cached(
-                                "SELECT request_hash, item_id, item_name, item_description, \
-                                 item_created_at, item_updated_at, item_version \
-                                 FROM idempotency_keys WHERE key = $1",
-                            )
-                            .await?;
-                        tx.query_one(&stmt, &[&key.as_str()]).await
-                    })
-                    .await
-                    .map_err(DbError::from)?;
-                let stored_hash: Vec<u8> = row.try_get(0).map_err(DbError::from)?;
-                if stored_hash != hash {
-                    return Err(StoreError::IdempotencyConflict);
-                }
-                let replay = Item {
-                    id: ItemId::new(row.try_get(1).map_err(DbError::from)?)
-                        .map_err(DbError::from)?,
-                    name: ItemName::parse(row.try_get(2).map_err(DbError::from)?)
-                        .map_err(DbError::from)?,
-                    description: row
-                        .try_get::<_, Option<&str>>(3)
-                        .map_err(DbError::from)?
-                        .map(Description::parse)
-                        .transpose()
-                        .map_err(DbError::from)?,
-                    created_at: row.try_get(4).map_err(DbError::from)?,
-                    updated_at: row.try_get(5).map_err(DbError::from)?,
-                    version: row.try_get(6).map_err(DbError::from)?,
-                };
-                return Ok(CreateOutcome {
-                    item: replay,
-                    replayed: true,
-                });
+            let stored_hash: Vec<u8> = row.try_get(0).map_err(DbError::from)?;
+            if stored_hash != hash {
+                return Err(StoreError::IdempotencyConflict);
             }
+            // Columns 1.. hold the first response's item, in ITEM_COLUMNS order.
+            return Ok(CreateOutcome {
+                item: item_from_columns(&row, 1)?,
+                replayed: true,
+            });
         }
 
-        let row = self
-            .traced(&Query::INSERT_ITEMS, async {
-                let insert = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO items (name, description) VALUES ($1, $2) \
-                         RETURNING {ITEM_COLUMNS}"
-                    ))
-                    .await?;
-                tx.query_one(&insert, &[&name, &description]).await
-            })
-            .await
-            .map_err(DbError::from)?;
-        let created = item_from_row(&row)?;
-
-        if let Some(key) = &key {
-            self.traced(&Query::UPDATE_KEYS, async {
-                let record = tx
-                    .prepare_cached(
-                        "UPDATE idempotency_keys SET item_id = $2, item_name = $3, \
-                         item_description = $4, item_created_at = $5, item_updated_at = $6, \
-                         item_version = $7 WHERE key = $1",
-                    )
-                    .await?;
-                tx.execute(
-                    &record,
-                    &[
-                        &key.as_str(),
-                        &created.id.get(),
-                        &name,
-                        &description,
-                        &created.created_at,
-                        &created.updated_at,
-                        &created.version,
-                    ],
+        let created = self.insert_item(&tx, &item).await?;
+        self.traced(&Query::UPDATE_KEYS, async {
+            let record = tx
+                .prepare_cached(
+                    "UPDATE idempotency_keys SET item_id = $2, item_name = $3, \
+                     item_description = $4, item_created_at = $5, item_updated_at = $6, \
+                     item_version = $7 WHERE key = $1",
                 )
-                .await
-            })
+                .await?;
+            tx.execute(
+                &record,
+                &[
+                    &key.as_str(),
+                    &created.id.get(),
+                    &created.name.as_str(),
+                    &created.description.as_ref().map(Description::as_str),
+                    &created.created_at,
+                    &created.updated_at,
+                    &created.version,
+                ],
+            )
             .await
-            .map_err(DbError::from)?;
-        }
+        })
+        .await
+        .map_err(DbError::from)?;
         self.traced(&Query::COMMIT, tx.commit())
             .await
             .map_err(DbError::from)?;
