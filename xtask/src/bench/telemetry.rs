@@ -136,6 +136,9 @@ async fn start(
     if let Some(size) = args.pool_size {
         cmd.env("APP__DATABASE__POOL__MAX_SIZE", size.to_string());
     }
+    if args.workers > 0 {
+        cmd.env("APP__SERVER__WORKERS", args.workers.to_string());
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
