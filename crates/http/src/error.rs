@@ -188,11 +188,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Renders an error chain on one line: `a: b: c`.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    items_telemetry::logging::error_chain(e)
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status()
@@ -228,7 +223,7 @@ pub(crate) fn panic_response() -> HttpResponse {
 /// own text.
 pub(crate) fn log_detail(error: &actix_web::Error) -> String {
     match error.as_error::<ApiError>() {
-        Some(e) => chain(e),
+        Some(e) => items_telemetry::logging::error_chain(e),
         None => format!("{error}"),
     }
 }

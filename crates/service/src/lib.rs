@@ -3,7 +3,6 @@
 mod settings;
 
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
@@ -159,6 +158,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    // Give the log line a chance to be written before the drain starts.
-    tokio::time::sleep(Duration::from_millis(0)).await;
 }
