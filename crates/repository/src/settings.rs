@@ -27,6 +27,10 @@ pub struct DatabaseSettings {
     /// Apply pending migrations at start-up (under an advisory lock).
     #[serde(default = "default_true")]
     pub migrate_on_start: bool,
+    /// How long an `Idempotency-Key` is remembered; older keys are pruned, after which a retry
+    /// with the same key creates a new item.
+    #[serde(default = "default_idempotency_key_ttl_hours")]
+    pub idempotency_key_ttl_hours: u64,
     #[serde(default)]
     pub pool: PoolSettings,
 }
@@ -63,11 +67,19 @@ fn default_statement_timeout_ms() -> u64 {
     5000
 }
 
+fn default_idempotency_key_ttl_hours() -> u64 {
+    24
+}
+
 fn default_true() -> bool {
     true
 }
 
 impl DatabaseSettings {
+    pub fn idempotency_key_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_key_ttl_hours * 3600)
+    }
+
     /// Settings for a URL with every other value at its default.
     pub fn from_url(url: &str) -> Self {
         Self {
@@ -80,6 +92,7 @@ impl DatabaseSettings {
             dbname: None,
             statement_timeout_ms: default_statement_timeout_ms(),
             migrate_on_start: true,
+            idempotency_key_ttl_hours: default_idempotency_key_ttl_hours(),
             pool: PoolSettings::default(),
         }
     }

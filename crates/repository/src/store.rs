@@ -69,6 +69,17 @@ impl PgStore {
         &self.pool
     }
 
+    /// Forgets `Idempotency-Key`s older than `ttl`; returns how many were removed.
+    pub async fn prune_idempotency_keys(&self, ttl: Duration) -> Result<u64, DbError> {
+        let client = self.connection().await?;
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            )
+            .await?;
+        Ok(client.execute(&stmt, &[&ttl.as_secs_f64()]).await?)
+    }
+
     /// Closes the pool: waiting and later requests fail fast.
     pub fn close(&self) {
         self.pool.close();

@@ -86,3 +86,53 @@ async fn an_unreachable_database_is_unavailable_fast() {
         Err(StoreError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn expired_idempotency_keys_are_pruned() {
+    let (settings, store) = fresh().await;
+    for key in ["old", "fresh"] {
+        store
+            .create(new_item(key), Some(IdempotencyKey::parse(key).unwrap()))
+            .await
+            .unwrap();
+    }
+    let url = secrecy::ExposeSecret::expose_secret(settings.url.as_ref().unwrap()).to_owned();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let removed = store
+        .prune_idempotency_keys(settings.idempotency_key_ttl())
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<String> = client
+        .query("SELECT key FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["fresh"]);
+    // The fresh key still replays; the pruned one would now create a new item.
+    let replay = store
+        .create(
+            new_item("fresh"),
+            Some(IdempotencyKey::parse("fresh").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    let again = store
+        .create(new_item("old"), Some(IdempotencyKey::parse("old").unwrap()))
+        .await
+        .unwrap();
+    assert!(!again.replayed);
+}

@@ -18,6 +18,7 @@ pub struct Application {
     server: Server,
     port: u16,
     store: PgStore,
+    key_ttl: std::time::Duration,
     telemetry: Telemetry,
 }
 
@@ -108,6 +109,7 @@ impl Application {
             server,
             port,
             store,
+            key_ttl: settings.database.idempotency_key_ttl(),
             telemetry,
         })
     }
@@ -122,7 +124,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let pruner = tokio::spawn(prune_idempotency_keys(self.store.clone(), self.key_ttl));
         shutdown_signal().await;
+        pruner.abort();
         tracing::info!("shutdown signal received: draining in-flight requests");
         handle.stop(true).await;
         server.await.context("server task")?.context("server")?;
@@ -135,6 +139,22 @@ impl Application {
     /// Serves until the future completes (tests drive shutdown themselves).
     pub async fn run(self) -> anyhow::Result<()> {
         self.server.await.context("server")
+    }
+}
+
+/// Hourly: forget idempotency keys older than `ttl` (failures are logged and retried next hour).
+async fn prune_idempotency_keys(store: PgStore, ttl: std::time::Duration) {
+    let period = std::time::Duration::from_secs(3600);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticks.tick().await;
+        match store.prune_idempotency_keys(ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned expired idempotency keys"),
+            Err(e) => {
+                tracing::warn!(error = %items_telemetry::logging::error_chain(&e), "pruning idempotency keys failed")
+            }
+        }
     }
 }
 
