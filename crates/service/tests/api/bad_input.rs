@@ -211,15 +211,7 @@ async fn bad_paging_parameters_are_rejected() {
     // A token we issued, then tampered with; a token from another deployment (other key); junk.
     app.create("a").await;
     app.create("b").await;
-    let page: serde_json::Value = app
-        .client
-        .get(app.url("/items?page_size=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = app.get_json("/items?page_size=1").await;
     let token = page["next_page_token"].as_str().unwrap().to_owned();
     let mut tampered = token.clone().into_bytes();
     tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };

@@ -71,6 +71,18 @@ impl TestApp {
             .expect("request")
     }
 
+    /// GETs `path` and decodes the JSON body (any status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Creates an item and returns its JSON.
     pub async fn create(&self, name: &str) -> Value {
         let response = self.post_json(&serde_json::json!({ "name": name })).await;

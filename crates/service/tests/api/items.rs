@@ -86,15 +86,7 @@ async fn strings_round_trip_byte_for_byte() {
             .await
             .unwrap();
         assert_eq!(created["name"], s);
-        let fetched: Value = app
-            .client
-            .get(app.url(&format!("/items/{}", created["id"])))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let fetched: Value = app.get_json(&format!("/items/{}", created["id"])).await;
         assert_eq!(fetched["name"], s);
         assert_eq!(fetched["description"], s);
     }
@@ -160,38 +152,14 @@ async fn list_defaults_to_50_and_omits_the_token_on_the_last_page() {
         )
         .await
         .unwrap();
-    let first: Value = app
-        .client
-        .get(app.url("/items"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = app.get_json("/items").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 50);
     let token = first["next_page_token"].as_str().unwrap();
-    let second: Value = app
-        .client
-        .get(app.url(&format!("/items?page_token={token}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second: Value = app.get_json(&format!("/items?page_token={token}")).await;
     assert_eq!(second["items"].as_array().unwrap().len(), 10);
     assert!(second.get("next_page_token").is_none(), "{second}");
 
-    let empty: Value = app
-        .client
-        .get(app.url("/items?page_size=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let empty: Value = app.get_json("/items?page_size=100").await;
     assert_eq!(empty["items"].as_array().unwrap().len(), 60);
     assert!(empty.get("next_page_token").is_none());
 }
