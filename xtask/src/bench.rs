@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// tracing, metrics, OTLP to a local sink), in alternating rounds.
     #[arg(long)]
     telemetry_overhead: bool,
+    /// Only the telemetry overhead runs (implies --telemetry-overhead): no start-up timing, no
+    /// endpoint table.
+    #[arg(long)]
+    telemetry_overhead_only: bool,
     /// Where to write the JSON report (default: target/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -86,6 +90,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let database_url = items_testkit::create_database(&cluster.url("postgres"), "items").await?;
     migrate(&binary, &database_url).await?;
     seed(&database_url).await?;
+    if args.telemetry_overhead_only {
+        telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+        cluster.stop();
+        return Ok(());
+    }
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let log = work.path().join("server.log");

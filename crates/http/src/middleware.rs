@@ -259,7 +259,7 @@ fn access_log(
         httpRequest.responseSize = %size,
         httpRequest.userAgent = facts.user_agent().unwrap_or_default(),
         httpRequest.remoteIp = %facts.remote_ip(),
-        httpRequest.latency = %items_telemetry::format_latency(latency),
+        httpRequest.latency = %items_telemetry::Latency(latency),
         httpRequest.protocol = protocol(facts.version),
         "{method} {} {status}",
         facts.uri,
@@ -322,28 +322,47 @@ impl RequestFacts {
         }
     }
 
-    /// `scheme://host/path?query` as the client addressed it.
-    fn url(&self) -> String {
-        let host = self
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| self.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        format!("{}://{host}{path}", self.scheme())
+    /// `scheme://host/path?query` as the client addressed it (displayed, not allocated).
+    fn url(&self) -> impl std::fmt::Display + '_ {
+        struct Url<'a>(&'a RequestFacts);
+        impl std::fmt::Display for Url<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let facts = self.0;
+                let host = facts
+                    .host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| facts.uri.authority().map(|a| a.as_str()))
+                    .unwrap_or("localhost");
+                let path = facts.uri.path_and_query().map_or("/", |p| p.as_str());
+                write!(f, "{}://{host}{path}", facts.scheme())
+            }
+        }
+        Url(self)
     }
 
-    /// The client: the first `X-Forwarded-For` entry (Cloud Run, API Gateway), else the peer.
-    fn remote_ip(&self) -> String {
-        self.forwarded_for
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|ip| ip.trim().to_owned())
-            .filter(|ip| !ip.is_empty())
-            .or_else(|| self.peer.map(|a| a.ip().to_string()))
-            .unwrap_or_default()
+    /// The client: the first `X-Forwarded-For` entry (Cloud Run, API Gateway), else the peer
+    /// (displayed, not allocated).
+    fn remote_ip(&self) -> impl std::fmt::Display + '_ {
+        struct RemoteIp<'a>(&'a RequestFacts);
+        impl std::fmt::Display for RemoteIp<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let forwarded = self
+                    .0
+                    .forwarded_for
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim)
+                    .filter(|ip| !ip.is_empty());
+                match (forwarded, self.0.peer) {
+                    (Some(ip), _) => f.write_str(ip),
+                    (None, Some(peer)) => write!(f, "{}", peer.ip()),
+                    (None, None) => Ok(()),
+                }
+            }
+        }
+        RemoteIp(self)
     }
 }
 

@@ -30,14 +30,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = items_telemetry::init(
+    // Held to the end of `main`: dropping it writes out the buffered log lines.
+    let _log_guard = match items_telemetry::init(
         &settings.log,
         &settings.telemetry,
         &items_service::service_info(),
     ) {
-        eprintln!("items-service: cannot initialise logging: {e}");
-        return ExitCode::from(2);
-    }
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("items-service: cannot initialise logging: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,17 +15,19 @@ mod platform;
 pub mod propagation;
 mod server;
 mod settings;
+pub mod writer;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use logging::{ServiceContext, format_latency, project_id, set_project_id};
+pub use logging::{Latency, ServiceContext, format_latency, project_id, set_project_id};
 pub use otel::{Error, ServiceInfo, Telemetry};
 pub use platform::Platform;
 pub use server::{DURATION_BUCKETS, HttpInstruments, current_trace_id};
 pub use settings::{Exporter, LogFormat, LogSettings, TelemetrySettings};
+pub use writer::{BatchGuard, BatchWriter};
 
 /// Makes ring the process's rustls crypto provider. reqwest and google-cloud-auth are built
 /// without a provider of their own (no aws-lc in the build), so this must run before the first
@@ -34,13 +36,27 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Installs the global log subscriber (stdout) and the panic hook. Call once, at start-up.
+/// Installs the global log subscriber (stdout, written by a background thread in batches, see
+/// [`writer`]) and the panic hook. Call once, at start-up, and keep the guard until the process
+/// ends: dropping it writes out the lines still buffered.
 pub fn init(
     log: &LogSettings,
     telemetry: &TelemetrySettings,
     service: &ServiceInfo,
-) -> Result<(), Error> {
-    init_with_writer(log, telemetry, service, std::io::stdout)
+) -> Result<BatchGuard, Error> {
+    init_batched(log, telemetry, service, std::io::stdout())
+}
+
+/// Like [`init`], writing the batches to `out` instead of stdout (tests capture the output).
+pub fn init_batched<W: std::io::Write + Send + 'static>(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: &ServiceInfo,
+    out: W,
+) -> Result<BatchGuard, Error> {
+    let (writer, guard) = BatchWriter::new(out)?;
+    init_with_writer(log, telemetry, service, writer)?;
+    Ok(guard)
 }
 
 /// Like [`init`], writing to `make_writer` (tests capture the output).

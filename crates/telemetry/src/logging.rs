@@ -9,14 +9,15 @@
 //! call site unless the event gives `context.reportLocation.*` itself).
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::Write as _;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use opentelemetry::trace::TraceContextExt as _;
-use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -26,10 +27,17 @@ pub const REPORTED_ERROR_EVENT: &str =
     "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent";
 
 static PROJECT_ID: OnceLock<String> = OnceLock::new();
+/// `"logging.googleapis.com/trace":"projects/{project}/traces/` with the project JSON-escaped.
+static TRACE_KEY_AND_PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
 
 /// Sets the project used in `logging.googleapis.com/trace` (first call wins).
 pub fn set_project_id(project: &str) {
-    let _ = PROJECT_ID.set(project.to_owned());
+    if PROJECT_ID.set(project.to_owned()).is_ok() {
+        let mut prefix = br#""logging.googleapis.com/trace":"#.to_vec();
+        json_str(&mut prefix, &format!("projects/{project}/traces/"));
+        prefix.pop(); // the closing quote: the trace id follows
+        let _ = TRACE_KEY_AND_PREFIX.set(prefix);
+    }
 }
 
 /// The project id the logs use, once known.
@@ -58,20 +66,29 @@ impl ServiceContext {
 #[derive(Debug)]
 pub struct CloudLoggingLayer<W> {
     make_writer: W,
-    service: ServiceContext,
+    /// `,"@type":…,"serviceContext":{…}` of Error Reporting events, encoded once.
+    error_event: Vec<u8>,
 }
 
 impl<W> CloudLoggingLayer<W> {
     pub fn new(make_writer: W, service: ServiceContext) -> Self {
+        let mut error_event = br#","@type":"#.to_vec();
+        json_str(&mut error_event, REPORTED_ERROR_EVENT);
+        error_event.extend_from_slice(br#","serviceContext":{"service":"#);
+        json_str(&mut error_event, &service.service);
+        error_event.extend_from_slice(br#","version":"#);
+        json_str(&mut error_event, &service.version);
+        error_event.push(b'}');
         Self {
             make_writer,
-            service,
+            error_event,
         }
     }
 }
 
 thread_local! {
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch space: a line is encoded with no allocation once it has warmed up.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl<S, W> tracing_subscriber::Layer<S> for CloudLoggingLayer<W>
@@ -80,105 +97,172 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let entry = self.entry(event);
-        BUFFER.with(|buffer| {
-            let mut buffer = match buffer.try_borrow_mut() {
-                Ok(b) => b,
-                Err(_) => return, // re-entrant logging from a serializer: drop it
+        SCRATCH.with(|scratch| {
+            // Re-entrant logging (from a Debug impl inside this event): dropped.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return;
             };
-            buffer.clear();
-            if serde_json::to_writer(&mut *buffer, &entry).is_ok() {
-                buffer.push(b'\n');
-                let _ = self
-                    .make_writer
-                    .make_writer_for(event.metadata())
-                    .write_all(&buffer);
-            }
-            if buffer.capacity() > 64 * 1024 {
-                *buffer = Vec::new();
-            }
+            let scratch = &mut *scratch;
+            scratch.clear();
+            event.record(&mut Recorder(scratch));
+            self.encode(event.metadata(), scratch);
+            let _ = self
+                .make_writer
+                .make_writer_for(event.metadata())
+                .write_all(&scratch.out);
+            scratch.shrink();
         });
     }
 }
 
 impl<W> CloudLoggingLayer<W> {
-    fn entry(&self, event: &Event<'_>) -> Map<String, Value> {
-        let meta = event.metadata();
-        let mut visitor = Fields::default();
-        event.record(&mut visitor);
-        let mut entry = visitor.entry;
-        entry.insert("severity".into(), severity(meta.level()).into());
-        entry.insert(
-            "message".into(),
-            Value::String(visitor.message.unwrap_or_default()),
-        );
-        if let Ok(now) = time::OffsetDateTime::now_utc().format(&Rfc3339) {
-            entry.insert("time".into(), now.into());
-        }
-        let location = source_location(
-            meta.file().unwrap_or("<unknown>"),
-            meta.line().unwrap_or(0),
-            meta.module_path().unwrap_or(meta.target()),
-        );
-        entry.insert(
-            "logging.googleapis.com/sourceLocation".into(),
-            Value::Object(location),
-        );
+    /// Encodes one line into `scratch.out`, its fields already recorded.
+    fn encode(&self, meta: &'static Metadata<'static>, scratch: &mut Scratch) {
+        let Scratch {
+            out,
+            text,
+            fields,
+            message,
+            order,
+            open,
+        } = scratch;
+        let file = meta.file().unwrap_or("<unknown>");
+        let line = meta.line().unwrap_or(0);
+        let function = meta.module_path().unwrap_or(meta.target());
+        let error = *meta.level() == Level::ERROR;
+
+        out.extend_from_slice(br#"{"severity":""#);
+        out.extend_from_slice(severity(meta.level()).as_bytes());
+        out.extend_from_slice(br#"","message":"#);
+        json_str(out, message.clone().map_or("", |m| &text[m]));
+        out.extend_from_slice(br#","time":""#);
+        let _ = time::OffsetDateTime::now_utc().format_into(out, &Rfc3339);
+        out.extend_from_slice(br#"","logging.googleapis.com/sourceLocation":{"file":"#);
+        json_str(out, file);
+        let _ = write!(out, r#","line":"{line}","function":"#);
+        json_str(out, function);
+        out.push(b'}');
         opentelemetry::Context::map_current(|cx| {
             let span = cx.span();
             let sc = span.span_context();
             if sc.is_valid() {
-                if let Some(project) = project_id() {
-                    entry.insert(
-                        "logging.googleapis.com/trace".into(),
-                        format!("projects/{project}/traces/{}", sc.trace_id()).into(),
-                    );
+                if let Some(prefix) = TRACE_KEY_AND_PREFIX.get() {
+                    out.push(b',');
+                    out.extend_from_slice(prefix);
+                    let _ = write!(out, "{}\"", sc.trace_id());
                 }
-                entry.insert(
-                    "logging.googleapis.com/spanId".into(),
-                    sc.span_id().to_string().into(),
-                );
-                entry.insert(
-                    "logging.googleapis.com/trace_sampled".into(),
-                    sc.is_sampled().into(),
+                let _ = write!(
+                    out,
+                    r#","logging.googleapis.com/spanId":"{}","logging.googleapis.com/trace_sampled":{}"#,
+                    sc.span_id(),
+                    sc.is_sampled()
                 );
             }
         });
-        if *meta.level() == Level::ERROR {
-            entry.insert("@type".into(), REPORTED_ERROR_EVENT.into());
-            entry.insert(
-                "serviceContext".into(),
-                serde_json::json!({
-                    "service": self.service.service,
-                    "version": self.service.version,
-                }),
-            );
-            let context = entry
-                .entry("context")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(context) = context
-                && !context.contains_key("reportLocation")
-            {
-                context.insert(
-                    "reportLocation".into(),
-                    serde_json::json!({
-                        "filePath": meta.file().unwrap_or("<unknown>"),
-                        "lineNumber": meta.line().unwrap_or(0),
-                        "functionName": meta.module_path().unwrap_or(meta.target()),
-                    }),
-                );
+
+        if error
+            && !fields
+                .iter()
+                .any(|(name, _)| name.starts_with("context.reportLocation."))
+        {
+            fields.extend([
+                ("context.reportLocation.filePath", Scalar::Static(file)),
+                (
+                    "context.reportLocation.lineNumber",
+                    Scalar::U64(line.into()),
+                ),
+                (
+                    "context.reportLocation.functionName",
+                    Scalar::Static(function),
+                ),
+            ]);
+        }
+        // Plain fields in the order given; nested ones grouped by path.
+        order.clear();
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if nested(name).is_some() {
+                order.push(i);
+            } else {
+                out.push(b',');
+                json_str(out, name);
+                out.push(b':');
+                value.encode(out, text);
             }
         }
-        entry
+        order.sort_by_key(|&i| fields[i].0);
+        open.clear();
+        // Whether the innermost open object has no key yet (the root already has some).
+        let mut fresh = false;
+        for &i in order.iter() {
+            let (name, value) = &fields[i];
+            let Some((top, rest)) = nested(name) else {
+                continue;
+            };
+            let (parents, leaf) = match rest.rsplit_once('.') {
+                Some((parents, leaf)) => (Some(parents), leaf),
+                None => (None, rest),
+            };
+            let path =
+                || std::iter::once(top).chain(parents.into_iter().flat_map(|p| p.split('.')));
+            // Close the objects this field is not in, open the ones it is in.
+            let common = open
+                .iter()
+                .zip(path())
+                .take_while(|(a, b)| **a == *b)
+                .count();
+            if open.len() > common {
+                close(out, open, common);
+                fresh = false;
+            }
+            for segment in path().skip(common) {
+                key(out, segment, &mut fresh);
+                out.push(b'{');
+                open.push(segment);
+                fresh = true;
+            }
+            key(out, leaf, &mut fresh);
+            value.encode(out, text);
+        }
+        close(out, open, 0);
+        if error {
+            out.extend_from_slice(&self.error_event);
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
-fn source_location(file: &str, line: u32, function: &str) -> Map<String, Value> {
-    let mut location = Map::new();
-    location.insert("file".into(), file.into());
-    location.insert("line".into(), line.to_string().into());
-    location.insert("function".into(), function.into());
-    location
+/// Closes the open objects deeper than `depth`.
+fn close(out: &mut Vec<u8>, open: &mut Vec<&'static str>, depth: usize) {
+    while open.len() > depth {
+        open.pop();
+        out.push(b'}');
+    }
+}
+
+/// `,"key":` (no comma as the first key of an object).
+fn key(out: &mut Vec<u8>, key: &str, fresh: &mut bool) {
+    if !std::mem::take(fresh) {
+        out.push(b',');
+    }
+    json_str(out, key);
+    out.push(b':');
+}
+
+/// Splits a nested field name into its top-level key and the rest: `httpRequest.x`,
+/// `context.x.y` and `labels.x` (as `logging.googleapis.com/labels`).
+fn nested(name: &'static str) -> Option<(&'static str, &'static str)> {
+    match name.split_once('.') {
+        Some(("httpRequest", rest)) => Some(("httpRequest", rest)),
+        Some(("context", rest)) => Some(("context", rest)),
+        Some(("labels", rest)) => Some(("logging.googleapis.com/labels", rest)),
+        _ => None,
+    }
+}
+
+/// A JSON string (quoted and escaped) appended to `out`.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 /// Cloud Logging's `LogSeverity` names.
@@ -191,92 +275,163 @@ fn severity(level: &Level) -> &'static str {
     }
 }
 
-/// Collects an event's fields, nesting the structured prefixes.
-#[derive(Default)]
-struct Fields {
-    message: Option<String>,
-    entry: Map<String, Value>,
+/// One field value; text lives in [`Scratch::text`].
+#[derive(Debug, Clone)]
+enum Scalar {
+    Text(Range<usize>),
+    Static(&'static str),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
 }
 
-impl Fields {
-    fn insert(&mut self, name: &str, value: Value) {
-        if name == "message" {
-            self.message = Some(match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-            return;
-        }
-        let (top, path) = match name.split_once('.') {
-            Some(("httpRequest", rest)) => ("httpRequest", rest),
-            Some(("context", rest)) => ("context", rest),
-            Some(("labels", rest)) => ("logging.googleapis.com/labels", rest),
-            _ => {
-                self.entry.insert(name.to_owned(), value);
-                return;
+impl Scalar {
+    fn encode(&self, out: &mut Vec<u8>, text: &str) {
+        match self {
+            Scalar::Text(range) => json_str(out, &text[range.clone()]),
+            Scalar::Static(s) => json_str(out, s),
+            Scalar::I64(n) => {
+                let _ = write!(out, "{n}");
             }
-        };
-        let mut node = self
-            .entry
-            .entry(top)
-            .or_insert_with(|| Value::Object(Map::new()));
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            let Value::Object(map) = node else { return };
-            if parts.peek().is_none() {
-                map.insert(part.to_owned(), value);
-                return;
+            Scalar::U64(n) => {
+                let _ = write!(out, "{n}");
             }
-            node = map.entry(part).or_insert_with(|| Value::Object(Map::new()));
+            // JSON has no NaN or infinity: those become null, as serde_json writes them.
+            Scalar::F64(n) => {
+                let _ = serde_json::to_writer(out, n);
+            }
+            Scalar::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         }
     }
 }
 
-impl Visit for Fields {
+/// Reused buffers for one line: its fields, their text and the encoded line.
+#[derive(Debug, Default)]
+struct Scratch {
+    out: Vec<u8>,
+    text: String,
+    fields: Vec<(&'static str, Scalar)>,
+    message: Option<Range<usize>>,
+    /// Indices of the nested fields, sorted by name.
+    order: Vec<usize>,
+    /// The nested objects open while encoding.
+    open: Vec<&'static str>,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.out.clear();
+        self.text.clear();
+        self.fields.clear();
+        self.message = None;
+    }
+
+    /// Gives back the memory of an unusually large line.
+    fn shrink(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.out.capacity() > KEEP || self.text.capacity() > KEEP {
+            *self = Scratch::default();
+        }
+    }
+
+    fn text(&mut self, write: impl FnOnce(&mut String)) -> Range<usize> {
+        let start = self.text.len();
+        write(&mut self.text);
+        start..self.text.len()
+    }
+
+    fn insert(&mut self, field: &Field, value: Scalar) {
+        if field.name() == "message" {
+            self.message = Some(match value {
+                Scalar::Text(range) => range,
+                Scalar::Static(s) => self.text(|t| t.push_str(s)),
+                Scalar::I64(n) => self.text(|t| {
+                    let _ = write!(t, "{n}");
+                }),
+                Scalar::U64(n) => self.text(|t| {
+                    let _ = write!(t, "{n}");
+                }),
+                Scalar::F64(n) => self.text(|t| {
+                    let _ = write!(t, "{n}");
+                }),
+                Scalar::Bool(b) => self.text(|t| {
+                    let _ = write!(t, "{b}");
+                }),
+            });
+        } else {
+            self.fields.push((field.name(), value));
+        }
+    }
+}
+
+/// Records an event's fields into the scratch buffers.
+struct Recorder<'a>(&'a mut Scratch);
+
+impl Visit for Recorder<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.insert(field.name(), value.into());
+        let range = self.0.text(|t| t.push_str(value));
+        self.0.insert(field, Scalar::Text(range));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.insert(field.name(), value.into());
+        self.0.insert(field, Scalar::Bool(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.insert(field.name(), value.into());
+        self.0.insert(field, Scalar::U64(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.insert(field.name(), value.into());
+        self.0.insert(field, Scalar::I64(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.insert(field.name(), value.into());
+        self.0.insert(field, Scalar::F64(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.insert(field.name(), error_chain(value).into());
+        let range = self.0.text(|t| write_error_chain(t, value));
+        self.0.insert(field, Scalar::Text(range));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.insert(field.name(), format!("{value:?}").into());
+        let range = self.0.text(|t| {
+            let _ = write!(t, "{value:?}");
+        });
+        self.0.insert(field, Scalar::Text(range));
     }
 }
 
 /// An error and its sources on one line: `a: b: c`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
+    let mut out = String::new();
+    write_error_chain(&mut out, error);
+    out
+}
+
+fn write_error_chain(out: &mut String, error: &dyn std::error::Error) {
+    let _ = write!(out, "{error}");
     let mut source = error.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let _ = write!(out, ": {s}");
         source = s.source();
     }
-    out
 }
 
 /// A `Duration` in Cloud Logging's JSON form: seconds with 3, 6 or 9 decimals and an `s`.
 pub fn format_latency(latency: std::time::Duration) -> String {
-    let (secs, nanos) = (latency.as_secs(), latency.subsec_nanos());
-    if nanos % 1_000_000 == 0 {
-        format!("{secs}.{:03}s", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
-        format!("{secs}.{:06}s", nanos / 1_000)
-    } else {
-        format!("{secs}.{nanos:09}s")
+    Latency(latency).to_string()
+}
+
+/// Displays a `Duration` as [`format_latency`] does, without allocating (for log fields).
+#[derive(Debug, Clone, Copy)]
+pub struct Latency(pub std::time::Duration);
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, nanos) = (self.0.as_secs(), self.0.subsec_nanos());
+        if nanos % 1_000_000 == 0 {
+            write!(f, "{secs}.{:03}s", nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            write!(f, "{secs}.{:06}s", nanos / 1_000)
+        } else {
+            write!(f, "{secs}.{nanos:09}s")
+        }
     }
 }
 
@@ -297,19 +452,104 @@ mod tests {
         assert_eq!(format_latency(Duration::ZERO), "0.000s");
     }
 
+    /// The lines `emit` logs through the layer, parsed.
+    fn lines(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let layer = CloudLoggingLayer::new(
+            move || writer.clone(),
+            ServiceContext {
+                service: "svc".into(),
+                version: "v\"1".into(),
+            },
+        );
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     #[test]
-    fn dotted_fields_nest() {
-        let mut f = Fields::default();
-        f.insert("httpRequest.status", 200.into());
-        f.insert("context.reportLocation.lineNumber", 7.into());
-        f.insert("labels.route", "/items/{id}".into());
-        f.insert("plain.field", 1.into());
-        f.insert("message", "hello".into());
-        let v = Value::Object(f.entry);
+    fn dotted_fields_nest_wherever_they_appear() {
+        let lines = lines(|| {
+            tracing::info!(
+                httpRequest.status = 200,
+                context.reportLocation.lineNumber = 7,
+                plain.field = 1.5,
+                labels.route = "/items/{id}",
+                httpRequest.requestUrl = %"http://h/a?b=\"c\"",
+                context.httpRequest.method = "GET",
+                flag = true,
+                "hello {}",
+                "\u{1F600}\n"
+            );
+        });
+        let v = &lines[0];
+        assert_eq!(v["severity"], "INFO");
+        assert_eq!(v["message"], "hello \u{1F600}\n");
         assert_eq!(v["httpRequest"]["status"], 200);
+        assert_eq!(v["httpRequest"]["requestUrl"], "http://h/a?b=\"c\"");
         assert_eq!(v["context"]["reportLocation"]["lineNumber"], 7);
+        assert_eq!(v["context"]["httpRequest"]["method"], "GET");
         assert_eq!(v["logging.googleapis.com/labels"]["route"], "/items/{id}");
-        assert_eq!(v["plain.field"], 1);
-        assert_eq!(f.message.as_deref(), Some("hello"));
+        assert_eq!(v["plain.field"], 1.5);
+        assert_eq!(v["flag"], true);
+        assert_eq!(v["logging.googleapis.com/sourceLocation"]["file"], file!());
+        assert!(v.get("@type").is_none());
+        assert!(
+            v.get("logging.googleapis.com/trace").is_none(),
+            "no span: {v}"
+        );
+    }
+
+    #[test]
+    fn errors_are_error_reporting_events() {
+        let lines = lines(|| {
+            tracing::error!(error = %"disk on fire", "it broke");
+            tracing::error!(
+                context.reportLocation.filePath = "a.rs",
+                context.reportLocation.lineNumber = 3u32,
+                context.reportLocation.functionName = "f",
+                "given location"
+            );
+            tracing::warn!(n = -3i64, "not an error");
+        });
+        let [own, given, warn] = &lines[..] else {
+            panic!("{lines:?}")
+        };
+        for v in [own, given] {
+            assert_eq!(v["severity"], "ERROR");
+            assert_eq!(v["@type"], REPORTED_ERROR_EVENT);
+            assert_eq!(v["serviceContext"]["service"], "svc");
+            assert_eq!(v["serviceContext"]["version"], "v\"1");
+        }
+        let location = &own["context"]["reportLocation"];
+        assert_eq!(location["filePath"], file!());
+        assert!(location["lineNumber"].as_u64().unwrap() > 0);
+        assert_eq!(location["functionName"], module_path!());
+        assert_eq!(own["error"], "disk on fire");
+        assert_eq!(
+            given["context"]["reportLocation"],
+            serde_json::json!({"filePath": "a.rs", "lineNumber": 3, "functionName": "f"})
+        );
+        assert_eq!(warn["severity"], "WARNING");
+        assert_eq!(warn["n"], -3);
+        assert!(warn.get("@type").is_none());
     }
 }

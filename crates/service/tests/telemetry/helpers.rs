@@ -113,10 +113,15 @@ pub fn capture_logs() {
             project_id: Some(PROJECT.to_owned()),
             ..TelemetrySettings::default()
         };
-        items_telemetry::init_with_writer(&log, &telemetry, &items_service::service_info(), || {
-            Capture
-        })
+        // The service's own path: lines reach `Capture` through the batching writer thread.
+        let guard = items_telemetry::init_batched(
+            &log,
+            &telemetry,
+            &items_service::service_info(),
+            Capture,
+        )
         .unwrap();
+        std::mem::forget(guard); // logs for the whole test process
     });
 }
 
