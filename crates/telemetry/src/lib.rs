@@ -10,6 +10,7 @@
 
 pub mod logging;
 mod otel;
+mod otlp;
 pub mod panic;
 mod platform;
 pub mod propagation;

@@ -77,13 +77,8 @@ impl Telemetry {
         if let Some(endpoint) = endpoint {
             let client = ExportClient::new(settings, &platform)?;
             let timeout = Duration::from_millis(settings.export_timeout_ms);
-            let spans = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(format!("{endpoint}/v1/traces"))
-                .with_timeout(timeout)
-                .with_http_client(client.clone())
-                .build()?;
+            let spans =
+                crate::otlp::OtlpSpanExporter::new(client.clone(), format!("{endpoint}/v1/traces"));
             let batch = BatchConfigBuilder::default()
                 .with_max_queue_size(settings.max_queue_size)
                 .with_max_export_batch_size(512)
@@ -195,7 +190,7 @@ fn resource(settings: &TelemetrySettings, service: &ServiceInfo, platform: &Plat
 /// The exporters' HTTP client: reqwest on the service's runtime, with Google credentials for the
 /// `gcp` exporter.
 #[derive(Debug, Clone)]
-struct ExportClient {
+pub(crate) struct ExportClient {
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
     google: Option<Arc<GoogleAuth>>,
