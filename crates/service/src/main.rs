@@ -1,5 +1,11 @@
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: span data and log lines are allocated on request
+/// threads and freed on the exporter threads, and glibc's arenas pay for that in lock traffic
+/// (`cargo xtask bench --telemetry-overhead`: telemetry-on throughput 0.83 → 0.91 of off).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use items_service::{Application, Settings, SettingsSources};
 

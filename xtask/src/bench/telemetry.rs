@@ -17,7 +17,7 @@ use crate::util;
 
 /// The budget: telemetry on keeps at least this share of the requests/s.
 const TARGET_RATIO: f64 = 0.85;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 pub(super) async fn overhead(
     binary: &Path,
