@@ -89,9 +89,20 @@ where
             headers.get("traceparent").map(|v| v.as_bytes()),
             headers.get("x-cloud-trace-context").map(|v| v.as_bytes()),
         );
-        let cx = self.instruments.start_server_span(method, parent);
         // Not the `HttpRequest` itself: routing needs it unshared, and a panic drops it.
         let facts = RequestFacts::of(&req);
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.path", facts.uri.path().to_owned()),
+            KeyValue::new("url.scheme", facts.scheme()),
+            KeyValue::new("network.protocol.version", protocol_version(facts.version)),
+        ];
+        if let Some(agent) = facts.user_agent() {
+            attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
+        let cx = self
+            .instruments
+            .start_server_span(method, parent, attributes);
         let service = Rc::clone(&self.service);
         let instruments = Rc::clone(&self.instruments);
         let handled = async move {
@@ -147,22 +158,17 @@ fn finish<B: MessageBody>(
     let cx = Context::current();
     let span = cx.span();
     if span.is_recording() {
+        let mut attributes = Vec::with_capacity(3);
         if let Some(route) = &route {
             span.update_name(format!("{method} {route}"));
-            span.set_attribute(KeyValue::new("http.route", route.clone()));
+            attributes.push(KeyValue::new("http.route", route.clone()));
         }
-        span.set_attributes([
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("url.path", facts.uri.path().to_owned()),
-            KeyValue::new("url.scheme", facts.scheme()),
-            KeyValue::new("network.protocol.version", protocol_version(facts.version)),
-        ]);
-        if let Some(agent) = facts.user_agent() {
-            span.set_attribute(KeyValue::new("user_agent.original", agent.to_owned()));
-        }
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
         if status >= 500 {
-            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            attributes.push(KeyValue::new("error.type", status.to_string()));
             span.set_status(Status::error(
                 response
                     .response()
@@ -171,6 +177,7 @@ fn finish<B: MessageBody>(
                     .unwrap_or("server error"),
             ));
         }
+        span.set_attributes(attributes);
     }
     instruments.record_duration(elapsed.as_secs_f64(), method, route.as_deref(), status);
 
@@ -335,7 +342,10 @@ impl RequestFacts {
                     .or_else(|| facts.uri.authority().map(|a| a.as_str()))
                     .unwrap_or("localhost");
                 let path = facts.uri.path_and_query().map_or("/", |p| p.as_str());
-                write!(f, "{}://{host}{path}", facts.scheme())
+                f.write_str(facts.scheme())?;
+                f.write_str("://")?;
+                f.write_str(host)?;
+                f.write_str(path)
             }
         }
         Url(self)

@@ -180,24 +180,22 @@ impl<W> CloudLoggingLayer<W> {
         // Plain fields in the order given; nested ones grouped by path.
         order.clear();
         for (i, (name, value)) in fields.iter().enumerate() {
-            if nested(name).is_some() {
-                order.push(i);
-            } else {
-                out.push(b',');
-                json_str(out, name);
-                out.push(b':');
-                value.encode(out, text);
+            match nested(name) {
+                Some((top, rest)) => order.push((name, top, rest, i)),
+                None => {
+                    out.push(b',');
+                    json_str(out, name);
+                    out.push(b':');
+                    value.encode(out, text);
+                }
             }
         }
-        order.sort_by_key(|&i| fields[i].0);
+        order.sort_by_key(|&(name, ..)| name);
         open.clear();
         // Whether the innermost open object has no key yet (the root already has some).
         let mut fresh = false;
-        for &i in order.iter() {
-            let (name, value) = &fields[i];
-            let Some((top, rest)) = nested(name) else {
-                continue;
-            };
+        for &(_, top, rest, i) in order.iter() {
+            let value = &fields[i].1;
             let (parents, leaf) = match rest.rsplit_once('.') {
                 Some((parents, leaf)) => (Some(parents), leaf),
                 None => (None, rest),
@@ -313,8 +311,8 @@ struct Scratch {
     text: String,
     fields: Vec<(&'static str, Scalar)>,
     message: Option<Range<usize>>,
-    /// Indices of the nested fields, sorted by name.
-    order: Vec<usize>,
+    /// The nested fields (name, top-level key, the rest of the path, index), sorted by name.
+    order: Vec<(&'static str, &'static str, &'static str, usize)>,
     /// The nested objects open while encoding.
     open: Vec<&'static str>,
 }

@@ -18,6 +18,10 @@ use crate::util;
 /// The issue's budget: telemetry on keeps at least this share of the requests/s.
 const TARGET_RATIO: f64 = 0.85;
 const ROUNDS: usize = 5;
+/// Shortest warm-up of each server: a fresh service needs about 5 s on this machine to reach a
+/// steady rate (pool connections opened, statements prepared on each, PostgreSQL caches warm),
+/// with telemetry on or off, and each round starts a fresh one.
+const MIN_WARMUP: Duration = Duration::from_secs(5);
 
 pub(super) async fn overhead(
     binary: &Path,
@@ -40,11 +44,9 @@ pub(super) async fn overhead(
             let mut load = wrk::Load {
                 threads: args.threads,
                 connections: args.connections,
-                duration: args.warmup,
+                duration: args.warmup.max(MIN_WARMUP),
             };
-            if !args.warmup.is_zero() {
-                wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
-            }
+            wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
             load.duration = args.duration;
             let summary = wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
             if summary.errors.total() > 0 {
@@ -60,6 +62,8 @@ pub(super) async fn overhead(
                 if telemetry { "on " } else { "off" },
                 summary.p99_us / 1000.0
             );
+            // Stopped first: the service writes out its buffered log lines as it exits.
+            stop_service(server).await?;
             if telemetry {
                 let lines = std::fs::read_to_string(&log)
                     .unwrap_or_default()
@@ -74,22 +78,30 @@ pub(super) async fn overhead(
             } else {
                 off.push(rps);
             }
-            stop_service(server).await?;
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut paired: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+    paired.sort_by(f64::total_cmp);
+    let median = paired[paired.len() / 2];
     let (off, on) = (mean(&off), mean(&on));
     let ratio = on / off;
     println!(
-        "Telemetry overhead, {} ({} rounds of {}s at {} connections):\n  \
+        "Telemetry overhead, {} ({} rounds of {}s at {} connections, each after a {}s warm-up):\n  \
          telemetry off: {off:>9.0} requests/s\n  \
          telemetry on:  {on:>9.0} requests/s (JSON logs + access log + every request traced + \
          metrics, OTLP to a local sink)\n  \
-         ratio on/off:  {ratio:>9.3} (target >= {TARGET_RATIO})",
+         ratio on/off:  {ratio:>9.3} (target >= {TARGET_RATIO}); per round, sorted: {} (median {median:.3})",
         endpoint.name,
         ROUNDS,
         args.duration.as_secs(),
         args.connections,
+        args.warmup.max(MIN_WARMUP).as_secs(),
+        paired
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     if ratio < TARGET_RATIO {
         eprintln!("xtask: telemetry costs more than the budget ({ratio:.3} < {TARGET_RATIO})");
