@@ -1,4 +1,5 @@
-//! SIGTERM after traffic: the binary flushes every buffered span before it exits.
+//! SIGTERM after traffic: the binary flushes every buffered span, metric and log line before it
+//! exits.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -6,6 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tokio::io::AsyncReadExt as _;
 
 use crate::helpers::client;
 use crate::receiver::{Receiver, hex};
@@ -26,17 +28,23 @@ async fn sigterm_flushes_every_span() {
         .env("APP__DATABASE__URL", &db_url)
         .env("PORT", port.to_string())
         .env("APP__LOG__FORMAT", "json")
-        .env("APP__LOG__LEVEL", "warn")
+        .env("APP__LOG__LEVEL", "info,refinery_core=warn")
+        .env("APP__TELEMETRY__PROJECT_ID", "flush-test")
         .env("APP__TELEMETRY__EXPORTER", "otlp")
         .env("APP__TELEMETRY__OTLP_ENDPOINT", &receiver.endpoint)
         // Nothing leaves before shutdown unless the flush sends it.
         .env("APP__TELEMETRY__BATCH_DELAY_MS", "600000")
         .env("APP__TELEMETRY__METRICS_INTERVAL_SECS", "3600")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.map(|_| text)
+    });
     let base = format!("http://127.0.0.1:{port}");
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -88,5 +96,25 @@ async fn sigterm_flushes_every_span() {
             .iter()
             .any(|(_, m)| m.name == "http.server.request.duration"),
         "metrics are flushed too"
+    );
+    // Log lines leave in batches from a writer thread: the exit writes out the last ones.
+    let logs = logs.await.unwrap().unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for trace in &traces {
+        let trace = format!("projects/flush-test/traces/{trace}");
+        let access = lines
+            .iter()
+            .filter(|l| l["logging.googleapis.com/trace"] == trace.as_str())
+            .filter(|l| l["httpRequest"]["status"] == 201)
+            .count();
+        assert_eq!(access, 1, "one access-log line for {trace}");
+    }
+    assert_eq!(
+        lines.last().map(|l| l["message"].clone()),
+        Some("stopped".into()),
+        "the last line logged before exit is written: {logs}"
     );
 }
