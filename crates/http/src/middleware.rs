@@ -91,18 +91,7 @@ where
         );
         // Not the `HttpRequest` itself: routing needs it unshared, and a panic drops it.
         let facts = RequestFacts::of(&req);
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", facts.uri.path().to_owned()),
-            KeyValue::new("url.scheme", facts.scheme()),
-            KeyValue::new("network.protocol.version", protocol_version(facts.version)),
-        ];
-        if let Some(agent) = facts.user_agent() {
-            attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
-        }
-        let cx = self
-            .instruments
-            .start_server_span(method, parent, attributes);
+        let cx = self.instruments.start_server_span(method, parent);
         let service = Rc::clone(&self.service);
         let instruments = Rc::clone(&self.instruments);
         let handled = async move {
@@ -157,16 +146,23 @@ fn finish<B: MessageBody>(
     let route = response.request().match_pattern();
     let cx = Context::current();
     let span = cx.span();
+    // Only a recording (sampled) span gets attributes: unsampled requests build none. All of
+    // them in one call (each call locks the span).
     if span.is_recording() {
-        let mut attributes = Vec::with_capacity(3);
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("url.path", facts.uri.path().to_owned()),
+            KeyValue::new("url.scheme", facts.scheme()),
+            KeyValue::new("network.protocol.version", protocol_version(facts.version)),
+        ];
         if let Some(route) = &route {
             span.update_name(format!("{method} {route}"));
             attributes.push(KeyValue::new("http.route", route.clone()));
         }
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
+        if let Some(agent) = facts.user_agent() {
+            attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
         if status >= 500 {
             attributes.push(KeyValue::new("error.type", status.to_string()));
             span.set_status(Status::error(

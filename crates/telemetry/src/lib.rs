@@ -23,7 +23,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use logging::{Latency, ServiceContext, format_latency, project_id, set_project_id};
+pub use logging::{Latency, ServiceContext, project_id, set_project_id};
 pub use otel::{Error, ServiceInfo, Telemetry};
 pub use platform::Platform;
 pub use server::{DURATION_BUCKETS, HttpInstruments, current_trace_id};

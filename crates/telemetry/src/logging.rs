@@ -346,18 +346,15 @@ impl Scratch {
         if field.name() == "message" {
             self.message = Some(match value {
                 Scalar::Text(range) => range,
-                Scalar::Static(s) => self.text(|t| t.push_str(s)),
-                Scalar::I64(n) => self.text(|t| {
-                    let _ = write!(t, "{n}");
-                }),
-                Scalar::U64(n) => self.text(|t| {
-                    let _ = write!(t, "{n}");
-                }),
-                Scalar::F64(n) => self.text(|t| {
-                    let _ = write!(t, "{n}");
-                }),
-                Scalar::Bool(b) => self.text(|t| {
-                    let _ = write!(t, "{b}");
+                other => self.text(|t| {
+                    let _ = match other {
+                        Scalar::Static(s) => t.write_str(s),
+                        Scalar::I64(n) => write!(t, "{n}"),
+                        Scalar::U64(n) => write!(t, "{n}"),
+                        Scalar::F64(n) => write!(t, "{n}"),
+                        Scalar::Bool(b) => write!(t, "{b}"),
+                        Scalar::Text(_) => Ok(()),
+                    };
                 }),
             });
         } else {
@@ -414,12 +411,8 @@ fn write_error_chain(out: &mut String, error: &dyn std::error::Error) {
     }
 }
 
-/// A `Duration` in Cloud Logging's JSON form: seconds with 3, 6 or 9 decimals and an `s`.
-pub fn format_latency(latency: std::time::Duration) -> String {
-    Latency(latency).to_string()
-}
-
-/// Displays a `Duration` as [`format_latency`] does, without allocating (for log fields).
+/// Displays a `Duration` in Cloud Logging's JSON form: seconds with 3, 6 or 9 decimals and an
+/// `s` (for log fields: nothing is allocated).
 #[derive(Debug, Clone, Copy)]
 pub struct Latency(pub std::time::Duration);
 
@@ -441,6 +434,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    fn format_latency(latency: Duration) -> String {
+        Latency(latency).to_string()
+    }
 
     #[test]
     fn latency_uses_canonical_decimals() {

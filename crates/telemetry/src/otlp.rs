@@ -230,13 +230,16 @@ fn any_value(out: &mut Vec<u8>, value: &Value) {
             out.extend_from_slice(&n.to_le_bytes());
         }
         Value::Array(array) => message(out, 5, |out| {
-            let each = |out: &mut Vec<u8>, v: Value| message(out, 1, |out| any_value(out, &v));
+            // `ArrayValue { values = 1 (AnyValue) }`
+            let item = |out: &mut Vec<u8>, v: &Value| message(out, 1, |out| any_value(out, v));
             match array {
-                Array::Bool(vs) => vs.iter().for_each(|v| each(out, Value::Bool(*v))),
-                Array::I64(vs) => vs.iter().for_each(|v| each(out, Value::I64(*v))),
-                Array::F64(vs) => vs.iter().for_each(|v| each(out, Value::F64(*v))),
-                Array::String(vs) => vs.iter().for_each(|v| each(out, Value::String(v.clone()))),
-                other => each(out, Value::String(other.to_string().into())),
+                Array::Bool(vs) => vs.iter().for_each(|v| item(out, &Value::Bool(*v))),
+                Array::I64(vs) => vs.iter().for_each(|v| item(out, &Value::I64(*v))),
+                Array::F64(vs) => vs.iter().for_each(|v| item(out, &Value::F64(*v))),
+                Array::String(vs) => vs
+                    .iter()
+                    .for_each(|v| message(out, 1, |out| string_always(out, 1, v.as_str()))),
+                other => message(out, 1, |out| string_always(out, 1, &other.to_string())),
             }
         }),
         other => string_always(out, 1, &other.as_str()),

@@ -45,14 +45,8 @@ impl HttpInstruments {
     }
 
     /// Starts the server span (named after the method until the route is known) as a child of
-    /// the caller's span, with the attributes known before routing, and returns the context to
-    /// run the request in.
-    pub fn start_server_span(
-        &self,
-        method: &'static str,
-        parent: Option<SpanContext>,
-        attributes: Vec<KeyValue>,
-    ) -> Context {
+    /// the caller's span, and returns the context to run the request in.
+    pub fn start_server_span(&self, method: &'static str, parent: Option<SpanContext>) -> Context {
         let parent_cx = match parent {
             Some(remote) => Context::new().with_remote_span_context(remote),
             None => Context::new(),
@@ -61,7 +55,6 @@ impl HttpInstruments {
             .tracer
             .span_builder(method)
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent_cx);
         parent_cx.with_span(span).with_value(CatchesPanics)
     }
