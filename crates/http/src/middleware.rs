@@ -6,7 +6,9 @@
 //! - an OpenTelemetry server span following the HTTP semantic conventions, named after the route
 //!   template (`GET /items/{id}`), and the `http.server.request.duration` histogram;
 //! - one access-log entry (`httpRequest`) per request, health probes sampled by setting;
-//! - an Error Reporting event for every 5xx, with the cause chain;
+//! - an Error Reporting event for every 5xx, with the cause chain, except a 503: an unreachable
+//!   database or an exhausted pool is an expected operating state, logged at WARNING with its cause
+//!   and no Error Reporting type (alerting watches the 5xx ratio instead);
 //! - panics in handlers: caught, reported (with where they happened) and answered with a generic
 //!   500 problem+json; the worker keeps serving.
 
@@ -177,7 +179,9 @@ fn finish<B: MessageBody>(
     }
     instruments.record_duration(elapsed.as_secs_f64(), method, route.as_deref(), status);
 
-    if status >= 500 {
+    if status == 503 && panic.is_none() {
+        warn_unavailable(method, route.as_deref(), response);
+    } else if status >= 500 {
         report_error(method, facts, route.as_deref(), response, panic.as_ref());
     }
     let probe = route.as_deref().is_some_and(|r| HEALTH_PROBES.contains(&r));
@@ -193,7 +197,22 @@ fn finish<B: MessageBody>(
     span.end();
 }
 
-/// The Error Reporting event of a 5xx: the cause chain (or the panic) and the request.
+/// A 503 (database unreachable, pool exhausted): one WARNING line with the cause, not an Error
+/// Reporting event, so that a database restart does not flood Error Reporting.
+fn warn_unavailable<B>(method: &'static str, route: Option<&str>, response: &ServiceResponse<B>) {
+    let cause = response
+        .response()
+        .error()
+        .map(crate::error::log_detail)
+        .unwrap_or_else(|| "no error detail".to_owned());
+    tracing::warn!(
+        "{method} {}: {}: {cause}",
+        route.unwrap_or("<no route>"),
+        response.status()
+    );
+}
+
+/// The Error Reporting event of a 5xx (a 503 only when a panic produced it): the cause chain (or the panic) and the request.
 fn report_error<B>(
     method: &'static str,
     facts: &RequestFacts,

@@ -381,3 +381,53 @@ async fn a_panic_is_an_error_report_and_the_server_keeps_serving() {
     // Nothing went to the default panic hook's stderr format: every line is JSON.
     assert!(all_lines().iter().all(|l| l["severity"].is_string()));
 }
+
+#[tokio::test]
+async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
+    capture_logs();
+    // A port nobody listens on: every checkout fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = settings(|s| {
+        let url = secrecy::ExposeSecret::expose_secret(s.database.url.as_ref().unwrap()).to_owned();
+        s.database.url = Some(items_testkit::with_host_port(&url, "127.0.0.1", closed).into());
+        s.database.migrate_on_start = false;
+        s.database.pool.wait_timeout_ms = 300;
+        s.database.pool.create_timeout_ms = 300;
+    })
+    .await;
+    let base = spawn(&settings, platform()).await;
+    let trace = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c01";
+    let response = client()
+        .get(format!("{base}/items/1"))
+        .header("traceparent", format!("00-{trace}-{PARENT}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let lines = lines_of_trace(trace, 2).await;
+    assert_access(access_entry(&lines), "GET", "/items/1", 503);
+    assert!(
+        lines.iter().all(|l| l["severity"] != "ERROR"),
+        "a 503 is no ERROR: {lines:#?}"
+    );
+    let warnings: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["severity"] == "WARNING")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one WARNING per 503: {lines:#?}");
+    let warning = warnings[0];
+    assert_common(warning);
+    assert!(warning.get("@type").is_none(), "{warning}");
+    assert!(warning.get("context").is_none(), "{warning}");
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("GET /items/{id}") && message.contains("503"),
+        "{message}"
+    );
+    // The cause is included: the database could not be reached.
+    assert!(message.contains("connect"), "{message}");
+}
