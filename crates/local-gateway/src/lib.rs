@@ -1,0 +1,167 @@
+//! A local API Gateway: loads one rendered API Gateway config (`openapi/gateway/<env>-<region>.yaml`,
+//! the bytes `cargo xtask deploy` uploads) and enforces it in front of the local service as
+//! Google's API Gateway (ESPv2, Envoy-based) does: routing, API keys, JWTs, quotas, CORS, the
+//! backend call with its path translation, deadline and Google-signed ID token, and one Cloud
+//! Logging line per request. The behaviour follows `gateway-facts.md` (ESPv2/Envoy sources);
+//! where a fact is not confirmed, the ESPv2 source is followed and the code says so.
+//!
+//! A library first: tests and `cargo xtask dev --gateway` start it in-process with
+//! [`LocalGateway::start`]. Never linked into the service binary.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use items_local_gateway::{GatewayConfig, LocalGateway};
+//! let config = GatewayConfig::new("openapi/gateway/dev-europe-west1.yaml", "http://127.0.0.1:8081");
+//! let gateway = LocalGateway::start(config).await?;
+//! println!("gateway: {}", gateway.url());
+//! gateway.stop().await;
+//! # Ok(()) }
+//! ```
+
+pub mod jwt;
+pub mod keys;
+mod log;
+pub mod path;
+mod proxy;
+pub mod quota;
+pub mod spec;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+pub use jwt::{JwksSource, LocalJwks};
+pub use keys::{SigningKey, TokenRequest, user_token};
+pub use spec::Spec;
+
+/// The API key the local gateway accepts unless told otherwise.
+pub const LOCAL_API_KEY: &str = "local-dev-api-key";
+
+/// Where the per-request log lines go.
+#[derive(Debug, Clone, Default)]
+pub enum LogSink {
+    /// One JSON line per request on stdout (Cloud Logging's structured form).
+    #[default]
+    Stdout,
+    /// Kept in memory, for tests.
+    Memory(Arc<Mutex<Vec<Value>>>),
+    Off,
+}
+
+/// How to start a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The rendered config file, served byte for byte.
+    pub config_path: PathBuf,
+    /// Base URL of the local service (`http://127.0.0.1:N`): replaces scheme, host and port of
+    /// every `x-google-backend.address`; the address path and everything else stay the config's.
+    pub backend_url: String,
+    /// Where to listen (127.0.0.1, port 0 by default: any free port).
+    pub listen: SocketAddr,
+    /// The API keys that pass the key check.
+    pub api_keys: Vec<String>,
+    /// The identity in the backend ID token's `email` (the config's gateway service account,
+    /// given to API Gateway with the config and therefore not in the file).
+    pub gateway_service_account: String,
+    /// The producer project: the quota consumer of requests without a key, and the log's
+    /// `producer_project_id`.
+    pub producer_project: String,
+    /// The config id for logs (`service_config_id`).
+    pub config_id: String,
+    /// Where a provider's `x-google-jwks_uri` is fetched from (the local issuer by default).
+    pub jwks: Arc<dyn JwksSource>,
+    pub log: LogSink,
+    /// actix worker threads.
+    pub workers: usize,
+}
+
+impl GatewayConfig {
+    /// Defaults: 127.0.0.1:0, the key [`LOCAL_API_KEY`], the local issuer's JWKS for every
+    /// provider, logs on stdout, one worker.
+    pub fn new(config_path: impl Into<PathBuf>, backend_url: impl Into<String>) -> Self {
+        Self {
+            config_path: config_path.into(),
+            backend_url: backend_url.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            api_keys: vec![LOCAL_API_KEY.to_owned()],
+            gateway_service_account: "local-gateway@local-project.iam.gserviceaccount.com".into(),
+            producer_project: "local-project".into(),
+            config_id: "local".into(),
+            jwks: Arc::new(LocalJwks::default()),
+            log: LogSink::Stdout,
+            workers: 1,
+        }
+    }
+}
+
+/// A running local gateway.
+#[derive(Debug)]
+pub struct LocalGateway {
+    addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: Arc<proxy::State>,
+}
+
+impl LocalGateway {
+    /// Reads `config.config_path`, binds the listener and starts serving (on the current tokio
+    /// runtime, with actix worker threads).
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(&config.config_path)
+            .with_context(|| format!("reading {}", config.config_path.display()))?;
+        let spec = Spec::parse(&bytes)
+            .with_context(|| format!("loading {}", config.config_path.display()))?;
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let workers = config.workers.max(1);
+        let state = Arc::new(proxy::State::new(spec, bytes, config, addr));
+        let server = proxy::server(state.clone(), listener, workers)?;
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        Ok(Self {
+            addr,
+            handle,
+            task,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bytes of the config file the gateway enforces, exactly as read.
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.state.config_bytes
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.state.spec
+    }
+
+    /// Stops accepting, lets in-flight requests finish and waits for the server to end.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+/// The rendered config of `env` in `region` under `root` (`openapi/gateway/<env>-<region>.yaml`).
+pub fn config_file(root: &Path, env: &str, region: &str) -> PathBuf {
+    root.join("openapi")
+        .join("gateway")
+        .join(format!("{env}-{region}.yaml"))
+}

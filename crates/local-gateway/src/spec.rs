@@ -1,0 +1,393 @@
+//! The rendered API Gateway config (Swagger 2.0 with Google's extensions), read once from its
+//! bytes into what the gateway enforces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::path::{Template, Translation};
+
+/// ESPv2's default backend deadline (`util.DefaultResponseDeadline`).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the config is not YAML: {0}")]
+    Yaml(String),
+    #[error("the config is not Swagger 2.0 (swagger: {0:?})")]
+    NotSwagger2(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A JWT provider: an `oauth2` security definition with `x-google-issuer`.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    /// `x-google-audiences` (comma-separated in the config); `None` when absent.
+    pub audiences: Option<Vec<String>>,
+    pub locations: Vec<JwtLocation>,
+}
+
+/// Where a JWT is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtLocation {
+    Header { name: String, prefix: String },
+    Query(String),
+}
+
+impl JwtLocation {
+    /// ESPv2's defaults (`filtergen/jwt_authn.go`, `util/util.go`): `Authorization: Bearer`,
+    /// `X-Goog-Iap-Jwt-Assertion`, query `access_token`.
+    fn defaults() -> Vec<Self> {
+        vec![
+            JwtLocation::Header {
+                name: "authorization".into(),
+                prefix: "Bearer ".into(),
+            },
+            JwtLocation::Header {
+                name: "x-goog-iap-jwt-assertion".into(),
+                prefix: String::new(),
+            },
+            JwtLocation::Query("access_token".into()),
+        ]
+    }
+}
+
+/// What an operation requires, from its `security` (or the top-level one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// api-compiler `AuthBuilder.isApiKeyRequired`: only when every alternative has an apiKey
+    /// scheme (an OR with a key-less alternative makes the key optional).
+    pub api_key: bool,
+    /// JWT providers of every alternative, flattened (`AuthRuleGenerator`); a JWT is required
+    /// when this is not empty and any one of them may verify it.
+    pub jwt_providers: Vec<String>,
+}
+
+/// `x-google-backend`.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub address: String,
+    pub translation: Translation,
+    pub jwt_audience: Option<String>,
+    pub disable_auth: bool,
+    pub deadline: Duration,
+}
+
+impl Backend {
+    fn parse(v: &Value, default_translation: Translation) -> Result<Self, SpecError> {
+        let address = v
+            .get("address")
+            .and_then(Value::as_str)
+            .ok_or_else(|| SpecError::Invalid("x-google-backend without address".into()))?
+            .to_owned();
+        let translation = match v.get("path_translation").and_then(Value::as_str) {
+            Some("APPEND_PATH_TO_ADDRESS") => Translation::AppendPathToAddress,
+            Some("CONSTANT_ADDRESS") => Translation::ConstantAddress,
+            Some(other) => {
+                return Err(SpecError::Invalid(format!(
+                    "x-google-backend: unknown path_translation {other:?}"
+                )));
+            }
+            None => default_translation,
+        };
+        let deadline = match v.get("deadline").and_then(Value::as_f64) {
+            Some(s) if s > 0.0 => Duration::from_secs_f64(s),
+            _ => DEFAULT_DEADLINE,
+        };
+        Ok(Self {
+            address,
+            translation,
+            jwt_audience: v
+                .get("jwt_audience")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            disable_auth: v
+                .get("disable_auth")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            deadline,
+        })
+    }
+
+    /// The path of `address` (`""` when it has none).
+    pub fn address_path(&self) -> &str {
+        let rest = self
+            .address
+            .split_once("://")
+            .map_or(self.address.as_str(), |(_, r)| r);
+        rest.find('/').map_or("", |i| &rest[i..])
+    }
+
+    /// Scheme and host of `address`: ESPv2's audience when `jwt_audience` is absent
+    /// (`filtergen/backend_auth.go`).
+    pub fn address_origin(&self) -> &str {
+        let path = self.address_path();
+        &self.address[..self.address.len() - path.len()]
+    }
+}
+
+/// One method of one path.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub method: String,
+    pub operation_id: String,
+    pub backend: Option<Backend>,
+    pub requirements: Requirements,
+    /// `x-google-quota.metricCosts`.
+    pub metric_costs: Vec<(String, i64)>,
+}
+
+/// A path template with its operations.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub template: Template,
+    /// By upper-case method.
+    pub operations: BTreeMap<String, Operation>,
+}
+
+/// `x-google-management.quota.limits[]` (per minute).
+#[derive(Debug, Clone)]
+pub struct QuotaLimit {
+    pub name: String,
+    pub metric: String,
+    pub per_minute: i64,
+}
+
+/// The parsed config.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// `host`: the managed service name.
+    pub host: Option<String>,
+    pub title: String,
+    pub version: String,
+    /// `x-google-endpoints[]` naming the service with `allowCors: true`.
+    pub allow_cors: bool,
+    pub routes: Vec<Route>,
+    pub providers: BTreeMap<String, Provider>,
+    pub limits: Vec<QuotaLimit>,
+}
+
+const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
+
+impl Spec {
+    /// Parses the bytes of a rendered config.
+    pub fn parse(bytes: &[u8]) -> Result<Self, SpecError> {
+        let doc: Value =
+            yaml_serde::from_slice(bytes).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let swagger = doc.get("swagger").and_then(Value::as_str).unwrap_or("");
+        if swagger != "2.0" {
+            return Err(SpecError::NotSwagger2(swagger.to_owned()));
+        }
+        let host = doc.get("host").and_then(Value::as_str).map(str::to_owned);
+        let allow_cors = doc
+            .get("x-google-endpoints")
+            .and_then(Value::as_array)
+            .is_some_and(|eps| {
+                eps.iter().any(|ep| {
+                    ep.get("allowCors").and_then(Value::as_bool) == Some(true)
+                        && host.is_some()
+                        && ep.get("name").and_then(Value::as_str) == host.as_deref()
+                })
+            });
+
+        let mut providers = BTreeMap::new();
+        let mut key_schemes = Vec::new();
+        if let Some(defs) = doc.get("securityDefinitions").and_then(Value::as_object) {
+            for (name, def) in defs {
+                match def.get("type").and_then(Value::as_str) {
+                    Some("apiKey") => key_schemes.push(name.clone()),
+                    Some("oauth2") => {
+                        let Some(issuer) = def.get("x-google-issuer").and_then(Value::as_str)
+                        else {
+                            continue;
+                        };
+                        providers.insert(name.clone(), parse_provider(name, issuer, def)?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        let requirements = |security: &Value| -> Result<Requirements, SpecError> {
+            let alternatives = security.as_array().cloned().unwrap_or_default();
+            let mut req = Requirements::default();
+            let mut every_has_key = !alternatives.is_empty();
+            for alternative in &alternatives {
+                let Some(schemes) = alternative.as_object() else {
+                    continue;
+                };
+                every_has_key &= schemes.keys().any(|s| key_schemes.contains(s));
+                for scheme in schemes.keys() {
+                    if providers.contains_key(scheme) {
+                        if !req.jwt_providers.contains(scheme) {
+                            req.jwt_providers.push(scheme.clone());
+                        }
+                    } else if !key_schemes.contains(scheme) {
+                        return Err(SpecError::Invalid(format!(
+                            "security names {scheme:?}, which securityDefinitions lacks"
+                        )));
+                    }
+                }
+            }
+            req.api_key = every_has_key;
+            Ok(req)
+        };
+        let top_security = doc.get("security").cloned().unwrap_or(Value::Null);
+        // A top-level backend translates APPEND_PATH_TO_ADDRESS and an operation's
+        // CONSTANT_ADDRESS when path_translation is absent [not confirmed in the facts; ESPv2's
+        // and Google's documented defaults]. Our renderer always sets it explicitly.
+        let top_backend = doc
+            .get("x-google-backend")
+            .map(|b| Backend::parse(b, Translation::AppendPathToAddress))
+            .transpose()?;
+
+        let mut routes = Vec::new();
+        if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+            for (template, item) in paths {
+                let mut operations = BTreeMap::new();
+                for method in METHODS {
+                    let Some(op) = item.get(method) else {
+                        continue;
+                    };
+                    let operation_id = op
+                        .get("operationId")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let backend = match op.get("x-google-backend") {
+                        Some(b) => Some(Backend::parse(b, Translation::ConstantAddress)?),
+                        None => top_backend.clone(),
+                    };
+                    let metric_costs = op
+                        .pointer("/x-google-quota/metricCosts")
+                        .and_then(Value::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let requirements = requirements(op.get("security").unwrap_or(&top_security))?;
+                    operations.insert(
+                        method.to_ascii_uppercase(),
+                        Operation {
+                            method: method.to_ascii_uppercase(),
+                            operation_id,
+                            backend,
+                            requirements,
+                            metric_costs,
+                        },
+                    );
+                }
+                routes.push(Route {
+                    template: Template::parse(template),
+                    operations,
+                });
+            }
+        }
+
+        let limits = doc
+            .pointer("/x-google-management/quota/limits")
+            .and_then(Value::as_array)
+            .map(|limits| {
+                limits
+                    .iter()
+                    .filter_map(|l| {
+                        Some(QuotaLimit {
+                            name: l.get("name")?.as_str()?.to_owned(),
+                            metric: l.get("metric")?.as_str()?.to_owned(),
+                            per_minute: l.pointer("/values/STANDARD")?.as_i64()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        Ok(Self {
+            host,
+            title: doc
+                .pointer("/info/title")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            version: doc
+                .pointer("/info/version")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            allow_cors,
+            routes,
+            providers,
+            limits,
+        })
+    }
+
+    /// The service name ESPv2 knows the API by: `host`, or a local stand-in.
+    pub fn service_name(&self) -> &str {
+        self.host
+            .as_deref()
+            .unwrap_or("local-gateway.apigateway.local")
+    }
+
+    /// The first JWT provider (by name), or the one named.
+    pub fn provider(&self, name: Option<&str>) -> Option<&Provider> {
+        match name {
+            Some(n) => self.providers.get(n),
+            None => self.providers.values().next(),
+        }
+    }
+}
+
+fn parse_provider(name: &str, issuer: &str, def: &Value) -> Result<Provider, SpecError> {
+    let jwks_uri = def
+        .get("x-google-jwks_uri")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let audiences = def
+        .get("x-google-audiences")
+        .and_then(Value::as_str)
+        .map(|a| {
+            a.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
+    // x-google-jwt-locations replaces every default location (`jwt_locations_test.go`).
+    let locations = match def.get("x-google-jwt-locations").and_then(Value::as_array) {
+        Some(list) => list
+            .iter()
+            .map(|l| {
+                if let Some(h) = l.get("header").and_then(Value::as_str) {
+                    Ok(JwtLocation::Header {
+                        name: h.to_ascii_lowercase(),
+                        prefix: l
+                            .get("value_prefix")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                } else if let Some(q) = l.get("query").and_then(Value::as_str) {
+                    Ok(JwtLocation::Query(q.to_owned()))
+                } else {
+                    Err(SpecError::Invalid(format!(
+                        "securityDefinitions.{name}: x-google-jwt-locations entry without header or query"
+                    )))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        None => JwtLocation::defaults(),
+    };
+    Ok(Provider {
+        name: name.to_owned(),
+        issuer: issuer.to_owned(),
+        jwks_uri,
+        audiences,
+        locations,
+    })
+}
