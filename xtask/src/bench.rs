@@ -57,6 +57,14 @@ pub(crate) struct Args {
     /// endpoint table.
     #[arg(long)]
     telemetry_overhead_only: bool,
+    /// Telemetry-on sampling ratios (APP__TELEMETRY__SAMPLE_RATIO), each measured in every round,
+    /// e.g. `--sample-ratio 1.0,0.1`.
+    #[arg(long, value_delimiter = ',', default_value = "1.0")]
+    sample_ratio: Vec<f64>,
+    /// Run telemetry on with both span exporters in every round (telemetry.span_exporter = own,
+    /// our OTLP encoder, and library, opentelemetry-otlp's), alternating with telemetry off.
+    #[arg(long)]
+    compare_span_exporters: bool,
     /// Where to write the JSON report (default: target/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,

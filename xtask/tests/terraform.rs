@@ -9,7 +9,10 @@
 //! 4. nothing grants a primitive role (roles/owner, roles/editor, roles/viewer) or public access
 //!    (allUsers, allAuthenticatedUsers);
 //! 5. `deploy/environments/<env>.toml` and `deploy/terraform/envs/<env>` name the same project,
-//!    regions, service, API, gateway ids and gateway service account.
+//!    regions, service, API, gateway ids and gateway service account;
+//! 6. every environment gets its own generated page-token key in Secret Manager (write-only,
+//!    never an output), readable by the runtime account and mounted where
+//!    `APP__API__PAGE_TOKEN_SECRET_FILE` says.
 //!
 //! Each check has a broken fixture under `tests/fixtures/terraform/` that must fail with a clear
 //! message; the real tree must pass.
@@ -813,6 +816,303 @@ fn check_environments(environments: &Path, envs: &Path, root: &Path) -> Vec<Stri
 }
 
 // ---------------------------------------------------------------------------------------------
+// Check 6: the page-token key is generated, kept out of state and mounted in every environment.
+
+/// `type.name` of the resources (or ephemeral resources, data sources) an expression refers to.
+fn referenced(expr: &Expression) -> Vec<String> {
+    let mut out = Vec::new();
+    references(expr, &mut Vec::new(), &mut out);
+    out.into_iter()
+        .map(|r| match r.root.as_str() {
+            "ephemeral" | "data" | "local" | "var" | "module" => std::iter::once(r.root.clone())
+                .chain(r.attributes.iter().take(2).cloned())
+                .collect::<Vec<_>>()
+                .join("."),
+            _ => format!(
+                "{}.{}",
+                r.root,
+                r.attributes.first().cloned().unwrap_or_default()
+            ),
+        })
+        .collect()
+}
+
+fn refers_to(expr: Option<&Expression>, address: &str) -> bool {
+    expr.is_some_and(|e| {
+        referenced(e)
+            .iter()
+            .any(|r| r == address || r.starts_with(&format!("{address}.")))
+    })
+}
+
+/// The blocks named `kind` (e.g. `resource.google_secret_manager_secret`) with their name.
+fn blocks_of<'a>(module: &'a Module, kind: &str) -> Vec<(&'a str, &'a Body)> {
+    module
+        .blocks
+        .iter()
+        .filter_map(|(_, address, body)| {
+            let name = address.strip_prefix(kind)?.strip_prefix('.')?;
+            Some((name, body))
+        })
+        .collect()
+}
+
+fn nested<'a>(body: &'a Body, identifier: &str) -> Vec<&'a Body> {
+    body.blocks()
+        .filter(|b| b.identifier() == identifier)
+        .map(hcl::Block::body)
+        .collect()
+}
+
+/// The module's string locals, for evaluating paths such as `"${local.dir}/${local.file}"`.
+fn string_locals(module: &Module) -> Context<'static> {
+    let mut locals = hcl::Map::new();
+    for (_, body) in &module.files {
+        for block in body.blocks().filter(|b| b.identifier() == "locals") {
+            for attribute in block.body().attributes() {
+                if let Some(value) = literal_string(&attribute.expr) {
+                    locals.insert(attribute.key.to_string(), Value::String(value));
+                }
+            }
+        }
+    }
+    let mut context = Context::new();
+    context.declare_var("local", Value::Object(locals));
+    context
+}
+
+/// The value expression of `key` in any object literal of the module's locals.
+fn find_in_locals<'a>(module: &'a Module, key: &str) -> Option<&'a Expression> {
+    fn walk<'a>(expr: &'a Expression, key: &str) -> Option<&'a Expression> {
+        match expr {
+            Expression::Object(object) => object.iter().find_map(|(k, v)| {
+                let matches = match k {
+                    ObjectKey::Identifier(id) => id.as_str() == key,
+                    ObjectKey::Expression(e) => literal_string(e).is_some_and(|s| s == key),
+                    _ => false,
+                };
+                if matches { Some(v) } else { walk(v, key) }
+            }),
+            Expression::FuncCall(call) => call.args.iter().find_map(|a| walk(a, key)),
+            Expression::Conditional(c) => {
+                walk(&c.true_expr, key).or_else(|| walk(&c.false_expr, key))
+            }
+            Expression::Parenthesis(inner) => walk(inner, key),
+            _ => None,
+        }
+    }
+    module
+        .files
+        .iter()
+        .flat_map(|(_, body)| body.blocks().filter(|b| b.identifier() == "locals"))
+        .flat_map(|b| b.body().attributes())
+        .find_map(|a| walk(&a.expr, key))
+}
+
+fn eval_string(expr: &Expression, context: &Context) -> Option<String> {
+    expr.evaluate(context).ok()?.as_str().map(str::to_owned)
+}
+
+/// What the Cloud Run module must do with the page-token key; `what` names the module.
+fn check_page_token_key(module: &Module, what: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let secrets: Vec<&str> = blocks_of(module, "resource.google_secret_manager_secret")
+        .into_iter()
+        .filter(|(_, body)| {
+            attribute(body, "secret_id")
+                .and_then(|e| match e {
+                    Expression::TemplateExpr(t) => Some(t.to_string()),
+                    other => literal_string(other),
+                })
+                .is_some_and(|id| id.contains("page-token"))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let [secret] = secrets[..] else {
+        return vec![format!(
+            "{what}: expected one google_secret_manager_secret whose secret_id names \"page-token\", found {}",
+            secrets.len()
+        )];
+    };
+    let secret_address = format!("google_secret_manager_secret.{secret}");
+
+    // A version whose data is generated during apply and written write-only.
+    let versions: Vec<&Body> = blocks_of(module, "resource.google_secret_manager_secret_version")
+        .into_iter()
+        .filter(|(_, body)| refers_to(attribute(body, "secret"), &secret_address))
+        .map(|(_, body)| body)
+        .collect();
+    if versions.is_empty() {
+        problems.push(format!(
+            "{what}: {secret_address} has no google_secret_manager_secret_version"
+        ));
+    }
+    for version in &versions {
+        if attribute(version, "secret_data").is_some() {
+            problems.push(format!(
+                "{what}: the page-token key version sets secret_data, which Terraform keeps in its state; use secret_data_wo"
+            ));
+        }
+        let generated = attribute(version, "secret_data_wo").is_some_and(|e| {
+            referenced(e).iter().any(|r| {
+                r.starts_with("ephemeral.random_password.")
+                    || r.starts_with("ephemeral.random_bytes.")
+            })
+        });
+        if !generated {
+            problems.push(format!(
+                "{what}: the page-token key version must take secret_data_wo from an ephemeral random_password or random_bytes"
+            ));
+        }
+    }
+
+    // The runtime account (the one the service runs as) may read it.
+    let services = blocks_of(module, "resource.google_cloud_run_v2_service");
+    let [(_, service)] = services[..] else {
+        problems.push(format!("{what}: expected one google_cloud_run_v2_service"));
+        return problems;
+    };
+    let Some(template) = nested(service, "template").into_iter().next() else {
+        problems.push(format!("{what}: the Cloud Run service has no template"));
+        return problems;
+    };
+    let runtime = attribute(template, "service_account")
+        .map(referenced)
+        .and_then(|r| {
+            r.into_iter()
+                .find(|r| r.starts_with("google_service_account."))
+        });
+    let readable = blocks_of(module, "resource.google_secret_manager_secret_iam_member")
+        .into_iter()
+        .any(|(_, body)| {
+            refers_to(attribute(body, "secret_id"), &secret_address)
+                && attribute(body, "role").and_then(literal_string).as_deref()
+                    == Some("roles/secretmanager.secretAccessor")
+                && runtime
+                    .as_deref()
+                    .is_some_and(|account| refers_to(attribute(body, "member"), account))
+        });
+    if !readable {
+        problems.push(format!(
+            "{what}: the runtime service account has no roles/secretmanager.secretAccessor on {secret_address}"
+        ));
+    }
+
+    // Mounted into the app container, "latest" at the path the service is told to read.
+    let context = string_locals(module);
+    let volume = nested(template, "volumes").into_iter().find_map(|volume| {
+        let secret_block = nested(volume, "secret").into_iter().next()?;
+        if !refers_to(attribute(secret_block, "secret"), &secret_address) {
+            return None;
+        }
+        let name = attribute(volume, "name").and_then(literal_string)?;
+        let latest = nested(secret_block, "items").into_iter().find_map(|item| {
+            (attribute(item, "version")
+                .and_then(literal_string)
+                .as_deref()
+                == Some("latest"))
+            .then(|| attribute(item, "path").and_then(|p| eval_string(p, &context)))
+            .flatten()
+        })?;
+        Some((name, latest))
+    });
+    let Some((volume, file)) = volume else {
+        problems.push(format!(
+            "{what}: no volume of the Cloud Run service mounts \"latest\" of {secret_address}"
+        ));
+        return problems;
+    };
+    let containers = nested(template, "containers");
+    let app = containers
+        .iter()
+        .find(|c| attribute(c, "name").and_then(literal_string).as_deref() == Some("app"))
+        .or(containers.first());
+    let mount = app.and_then(|app| {
+        nested(app, "volume_mounts").into_iter().find_map(|m| {
+            (attribute(m, "name").and_then(literal_string).as_deref() == Some(volume.as_str()))
+                .then(|| attribute(m, "mount_path").and_then(|p| eval_string(p, &context)))
+                .flatten()
+        })
+    });
+    let Some(mount) = mount else {
+        problems.push(format!(
+            "{what}: the app container does not mount volume \"{volume}\" (the page-token key)"
+        ));
+        return problems;
+    };
+    let expected = format!("{}/{file}", mount.trim_end_matches('/'));
+    match find_in_locals(module, "APP__API__PAGE_TOKEN_SECRET_FILE")
+        .and_then(|e| eval_string(e, &context))
+    {
+        Some(path) if path == expected => {}
+        Some(path) => problems.push(format!(
+            "{what}: APP__API__PAGE_TOKEN_SECRET_FILE is \"{path}\" but the key is mounted at \"{expected}\""
+        )),
+        None => problems.push(format!(
+            "{what}: no APP__API__PAGE_TOKEN_SECRET_FILE (a string) in the app's environment; the key is mounted at \"{expected}\""
+        )),
+    }
+    problems
+}
+
+/// No output of `module` exposes a secret version or an ephemeral value.
+fn check_no_secret_outputs(module: &Module, what: &str) -> Vec<String> {
+    module
+        .outputs
+        .iter()
+        .filter(|o| {
+            o.value.as_ref().is_some_and(|v| {
+                referenced(v).iter().any(|r| {
+                    r.starts_with("google_secret_manager_secret_version.")
+                        || r.starts_with("ephemeral.")
+                })
+            })
+        })
+        .map(|o| format!("{what}: output \"{}\" exposes a secret value", o.name))
+        .collect()
+}
+
+/// Follows envs/<env> → modules/stack → modules/cloudrun and checks the page-token key there.
+fn check_page_token_environments(envs: &Path, root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let call_of = |module: &Module, dir: &Path, suffix: &str| -> Option<PathBuf> {
+        module
+            .calls
+            .iter()
+            .find(|c| c.source.as_deref().is_some_and(|s| s.ends_with(suffix)))
+            .and_then(|c| c.source.as_deref())
+            .map(|source| normalize(&dir.join(source)))
+    };
+    for env in names_with_extension(envs, "") {
+        let env_dir = envs.join(&env);
+        let env_module = load_module(&env_dir, root);
+        let Some(stack_dir) = call_of(&env_module, &env_dir, "modules/stack") else {
+            problems.push(format!("envs/{env}: calls no modules/stack"));
+            continue;
+        };
+        let stack = load_module(&stack_dir, root);
+        let Some(cloudrun_dir) = call_of(&stack, &stack_dir, "cloudrun") else {
+            problems.push(format!("envs/{env}: its stack calls no cloudrun module"));
+            continue;
+        };
+        let cloudrun = load_module(&cloudrun_dir, root);
+        let what = format!("envs/{env} ({})", relative(&cloudrun_dir, root));
+        problems.extend(check_page_token_key(&cloudrun, &what));
+        for (module, name) in [
+            (&env_module, "envs"),
+            (&stack, "stack"),
+            (&cloudrun, "cloudrun"),
+        ] {
+            problems.extend(check_no_secret_outputs(
+                module,
+                &format!("envs/{env} ({name})"),
+            ));
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tests: the real tree passes, every broken fixture fails with its message.
 
 fn assert_clean(problems: &[String]) {
@@ -1000,4 +1300,15 @@ fn environment_mismatch_fails() {
             "missing problem {e:?} in {problems:#?}"
         );
     }
+}
+
+#[test]
+fn every_environment_generates_and_mounts_its_page_token_key() {
+    let root = repo_root();
+    let envs = root.join("deploy/terraform/envs");
+    assert_eq!(
+        names_with_extension(&envs, ""),
+        ["dev", "prod", "stage"].map(String::from).into(),
+    );
+    assert_clean(&check_page_token_environments(&envs, &root));
 }

@@ -11,7 +11,10 @@ use items_repository::PgStore;
 use items_telemetry::{HttpInstruments, Platform, ServiceInfo, Telemetry};
 use secrecy::ExposeSecret as _;
 
-pub use settings::{ApiSettings, AppEnvironment, ServerSettings, Settings, SettingsSources};
+pub use settings::{
+    ApiSettings, AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, PageTokenKeys,
+    ServerSettings, Settings, SettingsSources,
+};
 
 /// A built, bound, not yet running server (zero-to-production's `Application`).
 pub struct Application {
@@ -82,10 +85,10 @@ impl Application {
         store.register_pool_metrics();
         let instruments = HttpInstruments::new(&telemetry, &settings.log);
         let extra_routes = options.extra_routes;
-        let state = web::Data::new(ApiState::new(
-            store.clone(),
-            PageTokenCodec::new(settings.api.page_token_secret.expose_secret().as_bytes()),
-        ));
+        let keys = settings.api.page_token_keys()?;
+        let page_tokens = PageTokenCodec::new(keys.current.expose_secret().as_bytes())
+            .with_previous(keys.previous.iter().map(|k| k.expose_secret().as_bytes()));
+        let state = web::Data::new(ApiState::new(store.clone(), page_tokens));
         let address = (settings.server.host.as_str(), settings.server.port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;

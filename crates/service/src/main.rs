@@ -23,7 +23,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Load and validate the settings, print them (secrets redacted) and exit.
+    /// Load and validate the settings, print them (secrets redacted) and the effective telemetry
+    /// settings with where each came from (`APP__…`, `OTEL_*`, a file, the default), and exit.
     CheckConfig,
 }
 
@@ -48,6 +49,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &settings.origins.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             }
             Command::CheckConfig => {
                 println!("{settings:#?}");
+                println!("{}", settings.describe_telemetry());
                 Ok(())
             }
         }

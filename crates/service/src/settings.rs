@@ -1,14 +1,17 @@
 //! Layered settings: built-in defaults → the environment's file → an optional explicit file →
-//! Cloud Run's `PORT` → `APP__SECTION__KEY` variables. Environment files are compiled in, so the
-//! binary needs no files at run time.
+//! Cloud Run's `PORT` → the OpenTelemetry specification's `OTEL_*` variables → `APP__SECTION__KEY`
+//! variables (so an `APP__…` setting wins over its `OTEL_*` twin). Environment files are compiled
+//! in, so the binary needs no files at run time.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Map, Source, Value};
 use items_repository::DatabaseSettings;
 use items_telemetry::{LogSettings, TelemetrySettings};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 /// All settings of the service.
@@ -20,7 +23,11 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
     pub api: ApiSettings,
+    /// Where the telemetry settings came from, and ignored `OTEL_*` variables (`check-config`).
+    #[serde(skip)]
+    pub origins: Origins,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,10 +42,111 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The page-token key of `config/local.toml`: public, so refused outside `local`.
+pub const DEVELOPMENT_PAGE_TOKEN_SECRET: &str = "items-local-page-token-secret";
+
+/// Shortest page-token key accepted outside `local` (HMAC-SHA256: 32 bytes or more).
+pub const MIN_PAGE_TOKEN_SECRET_BYTES: usize = 32;
+
+/// `api.*` settings: the HMAC keys of page tokens. One key signs; earlier keys still verify, so
+/// that rotating the key does not break clients that are paging.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
-    pub page_token_secret: SecretString,
+    /// The signing key (plain, for local use; `APP__API__PAGE_TOKEN_SECRET`).
+    #[serde(default)]
+    pub page_token_secret: Option<SecretString>,
+    /// A file holding the signing key (a Secret Manager mount; trailing newline stripped); wins
+    /// over `page_token_secret`.
+    #[serde(default)]
+    pub page_token_secret_file: Option<PathBuf>,
+    /// Earlier keys that still verify tokens (`APP__API__PAGE_TOKEN_PREVIOUS_SECRETS`,
+    /// comma-separated).
+    #[serde(default)]
+    pub page_token_previous_secrets: Vec<SecretString>,
+    /// Files holding earlier keys (`APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES`, comma-separated).
+    #[serde(default)]
+    pub page_token_previous_secret_files: Vec<PathBuf>,
+}
+
+/// The resolved page-token keys.
+#[derive(Debug, Clone)]
+pub struct PageTokenKeys {
+    /// Signs new tokens (and verifies).
+    pub current: SecretString,
+    /// Only verify.
+    pub previous: Vec<SecretString>,
+}
+
+impl ApiSettings {
+    /// Reads the keys (files included). Every error names `api.page_token_secret`.
+    pub fn page_token_keys(&self) -> anyhow::Result<PageTokenKeys> {
+        let current = match (&self.page_token_secret_file, &self.page_token_secret) {
+            (Some(path), _) => read_key(path, "api.page_token_secret_file")?,
+            (None, Some(secret)) => secret.clone(),
+            (None, None) => bail!(
+                "api.page_token_secret: no page-token key is set: set api.page_token_secret_file \
+                 to a file holding it (on Cloud Run the Secret Manager mount Terraform creates) \
+                 or api.page_token_secret (APP__API__PAGE_TOKEN_SECRET)"
+            ),
+        };
+        if current.expose_secret().is_empty() {
+            bail!("api.page_token_secret: the page-token key is empty");
+        }
+        let mut previous: Vec<SecretString> = self
+            .page_token_previous_secrets
+            .iter()
+            .filter(|k| !k.expose_secret().is_empty())
+            .cloned()
+            .collect();
+        for path in self
+            .page_token_previous_secret_files
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            previous.push(read_key(path, "api.page_token_previous_secret_files")?);
+        }
+        Ok(PageTokenKeys { current, previous })
+    }
+
+    /// The keys must exist; outside `local` the signing key must not be the public development
+    /// key nor shorter than [`MIN_PAGE_TOKEN_SECRET_BYTES`].
+    fn check(&self, environment: AppEnvironment) -> anyhow::Result<()> {
+        let keys = self.page_token_keys()?;
+        if environment == AppEnvironment::Local {
+            return Ok(());
+        }
+        let key = keys.current.expose_secret();
+        let name = environment.name();
+        if key == DEVELOPMENT_PAGE_TOKEN_SECRET {
+            bail!(
+                "api.page_token_secret: {name} must not sign page tokens with the built-in \
+                 development key, which anyone can read in the repository; set \
+                 api.page_token_secret_file (Terraform mounts a generated key) or \
+                 api.page_token_secret"
+            );
+        }
+        if key.len() < MIN_PAGE_TOKEN_SECRET_BYTES {
+            bail!(
+                "api.page_token_secret: the page-token key of {name} has {} bytes; use at least \
+                 {MIN_PAGE_TOKEN_SECRET_BYTES} random bytes",
+                key.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_key(path: &Path, key: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "api.page_token_secret: cannot read {key} {}: {e}",
+            path.display()
+        )
+    })?;
+    Ok(SecretString::from(
+        text.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 /// The deployment environment, from `APP_ENVIRONMENT`.
@@ -63,6 +171,15 @@ impl AppEnvironment {
         })
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Dev => "dev",
+            Self::Stage => "stage",
+            Self::Prod => "prod",
+        }
+    }
+
     fn file(self) -> (&'static str, &'static str) {
         match self {
             Self::Local => ("local.toml", include_str!("../config/local.toml")),
@@ -82,8 +199,10 @@ pub struct SettingsSources {
     pub file: Option<PathBuf>,
     /// Cloud Run's `PORT`.
     pub port: Option<String>,
-    /// Read `APP__…` variables from the process environment.
+    /// Read `APP__…` and `OTEL_*` variables from the process environment.
     pub use_env: bool,
+    /// `APP__…` and `OTEL_*` variables to use instead of the process environment (tests).
+    pub vars: Option<HashMap<String, String>>,
     /// Extra overrides, as `(key, value)` with dotted keys (tests).
     pub overrides: Vec<(String, String)>,
 }
@@ -96,9 +215,80 @@ impl SettingsSources {
             file: std::env::var_os("APP_CONFIG_FILE").map(PathBuf::from),
             port: std::env::var("PORT").ok(),
             use_env: true,
+            vars: None,
             overrides: Vec::new(),
         }
     }
+
+    /// A variable of the environment these sources read.
+    fn var(&self, name: &str) -> Option<String> {
+        match &self.vars {
+            Some(vars) => vars.get(name).cloned(),
+            None if self.use_env => std::env::var(name).ok(),
+            None => None,
+        }
+    }
+
+    fn reads_variables(&self) -> bool {
+        self.use_env || self.vars.is_some()
+    }
+}
+
+/// `APP__…` list settings (comma-separated in a variable).
+const LIST_KEYS: [&str; 2] = [
+    "api.page_token_previous_secrets",
+    "api.page_token_previous_secret_files",
+];
+
+/// The `OTEL_*` variables as a settings source, between the files and `APP__…`.
+#[derive(Debug, Clone)]
+struct OtelSource(Vec<(&'static str, String, &'static str)>);
+
+impl Source for OtelSource {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        Ok(self
+            .0
+            .iter()
+            .map(|(key, value, var)| {
+                let origin = (*var).to_owned();
+                ((*key).to_owned(), Value::new(Some(&origin), value.as_str()))
+            })
+            .collect())
+    }
+}
+
+/// Where each telemetry setting with an `OTEL_*` twin came from, for `check-config`.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// `(setting key, origin)`: an `APP__…` or `OTEL_*` variable, a file, or the built-in default.
+    pub telemetry: Vec<(&'static str, String)>,
+    /// `OTEL_*` variables that were set but ignored, and why.
+    pub warnings: Vec<String>,
+}
+
+impl Origins {
+    fn of(&self, key: &str) -> &str {
+        self.telemetry
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("built-in default", |(_, o)| o.as_str())
+    }
+}
+
+/// `telemetry.otlp_endpoint` → `APP__TELEMETRY__OTLP_ENDPOINT`.
+fn app_variable(key: &str) -> String {
+    format!("APP__{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+fn has_key(text: &str, key: &str) -> bool {
+    Config::builder()
+        .add_source(File::from_str(text, FileFormat::Toml))
+        .build()
+        .is_ok_and(|c| c.get::<Value>(key).is_ok())
 }
 
 impl Settings {
@@ -124,13 +314,21 @@ impl Settings {
             })?;
             builder = builder.set_override("server.port", port)?;
         }
-        if sources.use_env {
-            builder = builder.add_source(
-                Environment::with_prefix("APP")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            );
+        let otel = items_telemetry::env::otel_env(|name| sources.var(name));
+        builder = builder.add_source(OtelSource(otel.values.clone()));
+        if sources.reads_variables() {
+            let mut app = Environment::with_prefix("APP")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",");
+            for key in LIST_KEYS {
+                app = app.with_list_parse_key(key);
+            }
+            if let Some(vars) = &sources.vars {
+                app = app.source(Some(vars.clone().into_iter().collect()));
+            }
+            builder = builder.add_source(app);
         }
         for (key, value) in &sources.overrides {
             builder = builder.set_override(key.as_str(), value.as_str())?;
@@ -138,7 +336,7 @@ impl Settings {
         let config = builder.build().with_context(|| {
             format!("reading settings (defaults, {env_name}, APP__* variables)")
         })?;
-        let settings: Settings = config.try_deserialize().map_err(|e| {
+        let mut settings: Settings = config.try_deserialize().map_err(|e| {
             anyhow::anyhow!(
                 "invalid setting: {e} (sources: built-in defaults, config/{env_name}, {}APP__* environment variables)",
                 sources
@@ -148,11 +346,147 @@ impl Settings {
                     .unwrap_or_default()
             )
         })?;
-        settings
-            .database
-            .pg_config()
-            .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+        // Every problem at once: a new environment usually misses more than one secret.
+        let mut problems = Vec::new();
+        if let Err(e) = settings.api.check(env) {
+            problems.push(format!("{e:#}"));
+        }
+        if let Err(e) = settings.telemetry.validate() {
+            problems.push(e);
+        }
+        if let Err(e) = settings.database.pg_config() {
+            problems.push(e.to_string());
+        }
+        if !problems.is_empty() {
+            bail!("invalid setting: {}", problems.join("; "));
+        }
+        settings.origins = origins(sources, env, &otel);
         Ok(settings)
+    }
+
+    /// The effective telemetry settings that have an `OTEL_*` twin, each with its origin, and
+    /// the ignored `OTEL_*` variables (`items-service check-config`).
+    pub fn describe_telemetry(&self) -> String {
+        let t = &self.telemetry;
+        let k_service = std::env::var("K_SERVICE").ok();
+        let (service_name, from) =
+            t.service_name_and_origin(k_service.as_deref(), env!("CARGO_PKG_NAME"));
+        let service_origin = match from {
+            "telemetry.service_name" | "telemetry.resource_attributes" => {
+                format!("{from}, from {}", self.origins.of(from))
+            }
+            other => other.to_owned(),
+        };
+        let headers = items_telemetry::env::parse_key_values(&t.otlp_headers.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, _)| format!("{k}=[redacted]"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows: Vec<(&str, String, String)> = vec![
+            ("service.name", format!("{service_name:?}"), service_origin),
+            row(self, "telemetry.exporter", format!("{:?}", t.exporter)),
+            row(
+                self,
+                "telemetry.otlp_endpoint",
+                format!("{:?}", t.otlp_endpoint),
+            ),
+            (
+                "traces URL",
+                format!("{:?}", t.traces_url()),
+                if t.otlp_traces_endpoint.is_some() {
+                    format!(
+                        "telemetry.otlp_traces_endpoint, from {}",
+                        self.origins.of("telemetry.otlp_traces_endpoint")
+                    )
+                } else {
+                    "base endpoint + v1/traces".to_owned()
+                },
+            ),
+            (
+                "metrics URL",
+                format!("{:?}", t.metrics_url()),
+                if t.otlp_metrics_endpoint.is_some() {
+                    format!(
+                        "telemetry.otlp_metrics_endpoint, from {}",
+                        self.origins.of("telemetry.otlp_metrics_endpoint")
+                    )
+                } else {
+                    "base endpoint + v1/metrics".to_owned()
+                },
+            ),
+            row(self, "telemetry.otlp_headers", format!("{headers:?}")),
+            row(
+                self,
+                "telemetry.otlp_compression",
+                format!("{:?}", t.otlp_compression),
+            ),
+            row(
+                self,
+                "telemetry.resource_attributes",
+                format!("{:?}", t.resource_attributes),
+            ),
+            row(self, "telemetry.sampler", format!("{:?}", t.sampler)),
+            row(
+                self,
+                "telemetry.sample_ratio",
+                format!("{}", t.sample_ratio),
+            ),
+        ];
+        fn row(s: &Settings, key: &'static str, value: String) -> (&'static str, String, String) {
+            (key, value, s.origins.of(key).to_owned())
+        }
+        let mut out = String::from("Telemetry (effective value, from where):\n");
+        for (key, value, origin) in rows {
+            let _ = writeln!(out, "  {key} = {value}  (from {origin})");
+        }
+        for warning in &self.origins.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
+        out
+    }
+}
+
+/// The origin of each telemetry setting that has an `OTEL_*` twin: the highest source that sets
+/// it.
+fn origins(
+    sources: &SettingsSources,
+    env: AppEnvironment,
+    otel: &items_telemetry::env::OtelEnv,
+) -> Origins {
+    let (env_name, env_text) = env.file();
+    let file_text = sources
+        .file
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let mut telemetry: Vec<(&'static str, String)> = Vec::new();
+    for (_, key) in items_telemetry::env::OTEL_VARIABLES {
+        if telemetry.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let app = app_variable(key);
+        let origin = if sources.overrides.iter().any(|(k, _)| k == key) {
+            "an override".to_owned()
+        } else if sources.reads_variables() && sources.var(&app).is_some() {
+            app
+        } else if let Some((_, _, var)) = otel.values.iter().find(|(k, ..)| *k == key) {
+            (*var).to_owned()
+        } else if let (Some(path), Some(text)) = (&sources.file, &file_text)
+            && has_key(text, key)
+        {
+            path.display().to_string()
+        } else if has_key(env_text, key) {
+            format!("config/{env_name}")
+        } else if has_key(include_str!("../config/base.toml"), key) {
+            "config/base.toml".to_owned()
+        } else {
+            "built-in default".to_owned()
+        };
+        telemetry.push((key, origin));
+    }
+    Origins {
+        telemetry,
+        warnings: otel.warnings.clone(),
     }
 }
 
@@ -170,20 +504,70 @@ mod tests {
         }
     }
 
+    /// A file in the temp directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("items-settings-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            std::fs::remove_file(&self.0).ok();
+        }
+    }
+
+    const GOOD_KEY: &str = "0123456789abcdef0123456789abcdef-generated";
+
+    fn in_env(env: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        Settings::load(&SettingsSources {
+            environment: Some(env.into()),
+            ..sources(overrides)
+        })
+    }
+
+    fn with_vars(env: &str, vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let password = TempFile::new(&format!("pw-{env}-{}", vars.len()), "pw\n");
+        Settings::load(&SettingsSources {
+            environment: Some(env.into()),
+            vars: Some(
+                vars.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            overrides: vec![("database.password_file".into(), password.path())],
+            ..SettingsSources::default()
+        })
+    }
+
     #[test]
     fn defaults_load_for_every_environment() {
-        let secret = std::env::temp_dir().join(format!("items-settings-{}", std::process::id()));
-        std::fs::write(&secret, "pw\n").unwrap();
+        let secret = TempFile::new("pw", "pw\n");
+        let key = TempFile::new("key", &format!("{GOOD_KEY}\n"));
         for env in ["local", "dev", "stage", "prod"] {
-            let s = Settings::load(&SettingsSources {
-                environment: Some(env.into()),
-                overrides: vec![(
-                    "database.password_file".into(),
-                    secret.display().to_string(),
-                )],
-                ..SettingsSources::default()
-            });
+            let s = in_env(
+                env,
+                &[
+                    ("database.password_file", &secret.path()),
+                    ("api.page_token_secret_file", &key.path()),
+                ],
+            );
             assert!(s.is_ok(), "{env}: {s:?}");
+            let keys = s.unwrap().api.page_token_keys().unwrap();
+            assert_eq!(
+                keys.current.expose_secret(),
+                GOOD_KEY,
+                "the file wins, newline stripped"
+            );
         }
         // Cloud Run environments read the password from the Secret Manager mount.
         let err = Settings::load(&SettingsSources {
@@ -195,10 +579,199 @@ mod tests {
             format!("{err:#}").contains("database.password_file"),
             "{err:#}"
         );
-        std::fs::remove_file(secret).ok();
         let local = Settings::load(&SettingsSources::default()).unwrap();
         assert_eq!(local.server.host, "127.0.0.1");
         assert_eq!(local.database.pool.wait_timeout_ms, 1000);
+    }
+
+    #[test]
+    fn outside_local_a_missing_or_development_page_token_key_is_refused() {
+        let password = TempFile::new("pw2", "pw");
+        let password = password.path();
+        let short = TempFile::new("short", "too-short");
+        for env in ["dev", "stage", "prod"] {
+            // No key at all: the message names the setting (the database password is missing too,
+            // and both are reported).
+            let err = format!("{:#}", in_env(env, &[]).unwrap_err());
+            assert!(err.contains("api.page_token_secret"), "{env}: {err}");
+            assert!(err.contains("database.password_file"), "{env}: {err}");
+            for (key, value, why) in [
+                (
+                    "api.page_token_secret",
+                    DEVELOPMENT_PAGE_TOKEN_SECRET,
+                    "development key",
+                ),
+                ("api.page_token_secret", "", "empty"),
+                (
+                    "api.page_token_secret_file",
+                    "/nonexistent/page-token",
+                    "cannot read",
+                ),
+                ("api.page_token_secret_file", &short.path(), "9 bytes"),
+            ] {
+                let err = in_env(env, &[("database.password_file", &password), (key, value)])
+                    .map(|_| ())
+                    .unwrap_err();
+                let err = format!("{err:#}");
+                assert!(
+                    err.contains("api.page_token_secret") && err.contains(why),
+                    "{env} {key}={value:?}: {err}"
+                );
+            }
+            in_env(
+                env,
+                &[
+                    ("database.password_file", &password),
+                    ("api.page_token_secret", GOOD_KEY),
+                ],
+            )
+            .unwrap();
+        }
+        // Locally (and in the test harness) the development key is the default.
+        let local = Settings::load(&SettingsSources::default()).unwrap();
+        let keys = local.api.page_token_keys().unwrap();
+        assert_eq!(keys.current.expose_secret(), DEVELOPMENT_PAGE_TOKEN_SECRET);
+        assert!(keys.previous.is_empty());
+    }
+
+    #[test]
+    fn previous_page_token_keys_come_from_variables_and_files() {
+        let current = TempFile::new("current", GOOD_KEY);
+        let old1 = TempFile::new("old1", "old-key-one\n");
+        let old2 = TempFile::new("old2", "old-key-two");
+        let s = with_vars(
+            "prod",
+            &[
+                ("APP__API__PAGE_TOKEN_SECRET_FILE", &current.path()),
+                (
+                    "APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES",
+                    &format!("{},{}", old1.path(), old2.path()),
+                ),
+                ("APP__API__PAGE_TOKEN_PREVIOUS_SECRETS", "plain-old-key"),
+            ],
+        )
+        .unwrap();
+        let keys = s.api.page_token_keys().unwrap();
+        assert_eq!(keys.current.expose_secret(), GOOD_KEY);
+        let previous: Vec<&str> = keys.previous.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(previous, ["plain-old-key", "old-key-one", "old-key-two"]);
+        // Secrets never show in Debug output.
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains(GOOD_KEY) && !debug.contains("plain-old-key"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn otel_variables_configure_telemetry_and_app_variables_win() {
+        let s = with_vars(
+            "prod",
+            &[
+                ("APP__API__PAGE_TOKEN_SECRET", GOOD_KEY),
+                ("OTEL_SERVICE_NAME", "x"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=prod,team=a%2Cb",
+                ),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/otlp/"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "http://metrics:9090/ingest",
+                ),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+                // The APP__ twin wins over OTEL_TRACES_SAMPLER_ARG.
+                ("APP__TELEMETRY__SAMPLE_RATIO", "0.5"),
+                ("OTEL_SDK_DISABLED", "nonsense"),
+            ],
+        )
+        .unwrap();
+        let t = &s.telemetry;
+        assert_eq!(t.service_name.as_deref(), Some("x"));
+        assert_eq!(
+            t.exporter,
+            items_telemetry::Exporter::Otlp,
+            "from config/prod.toml"
+        );
+        assert_eq!(
+            t.traces_url().as_deref(),
+            Some("http://collector:4318/otlp/v1/traces")
+        );
+        assert_eq!(
+            t.metrics_url().as_deref(),
+            Some("http://metrics:9090/ingest")
+        );
+        assert_eq!(t.otlp_compression, items_telemetry::Compression::Gzip);
+        assert_eq!(t.sampler, items_telemetry::SamplerKind::TraceIdRatio);
+        assert!((t.sample_ratio - 0.5).abs() < f64::EPSILON);
+        assert_eq!(
+            s.origins.of("telemetry.sample_ratio"),
+            "APP__TELEMETRY__SAMPLE_RATIO"
+        );
+        assert_eq!(s.origins.of("telemetry.service_name"), "OTEL_SERVICE_NAME");
+        assert_eq!(s.origins.of("telemetry.exporter"), "config/prod.toml");
+        assert_eq!(
+            s.origins.of("telemetry.otlp_endpoint"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        );
+        assert_eq!(s.origins.of("telemetry.sampler"), "OTEL_TRACES_SAMPLER");
+        let described = s.describe_telemetry();
+        assert!(
+            described.contains(
+                "service.name = \"x\"  (from telemetry.service_name, from OTEL_SERVICE_NAME)"
+            ),
+            "{described}"
+        );
+        assert!(described.contains("api-key=[redacted]"), "{described}");
+        assert!(!described.contains("s3cret") && !format!("{s:?}").contains("s3cret"));
+        assert!(
+            described.contains("warning: OTEL_SDK_DISABLED"),
+            "{described}"
+        );
+
+        // OTEL_SDK_DISABLED=true stops exporting, unless APP__TELEMETRY__EXPORTER says otherwise.
+        let vars = [
+            ("APP__API__PAGE_TOKEN_SECRET", GOOD_KEY),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        let off = with_vars("prod", &vars).unwrap();
+        assert_eq!(off.telemetry.exporter, items_telemetry::Exporter::None);
+        assert_eq!(off.origins.of("telemetry.exporter"), "OTEL_SDK_DISABLED");
+        let mut vars = vars.to_vec();
+        vars.push(("APP__TELEMETRY__EXPORTER", "otlp"));
+        let on = with_vars("prod", &vars).unwrap();
+        assert_eq!(on.telemetry.exporter, items_telemetry::Exporter::Otlp);
+        // Without OTEL_* variables: the defaults, and the generic endpoint + v1/traces.
+        let plain = with_vars("prod", &[("APP__API__PAGE_TOKEN_SECRET", GOOD_KEY)]).unwrap();
+        assert_eq!(
+            plain.telemetry.traces_url().as_deref(),
+            Some("http://localhost:4318/v1/traces")
+        );
+        assert_eq!(
+            plain.origins.of("telemetry.service_name"),
+            "built-in default"
+        );
+        assert_eq!(
+            plain.origins.of("telemetry.sample_ratio"),
+            "config/base.toml"
+        );
+    }
+
+    #[test]
+    fn an_invalid_app_telemetry_value_is_an_error_naming_its_key() {
+        let err = format!(
+            "{:#}",
+            Settings::load(&sources(&[("telemetry.otlp_headers", "novalue")])).unwrap_err()
+        );
+        assert!(err.contains("telemetry.otlp_headers"), "{err}");
+        let err = format!(
+            "{:#}",
+            Settings::load(&sources(&[("telemetry.sampler", "xray")])).unwrap_err()
+        );
+        assert!(err.contains("sampler"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   (`none`, `otlp` to a collector, `gcp` straight to Google's Telemetry API); flushed by
 //!   [`Telemetry::shutdown`].
 //! - [`HttpInstruments`]: what the HTTP middleware uses per request.
+//! - [`env`]: the OpenTelemetry specification's `OTEL_*` variables and the settings they feed.
 
+pub mod env;
 pub mod logging;
 mod otel;
 mod otlp;
@@ -27,7 +29,10 @@ pub use logging::{Latency, ServiceContext, project_id, set_project_id};
 pub use otel::{Error, ServiceInfo, Telemetry};
 pub use platform::Platform;
 pub use server::{DURATION_BUCKETS, HttpInstruments, current_trace_id};
-pub use settings::{Exporter, LogFormat, LogSettings, TelemetrySettings};
+pub use settings::{
+    Compression, Exporter, LogFormat, LogSettings, OtlpHeaders, SamplerKind, SpanExporterKind,
+    TelemetrySettings,
+};
 pub use writer::{BatchGuard, BatchWriter};
 
 /// Makes ring the process's rustls crypto provider. reqwest and google-cloud-auth are built

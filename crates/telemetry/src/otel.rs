@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
 
-use crate::{Exporter, Platform, TelemetrySettings};
+use crate::{Compression, Exporter, Platform, SamplerKind, TelemetrySettings};
 
 /// Errors while setting up telemetry.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -52,49 +52,52 @@ impl Telemetry {
         platform: Platform,
     ) -> Result<Self, Error> {
         crate::install_crypto_provider();
-        if !(0.0..=1.0).contains(&settings.sample_ratio) {
-            return Err(format!(
-                "telemetry.sample_ratio must be between 0 and 1, got {}",
-                settings.sample_ratio
-            )
-            .into());
-        }
+        settings.validate()?;
         if let Some(project) = &platform.project_id {
             crate::set_project_id(project);
         }
         let resource = resource(settings, service, &platform);
-        let sampler =
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sample_ratio)));
         let mut tracer_provider = SdkTracerProvider::builder()
-            .with_sampler(sampler)
+            .with_sampler(sampler(settings))
             .with_resource(resource.clone());
         let mut meter_provider = None;
-        let endpoint = match settings.exporter {
-            Exporter::None => None,
-            Exporter::Otlp => Some(settings.otlp_endpoint.trim_end_matches('/')),
-            Exporter::Gcp => Some(settings.gcp_endpoint.trim_end_matches('/')),
-        };
-        if let Some(endpoint) = endpoint {
+        if let (Some(traces_url), Some(metrics_url)) =
+            (settings.traces_url(), settings.metrics_url())
+        {
             let client = ExportClient::new(settings, &platform)?;
             let timeout = Duration::from_millis(settings.export_timeout_ms);
-            let spans =
-                crate::otlp::OtlpSpanExporter::new(client.clone(), format!("{endpoint}/v1/traces"));
             let batch = BatchConfigBuilder::default()
                 .with_max_queue_size(settings.max_queue_size)
                 .with_max_export_batch_size(512)
                 .with_scheduled_delay(Duration::from_millis(settings.batch_delay_ms))
                 .build();
-            tracer_provider = tracer_provider.with_span_processor(
-                BatchSpanProcessor::builder(spans)
-                    .with_batch_config(batch)
-                    .build(),
-            );
+            let processor = match settings.span_exporter {
+                crate::SpanExporterKind::Own => BatchSpanProcessor::builder(
+                    crate::otlp::OtlpSpanExporter::new(client.clone(), traces_url),
+                )
+                .with_batch_config(batch)
+                .build(),
+                crate::SpanExporterKind::Library => BatchSpanProcessor::builder(
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(Protocol::HttpBinary)
+                        .with_endpoint(traces_url)
+                        .with_timeout(timeout)
+                        .with_http_client(client.clone())
+                        .with_compression_if(settings.otlp_compression)
+                        .build()?,
+                )
+                .with_batch_config(batch)
+                .build(),
+            };
+            tracer_provider = tracer_provider.with_span_processor(processor);
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(format!("{endpoint}/v1/metrics"))
+                .with_endpoint(metrics_url)
                 .with_timeout(timeout)
                 .with_http_client(client)
+                .with_compression_if(settings.otlp_compression)
                 .build()?;
             let reader = PeriodicReader::builder(metrics)
                 .with_interval(Duration::from_secs(settings.metrics_interval_secs.max(1)))
@@ -155,12 +158,39 @@ impl Telemetry {
     }
 }
 
+/// `compression` set on an OTLP exporter builder only when configured: left unset, the library
+/// would otherwise read `OTEL_EXPORTER_OTLP_COMPRESSION` itself, which our settings already did
+/// (an `APP__…` value winning); [`ExportClient`] undoes a compression we did not ask for.
+trait WithCompressionIf: Sized {
+    fn with_compression_if(self, compression: Compression) -> Self;
+}
+
+impl<T: WithHttpConfig> WithCompressionIf for T {
+    fn with_compression_if(self, compression: Compression) -> Self {
+        match compression {
+            Compression::None => self,
+            Compression::Gzip => self.with_compression(opentelemetry_otlp::Compression::Gzip),
+        }
+    }
+}
+
+/// The sampler of `telemetry.sampler`, ratio samplers at `telemetry.sample_ratio`.
+fn sampler(settings: &TelemetrySettings) -> Sampler {
+    let ratio = || Sampler::TraceIdRatioBased(settings.sample_ratio);
+    match settings.sampler {
+        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio => ratio(),
+        SamplerKind::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerKind::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerKind::ParentbasedTraceIdRatio => Sampler::ParentBased(Box::new(ratio())),
+    }
+}
+
+/// The resource: detected platform attributes, then `telemetry.resource_attributes`
+/// (`OTEL_RESOURCE_ATTRIBUTES`, which wins over what was detected), then `service.name`.
 fn resource(settings: &TelemetrySettings, service: &ServiceInfo, platform: &Platform) -> Resource {
-    let name = settings
-        .service_name
-        .clone()
-        .or_else(|| platform.service.clone())
-        .unwrap_or_else(|| service.name.clone());
+    let (name, _) = settings.service_name_and_origin(platform.service.as_deref(), &service.name);
     let mut attributes = vec![KeyValue::new("service.version", service.version.clone())];
     if let Some(project) = &platform.project_id {
         attributes.push(KeyValue::new("gcp.project_id", project.clone()));
@@ -181,9 +211,18 @@ fn resource(settings: &TelemetrySettings, service: &ServiceInfo, platform: &Plat
             attributes.push(KeyValue::new(key, value.clone()));
         }
     }
+    // Validated with the settings; the service name was taken from it above.
+    let configured =
+        crate::env::parse_key_values(&settings.resource_attributes).unwrap_or_default();
+    attributes.extend(
+        configured
+            .into_iter()
+            .filter(|(key, _)| key != "service.name")
+            .map(|(key, value)| KeyValue::new(key, value)),
+    );
     Resource::builder_empty()
-        .with_service_name(name)
         .with_attributes(attributes)
+        .with_service_name(name)
         .build()
 }
 
@@ -194,6 +233,9 @@ pub(crate) struct ExportClient {
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
     google: Option<Arc<GoogleAuth>>,
+    /// `telemetry.otlp_headers`: the only extra headers sent (see [`ExportClient::send`]).
+    headers: Arc<http::HeaderMap>,
+    compression: Compression,
 }
 
 #[derive(Debug)]
@@ -225,16 +267,50 @@ impl ExportClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.export_timeout_ms))
             .build()?;
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in crate::env::parse_key_values(&settings.otlp_headers.0)? {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("telemetry.otlp_headers: {name:?}: {e}"))?;
+            let value = http::HeaderValue::from_str(&value)
+                .map_err(|e| format!("telemetry.otlp_headers: value of {name}: {e}"))?;
+            headers.append(name, value);
+        }
         Ok(Self {
             http,
             runtime,
             google,
+            headers: Arc::new(headers),
+            compression: settings.otlp_compression,
         })
     }
 
+    /// Sends one export request. Its headers are the body's `Content-Type`/`Content-Encoding`
+    /// plus `telemetry.otlp_headers`, nothing else: `opentelemetry-otlp` also adds
+    /// `OTEL_EXPORTER_OTLP_*HEADERS` from the environment by itself, which our settings already
+    /// resolved (an `APP__…` value winning). For the same reason a gzip body is inflated again
+    /// when the settings say `none`.
     async fn send(self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
-        let mut headers = parts.headers;
+        let (parts, mut body) = request.into_parts();
+        let mut headers = http::HeaderMap::new();
+        for name in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            if let Some(value) = parts.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        if self.compression == Compression::None
+            && headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+        {
+            let mut inflated = Vec::with_capacity(body.len() * 4);
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&body[..]),
+                &mut inflated,
+            )?;
+            body = Bytes::from(inflated);
+            headers.remove(http::header::CONTENT_ENCODING);
+        }
+        headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Some(google) = &self.google {
             let auth = google
                 .credentials

@@ -1,5 +1,6 @@
 # One Cloud Run v2 service per region, not publicly invokable, running as a dedicated
-# service account that may only connect to Cloud SQL, read its secrets and write telemetry.
+# service account that may only connect to Cloud SQL, read its secrets (database password,
+# page-token key, collector config) and write telemetry.
 # `cargo xtask deploy` owns the image, the revision name and the traffic split.
 
 locals {
@@ -8,6 +9,13 @@ locals {
   password_file    = "db-password"
   collector_dir    = "/etc/otelcol-google"
   collector_health = 13133
+  # The page-token key: its own volume (a secret volume shadows its whole directory, so it cannot
+  # sit inside /secrets), "latest" as `current`, older versions still verifying as previous-<n>.
+  page_token_dir  = "/page-token"
+  page_token_file = "current"
+  page_token_previous_files = [
+    for v in var.page_token_previous_key_versions : "${local.page_token_dir}/previous-${v}"
+  ]
 
   database_host = (
     var.database.connect_via == "unix_socket"
@@ -23,8 +31,16 @@ locals {
       APP__DATABASE__DBNAME         = var.database.name
       APP__DATABASE__PASSWORD_FILE  = "${local.secrets_dir}/${local.password_file}"
       APP__DATABASE__POOL__MAX_SIZE = tostring(var.database.pool_max_size)
-      OTEL_EXPORTER_OTLP_ENDPOINT   = "http://localhost:4317"
+      # The service's own setting (api.page_token_secret_file); named here so that the
+      # mount and the path the service reads cannot drift apart.
+      APP__API__PAGE_TOKEN_SECRET_FILE = "${local.page_token_dir}/${local.page_token_file}"
+      # OTLP/HTTP (the service speaks HTTP/protobuf): the collector sidecar's port 4318; the
+      # service appends /v1/traces and /v1/metrics as the OpenTelemetry specification says.
+      OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
     },
+    length(local.page_token_previous_files) > 0 ? {
+      APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES = join(",", local.page_token_previous_files)
+    } : {},
     var.env,
   )
 }
@@ -60,6 +76,40 @@ resource "google_project_iam_member" "telemetry" {
 resource "google_secret_manager_secret_iam_member" "db_password" {
   project   = var.project_id
   secret_id = var.database.password_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime.member
+}
+
+# The HMAC key that signs page tokens: generated during apply and written to Secret Manager
+# through a write-only argument, so it is never in the repository, the plan or the state. Bump
+# page_token_key_version to rotate: a new version becomes "latest" (the signing key) and the old
+# one stays enabled (deletion_policy ABANDON) so that, listed in page_token_previous_key_versions,
+# it keeps verifying the tokens of clients that are paging.
+ephemeral "random_password" "page_token_key" {
+  length  = 64
+  special = false
+}
+
+resource "google_secret_manager_secret" "page_token_key" {
+  project   = var.project_id
+  secret_id = "${var.service_name}-page-token-key"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "page_token_key" {
+  secret                 = google_secret_manager_secret.page_token_key.id
+  secret_data_wo         = ephemeral.random_password.page_token_key.result
+  secret_data_wo_version = var.page_token_key_version
+  deletion_policy        = "ABANDON"
+}
+
+resource "google_secret_manager_secret_iam_member" "page_token_key" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.page_token_key.id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.runtime.member
 }
@@ -150,6 +200,11 @@ resource "google_cloud_run_v2_service" "this" {
       }
 
       volume_mounts {
+        name       = "page-token"
+        mount_path = local.page_token_dir
+      }
+
+      volume_mounts {
         name       = "cloudsql"
         mount_path = "/cloudsql"
       }
@@ -222,6 +277,24 @@ resource "google_cloud_run_v2_service" "this" {
     }
 
     volumes {
+      name = "page-token"
+      secret {
+        secret = google_secret_manager_secret.page_token_key.secret_id
+        items {
+          version = "latest"
+          path    = local.page_token_file
+        }
+        dynamic "items" {
+          for_each = var.page_token_previous_key_versions
+          content {
+            version = items.value
+            path    = "previous-${items.value}"
+          }
+        }
+      }
+    }
+
+    volumes {
       name = "cloudsql"
       cloud_sql_instance {
         instances = [var.database.connection_name]
@@ -254,6 +327,8 @@ resource "google_cloud_run_v2_service" "this" {
   depends_on = [
     google_project_iam_member.cloudsql_client,
     google_secret_manager_secret_iam_member.db_password,
+    google_secret_manager_secret_iam_member.page_token_key,
+    google_secret_manager_secret_version.page_token_key,
     google_secret_manager_secret_iam_member.collector_config,
     google_secret_manager_secret_version.collector_config,
   ]

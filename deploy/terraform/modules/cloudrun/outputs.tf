@@ -28,3 +28,8 @@ output "collector_config_secret_id" {
   description = "Secret holding the OpenTelemetry collector configuration."
   value       = google_secret_manager_secret.collector_config.id
 }
+
+output "page_token_key_secret_id" {
+  description = "Secret holding the page-token HMAC key (its value is never an output)."
+  value       = google_secret_manager_secret.page_token_key.id
+}

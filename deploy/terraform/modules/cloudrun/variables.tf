@@ -186,3 +186,25 @@ variable "labels" {
   description = "Labels put on the services and the collector secret."
   default     = {}
 }
+
+variable "page_token_key_version" {
+  type        = number
+  description = "Version of the generated page-token key; bump it to rotate (a new Secret Manager version becomes the signing key). List the version it replaces in page_token_previous_key_versions until clients' paging has moved on."
+  default     = 1
+
+  validation {
+    condition     = var.page_token_key_version >= 1
+    error_message = "page_token_key_version must be at least 1."
+  }
+}
+
+variable "page_token_previous_key_versions" {
+  type        = list(string)
+  description = "Secret Manager version numbers of earlier page-token keys that still verify tokens (mounted as /page-token/previous-<n>, listed in APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES)."
+  default     = []
+
+  validation {
+    condition     = alltrue([for v in var.page_token_previous_key_versions : can(regex("^[1-9][0-9]*$", v))])
+    error_message = "page_token_previous_key_versions must be Secret Manager version numbers such as \"3\"."
+  }
+}

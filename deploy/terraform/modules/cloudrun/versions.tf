@@ -6,5 +6,9 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 7.0, < 8.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.7, < 4.0"
+    }
   }
 }

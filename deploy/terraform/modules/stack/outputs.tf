@@ -60,6 +60,11 @@ output "cloudsql_private_ip" {
   value       = module.cloudsql.private_ip
 }
 
+output "page_token_key_secret" {
+  description = "Secret Manager secret with the page-token HMAC key (never its value)."
+  value       = module.cloudrun.page_token_key_secret_id
+}
+
 output "db_password_secret" {
   description = "Secret Manager secret with the database password."
   value       = module.cloudsql.password_secret_id

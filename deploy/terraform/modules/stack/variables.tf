@@ -162,6 +162,18 @@ variable "db_password_version" {
   default     = 1
 }
 
+variable "page_token_key_version" {
+  type        = number
+  description = "Bump to rotate the page-token HMAC key (a new Secret Manager version becomes the signing key)."
+  default     = 1
+}
+
+variable "page_token_previous_key_versions" {
+  type        = list(string)
+  description = "Secret Manager version numbers of earlier page-token keys that still verify tokens after a rotation."
+  default     = []
+}
+
 variable "deletion_protection" {
   type        = bool
   description = "Deletion protection on Cloud SQL and the Cloud Run services (always on in prod)."

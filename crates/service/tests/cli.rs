@@ -1,0 +1,66 @@
+//! The binary's `check-config` as an operator runs it.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+/// `items-service check-config` with only `vars` set (no `APP__…`, `OTEL_*` or `K_SERVICE` of the
+/// test process).
+fn check_config(vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_items-service"));
+    cmd.arg("check-config").env_clear();
+    for key in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.envs(vars.iter().copied());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn prod_without_a_page_token_key_fails_naming_it() {
+    let out = check_config(&[("APP_ENVIRONMENT", "prod")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("api.page_token_secret"), "{stderr}");
+
+    // The public development key is refused as well.
+    let out = check_config(&[
+        ("APP_ENVIRONMENT", "prod"),
+        (
+            "APP__API__PAGE_TOKEN_SECRET",
+            "items-local-page-token-secret",
+        ),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("api.page_token_secret") && stderr.contains("development key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn otel_service_name_shows_in_check_config() {
+    let out = check_config(&[("OTEL_SERVICE_NAME", "x")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("service.name = \"x\"") && stdout.contains("OTEL_SERVICE_NAME"),
+        "{stdout}"
+    );
+    // The APP__ twin wins, and check-config says so.
+    let out = check_config(&[
+        ("OTEL_SERVICE_NAME", "x"),
+        ("APP__TELEMETRY__SERVICE_NAME", "y"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("service.name = \"y\"") && stdout.contains("APP__TELEMETRY__SERVICE_NAME"),
+        "{stdout}"
+    );
+}
