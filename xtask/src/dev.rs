@@ -1,4 +1,6 @@
-//! `cargo xtask dev`: the service on http://127.0.0.1:8080 with a database of its own.
+//! `cargo xtask dev`: the service on http://127.0.0.1:8080 with a database of its own; with
+//! `--gateway`, the local API Gateway on that port, enforcing the environment's rendered config in
+//! front of the service on a free port.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -7,19 +9,40 @@ use std::time::Duration;
 use anyhow::Context as _;
 use items_testkit::{ClusterOptions, PgCluster, redact};
 
+use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway};
+
+use crate::token;
 use crate::util::{self, Forward, SERVICE, Signals};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Port to serve on (127.0.0.1).
+    /// Port to serve on (127.0.0.1): the service's, or with --gateway the gateway's.
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Put the local API Gateway in front: it enforces openapi/gateway/<env>-<region>.yaml.
+    #[arg(long)]
+    gateway: bool,
+    /// With --gateway: the environment whose rendered config the gateway loads.
+    #[arg(long, default_value = "dev", requires = "gateway")]
+    env: String,
+    /// With --gateway: the region of that config (default: the environment's first).
+    #[arg(long, requires = "gateway")]
+    region: Option<String>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Handle Ctrl-C from here on, so that a cluster started below is always removed.
     let mut signals = Signals::install()?;
     let binary = util::build_service(false).await?;
+
+    // With --gateway the gateway takes --port (bound first, so a busy port fails early) and the
+    // service a free port.
+    let (addr, gateway) = if args.gateway {
+        let service = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
+        (service, Some(start_gateway(&args, service).await?))
+    } else {
+        (SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)), None)
+    };
 
     let (database_url, cluster) = match util::database_url_from_env() {
         Some(url) => (url, None),
@@ -36,7 +59,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let mut cmd = tokio::process::Command::new(&binary);
     cmd.current_dir(util::project_root())
         .env("APP_ENVIRONMENT", "local")
@@ -55,7 +77,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
         if ready.await.is_ok() {
-            print_banner(addr, &database_url, throwaway);
+            match &gateway {
+                Some((gateway, env)) => print_gateway_banner(gateway, addr, env, throwaway),
+                None => print_banner(addr, &database_url, throwaway),
+            }
         }
         std::future::pending::<()>().await;
     };
@@ -63,12 +88,50 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         status = util::supervise(&mut cmd, &mut signals, Forward::All, Duration::from_secs(15)) => status,
         () = banner => unreachable!("the banner future never ends"),
     };
+    if let Some((gateway, _)) = gateway {
+        gateway.stop().await;
+    }
     if let Some(mut cluster) = cluster {
         cluster.stop();
         eprintln!("xtask: removed the throwaway PostgreSQL cluster");
     }
     let status = status.with_context(|| format!("running {SERVICE}"))?;
     Ok(util::exit_code(status))
+}
+
+/// What the gateway banner names.
+struct GatewayEnv {
+    env: String,
+    region: String,
+    file: String,
+}
+
+/// Starts the local gateway on 127.0.0.1:`args.port` with the environment's rendered config, in
+/// front of the service at `service`.
+async fn start_gateway(
+    args: &Args,
+    service: SocketAddr,
+) -> anyhow::Result<(LocalGateway, GatewayEnv)> {
+    let (environment, region, file, _) = token::load_config(&args.env, args.region.as_deref())?;
+    let yaml = std::fs::read_to_string(&file)?;
+    let mut config = GatewayConfig::new(&file, format!("http://{service}"));
+    config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    config.gateway_service_account = environment.gateway_service_account.clone();
+    config.producer_project = environment.project_id.clone();
+    config.config_id = items_gateway_spec::config_id(&environment.api_id, &environment.name, &yaml);
+    let gateway = LocalGateway::start(config)
+        .await
+        .with_context(|| format!("starting the local gateway on 127.0.0.1:{}", args.port))?;
+    let env = GatewayEnv {
+        env: args.env.clone(),
+        region,
+        file: file
+            .strip_prefix(util::project_root())
+            .unwrap_or(&file)
+            .display()
+            .to_string(),
+    };
+    Ok((gateway, env))
 }
 
 fn print_banner(addr: SocketAddr, database_url: &str, throwaway: bool) {
@@ -89,4 +152,77 @@ fn print_banner(addr: SocketAddr, database_url: &str, throwaway: bool) {
         println!("  Ctrl-C stops the service.");
     }
     println!();
+}
+
+/// The lines `dev --gateway` prints once the service is ready; the curl example works as printed
+/// (the token command runs in a subshell).
+fn gateway_banner(gateway: &str, service: SocketAddr, env: &GatewayEnv, throwaway: bool) -> String {
+    let token_cmd = if env.env == "dev" {
+        "cargo xtask token".to_owned()
+    } else {
+        format!("cargo xtask token --env {}", env.env)
+    };
+    let stop = if throwaway {
+        "Ctrl-C stops the gateway and the service and removes the throwaway cluster."
+    } else {
+        "Ctrl-C stops the gateway and the service."
+    };
+    format!(
+        "\n\
+         gateway: {gateway}\n\
+         service: http://{service}\n\
+         api key: {LOCAL_API_KEY}\n\
+         token:   {token_cmd}\n\
+         config:  {file} ({env} {region}; API Gateway's rules, local keys and issuer)\n\
+         try:\n\
+         \x20 curl -s \"{gateway}/items?key={LOCAL_API_KEY}\" -H \"Authorization: Bearer $({token_cmd})\"\n\
+         \x20 curl -s -X POST \"{gateway}/items?key={LOCAL_API_KEY}\" -H \"Authorization: Bearer $({token_cmd})\" \\\n\
+         \x20      -H 'Content-Type: application/json' -d '{{\"name\": \"first item\"}}'\n\
+         {stop}\n",
+        file = env.file,
+        env = env.env,
+        region = env.region,
+    )
+}
+
+fn print_gateway_banner(
+    gateway: &LocalGateway,
+    service: SocketAddr,
+    env: &GatewayEnv,
+    throwaway: bool,
+) {
+    println!(
+        "{}",
+        gateway_banner(&gateway.url(), service, env, throwaway)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_banner_names_gateway_service_key_and_token_command() {
+        let env = GatewayEnv {
+            env: "dev".into(),
+            region: "europe-west1".into(),
+            file: "openapi/gateway/dev-europe-west1.yaml".into(),
+        };
+        let service = SocketAddr::from((Ipv4Addr::LOCALHOST, 41234));
+        let banner = gateway_banner("http://127.0.0.1:8080", service, &env, true);
+        let lines: Vec<&str> = banner.lines().collect();
+        assert!(
+            lines.contains(&"gateway: http://127.0.0.1:8080"),
+            "{banner}"
+        );
+        assert!(
+            lines.contains(&"service: http://127.0.0.1:41234"),
+            "{banner}"
+        );
+        assert!(lines.contains(&"api key: local-dev-api-key"), "{banner}");
+        assert!(lines.contains(&"token:   cargo xtask token"), "{banner}");
+        assert!(banner.contains(
+            "curl -s \"http://127.0.0.1:8080/items?key=local-dev-api-key\" -H \"Authorization: Bearer $(cargo xtask token)\""
+        ), "{banner}");
+    }
 }

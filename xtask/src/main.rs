@@ -12,6 +12,7 @@ mod migrate;
 mod oci;
 mod render;
 mod test;
+mod token;
 mod util;
 
 use std::process::ExitCode;
@@ -30,8 +31,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the service on http://127.0.0.1:8080 against a throwaway PostgreSQL (or DATABASE_URL).
+    /// Run the service on http://127.0.0.1:8080 against a throwaway PostgreSQL (or DATABASE_URL);
+    /// --gateway puts the local API Gateway in front of it.
     Dev(dev::Args),
+    /// Print a JWT the local gateway accepts (the config's issuer and audience, local issuer key).
+    Token(token::Args),
     /// Run every test (nextest + doc tests) against a throwaway PostgreSQL (or DATABASE_URL).
     Test(test::Args),
     /// Apply the service's embedded migrations to DATABASE_URL.
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Token(args) => token::run(args).await,
             Command::Test(args) => test::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
