@@ -1,6 +1,8 @@
 //! `cargo xtask render [--env <env> [--region <region>]] [--check]`: the consumer spec
-//! (`openapi/items.openapi.json`) and the API Gateway configs (`openapi/gateway/<env>-<region>.yaml`)
-//! from the route table of `items-http` and `deploy/environments/<env>.toml`.
+//! (`openapi/items.openapi.json`, and its OpenAPI 3.0 form `openapi/items.openapi-3.0.json`), the
+//! API Gateway configs (`openapi/gateway/<env>-<region>.yaml`) and the typed clients
+//! (`crates/client/src/generated.rs`, `openapi/clients/typescript/src/schema.d.ts`, see
+//! [`clients`]) from the route table of `items-http` and `deploy/environments/<env>.toml`.
 //!
 //! With `--check` nothing is written: the command fails when a committed file differs from what
 //! the code renders, or when `openapi/gateway/` holds a file no environment renders.
@@ -13,6 +15,8 @@ use anyhow::{Context as _, bail};
 use items_gateway_spec::{Environment, Rendered};
 
 use crate::util;
+
+mod clients;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -28,6 +32,7 @@ pub(crate) struct Args {
 }
 
 const CONSUMER_SPEC: &str = "openapi/items.openapi.json";
+const CONSUMER_SPEC_30: &str = "openapi/items.openapi-3.0.json";
 const GATEWAY_DIR: &str = "openapi/gateway";
 const ENVIRONMENTS: &str = "deploy/environments";
 
@@ -38,6 +43,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         serde_json::from_str(spec_text).context("the generated OpenAPI spec is not JSON")?;
 
     let mut outputs: Vec<(String, String)> = vec![(CONSUMER_SPEC.to_owned(), spec_text.to_owned())];
+    let openapi30 = items_gateway_spec::openapi30::to_openapi30(&spec)?;
+    for w in &openapi30.warnings {
+        eprintln!("xtask: {CONSUMER_SPEC_30}: {w}");
+    }
+    let mut text30 = serde_json::to_string_pretty(&openapi30.document)?;
+    text30.push('\n');
+    outputs.push((CONSUMER_SPEC_30.to_owned(), text30));
+    outputs.push((
+        clients::RUST_CLIENT.to_owned(),
+        clients::rust_client(&openapi30.document)?,
+    ));
+    match clients::typescript_types(&root, spec_text)? {
+        Ok(ts) => outputs.push((clients::TS_SCHEMA.to_owned(), ts)),
+        Err(why) if args.check => bail!("{why}"),
+        Err(why) => eprintln!("warning: {why}"),
+    }
     let envs = match &args.env {
         Some(env) => vec![env.clone()],
         None => environment_names(&root.join(ENVIRONMENTS))?,
@@ -120,7 +141,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (file, text) in &outputs {
         write_if_changed(&root.join(file), text)?;
     }
-    println!("{CONSUMER_SPEC}");
+    for (file, _) in outputs.iter().filter(|(f, _)| !f.starts_with(GATEWAY_DIR)) {
+        println!("{file}");
+    }
     for r in &rendered {
         println!("{GATEWAY_DIR}/{}  config id {}", r.file_name, r.config_id);
     }

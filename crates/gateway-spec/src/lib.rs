@@ -14,6 +14,7 @@
 pub mod checks;
 mod convert;
 pub mod env;
+pub mod openapi30;
 pub mod render;
 
 pub use env::{EnvError, Environment, GATEWAY_REGIONS};

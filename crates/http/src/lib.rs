@@ -5,6 +5,7 @@
 //! every error becomes an RFC 9457 `application/problem+json` body through [`ApiError`], mapped to a
 //! status in one place.
 
+mod docs;
 mod dto;
 mod error;
 mod extract;
@@ -18,6 +19,7 @@ mod problem;
 use actix_web::web;
 use items_domain::ItemStore;
 
+pub use docs::{CONTENT_SECURITY_POLICY, DOCS_PATH};
 pub use dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use middleware::{RequestTelemetry, RequestTelemetryService};

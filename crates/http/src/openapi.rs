@@ -24,7 +24,7 @@ use utoipa::openapi::{Content, Object, RefOr, Schema, Type};
 use utoipa::{OpenApi, ToResponse, ToSchema};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{error, health, items};
+use crate::{docs, error, health, items};
 
 /// Where the service serves its own spec.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -49,6 +49,8 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         health::healthz,
         health::readyz,
         serve_openapi,
+        docs::docs_page,
+        docs::docs_asset,
     ),
     components(
         schemas(
@@ -68,6 +70,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
             UnsupportedMediaType,
             Unprocessable,
             Unavailable,
+            NoSuchFile,
         )
     ),
     tags(
@@ -131,6 +134,8 @@ fn handler<S: ItemStore>(operation_id: &str) -> Option<Route> {
         "healthz" => web::to(health::healthz),
         "readyz" => web::to(health::readyz::<S>),
         "get_openapi" => web::to(serve_openapi),
+        "get_docs" => web::to(docs::docs_page),
+        "get_docs_asset" => web::to(docs::docs_asset),
         _ => return None,
     })
 }
@@ -275,4 +280,5 @@ problem_responses! {
     UnsupportedMediaType => "The body is not of an accepted JSON media type (UTF-8).",
     Unprocessable => "The body is JSON but breaks a rule, or the Idempotency-Key was used with another body.",
     Unavailable => "The database cannot be reached right now; retry after `Retry-After` seconds.",
+    NoSuchFile => "The API reference page has no file of this name.",
 }

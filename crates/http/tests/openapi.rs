@@ -74,7 +74,7 @@ fn spec_operations() -> Vec<(String, Method)> {
 
 /// A concrete URL for a path template, and a body that passes parsing for the method.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "7")
+    path.replace("{id}", "7").replace("{asset}", "docs.js")
 }
 
 const ALL_METHODS: [&str; 7] = ["GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE"];
@@ -218,6 +218,8 @@ fn the_route_table_covers_the_documented_api() {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/docs/{asset}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -225,7 +227,7 @@ fn the_route_table_covers_the_documented_api() {
     assert_eq!(ops, expected);
     assert_eq!(
         openapi().paths.paths.len(),
-        5,
+        7,
         "the typed spec and its JSON agree"
     );
 }

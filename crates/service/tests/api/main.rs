@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod client;
+mod docs_browser;
 mod faults;
 mod helpers;
 mod idempotency;
