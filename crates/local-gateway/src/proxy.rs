@@ -1,6 +1,7 @@
-//! The request path through the gateway, in ESPv2's filter order: limits → routing (404/405) →
-//! jwt_authn → service_control (API key check, quota) → path_rewrite → backend_auth → router
-//! (esp-v2 `filter_generator.go`).
+//! The request path through the gateway, in ESPv2's filter order (esp-v2 `filter_generator.go`):
+//! limits → routing (404/405, the path matcher) → jwt_authn → service_control (API key check,
+//! quota) → backend_auth → path_rewrite → router. Locally the path checks run before the ID token
+//! is attached, which only matters when both fail (the local token never does).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -287,6 +288,13 @@ async fn process(
         entry.response_code_detail = "request_headers_too_large".into();
         return local_reply(431, "Request Header Fields Too Large");
     }
+    // ESPv2's default `headers_with_underscores_action: REJECT_REQUEST`
+    // (`filtergen/http_connection_manager.go`; `http1_integration_test.go` expects 400 Bad
+    // Request). Whether hosted API Gateway keeps that default, and the body, are [not confirmed].
+    if req.headers().keys().any(|n| n.as_str().contains('_')) {
+        entry.response_code_detail = "http1.unexpected_underscore".into();
+        return local_reply(400, "Bad Request");
+    }
     let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         entry.response_code_detail = "request_payload_too_large".into();
@@ -489,6 +497,8 @@ async fn process(
                 &format!("Path is too long, max allowed size is {PATH_MAX}."),
             );
         }
+        // Unreachable in practice: the HTTP parser drops a fragment before this code sees the
+        // path (kept for the day the raw target is available).
         if original.contains('#') {
             entry.response_code_detail = "path_rewrite_bad_request".into();
             return local_reply(400, "Path cannot contain fragment identifier (#)");

@@ -51,7 +51,7 @@ fn the_service_binary_never_links_the_local_gateway_or_the_testkit() {
             }
         }
     }
-    for tool in ["items-local-gateway", "items-testkit"] {
+    for tool in ["items-local-gateway", "items-testkit", "items-client"] {
         assert!(
             !reached.contains(tool),
             "items-service depends on {tool} (through {reached:?})"
