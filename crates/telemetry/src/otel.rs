@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
@@ -73,7 +73,7 @@ impl Telemetry {
                 .build();
             let processor = match settings.span_exporter {
                 crate::SpanExporterKind::Own => BatchSpanProcessor::builder(
-                    crate::otlp::OtlpSpanExporter::new(client.clone(), traces_url),
+                    crate::otlp::OtlpSpanExporter::new(client.clone(), traces_url, timeout),
                 )
                 .with_batch_config(batch)
                 .build(),
@@ -84,7 +84,6 @@ impl Telemetry {
                         .with_endpoint(traces_url)
                         .with_timeout(timeout)
                         .with_http_client(client.clone())
-                        .with_compression_if(settings.otlp_compression)
                         .build()?,
                 )
                 .with_batch_config(batch)
@@ -97,7 +96,6 @@ impl Telemetry {
                 .with_endpoint(metrics_url)
                 .with_timeout(timeout)
                 .with_http_client(client)
-                .with_compression_if(settings.otlp_compression)
                 .build()?;
             let reader = PeriodicReader::builder(metrics)
                 .with_interval(Duration::from_secs(settings.metrics_interval_secs.max(1)))
@@ -154,22 +152,6 @@ impl Telemetry {
             .is_err()
         {
             tracing::warn!("telemetry flush did not finish in time");
-        }
-    }
-}
-
-/// `compression` set on an OTLP exporter builder only when configured: left unset, the library
-/// would otherwise read `OTEL_EXPORTER_OTLP_COMPRESSION` itself, which our settings already did
-/// (an `APP__…` value winning); [`ExportClient`] undoes a compression we did not ask for.
-trait WithCompressionIf: Sized {
-    fn with_compression_if(self, compression: Compression) -> Self;
-}
-
-impl<T: WithHttpConfig> WithCompressionIf for T {
-    fn with_compression_if(self, compression: Compression) -> Self {
-        match compression {
-            Compression::None => self,
-            Compression::Gzip => self.with_compression(opentelemetry_otlp::Compression::Gzip),
         }
     }
 }
@@ -284,11 +266,13 @@ impl ExportClient {
         })
     }
 
-    /// Sends one export request. Its headers are the body's `Content-Type`/`Content-Encoding`
-    /// plus `telemetry.otlp_headers`, nothing else: `opentelemetry-otlp` also adds
-    /// `OTEL_EXPORTER_OTLP_*HEADERS` from the environment by itself, which our settings already
-    /// resolved (an `APP__…` value winning). For the same reason a gzip body is inflated again
-    /// when the settings say `none`.
+    /// Sends one export request (spans or metrics) as the settings say. Its headers are the
+    /// body's `Content-Type`/`Content-Encoding` plus `telemetry.otlp_headers`, nothing else:
+    /// `opentelemetry-otlp` also adds `OTEL_EXPORTER_OTLP_*HEADERS` from the environment by
+    /// itself, which our settings already resolved (an `APP__…` value winning). The body is
+    /// gzipped here when `telemetry.otlp_compression = "gzip"`; for the same reason as the
+    /// headers, a body the library gzipped on its own (`OTEL_EXPORTER_OTLP_COMPRESSION`) is
+    /// inflated again when the settings say `none`.
     async fn send(self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, mut body) = request.into_parts();
         let mut headers = http::HeaderMap::new();
@@ -309,6 +293,20 @@ impl ExportClient {
             )?;
             body = Bytes::from(inflated);
             headers.remove(http::header::CONTENT_ENCODING);
+        }
+        if self.compression == Compression::Gzip
+            && !headers.contains_key(http::header::CONTENT_ENCODING)
+        {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 3 + 64),
+                flate2::Compression::default(),
+            );
+            std::io::Write::write_all(&mut encoder, &body)?;
+            body = Bytes::from(encoder.finish()?);
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
         }
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Some(google) = &self.google {

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use crate::helpers::{client, platform, settings, spawn};
-use crate::receiver::{Receiver, attr, hex};
+use crate::receiver::{Receiver, attr, header, hex};
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
@@ -207,4 +207,64 @@ async fn spans_metrics_and_resource_reach_an_otlp_receiver() {
             && attr(&p.attributes, "db.collection.name").as_deref() == Some("items")
             && attr(&p.attributes, "db.system.name").as_deref() == Some("postgresql")
     }));
+}
+
+/// What `OTEL_EXPORTER_OTLP_HEADERS`/`_COMPRESSION` configure reaches the receiver, and a refused
+/// export is retried: after the `Retry-After` of a 503, with backoff after a 429 and a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_carry_headers_are_gzipped_and_retried_after_429_502_503() {
+    let receiver = Receiver::start().await;
+    receiver.refuse_traces(&[(503, Some(1)), (429, None), (502, None)]);
+    let endpoint = receiver.endpoint.clone();
+    let settings = settings(move |s| {
+        s.telemetry.exporter = items_telemetry::Exporter::Otlp;
+        s.telemetry.otlp_endpoint = endpoint;
+        s.telemetry.otlp_headers =
+            items_telemetry::OtlpHeaders("x-api-key=k%2C1, x-tenant=t".into());
+        s.telemetry.otlp_compression = items_telemetry::Compression::Gzip;
+        s.telemetry.batch_delay_ms = 100;
+        s.telemetry.metrics_interval_secs = 1;
+    })
+    .await;
+    let base = spawn(&settings, platform()).await;
+    let trace = "1bf92f3577b34da6a3ce929d0e0e4799";
+    let response = client()
+        .get(format!("{base}/items/1"))
+        .header("traceparent", format!("00-{trace}-{PARENT}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(
+        receiver
+            .wait_for(Duration::from_secs(10), |r| {
+                r.spans().iter().any(|(_, s)| hex(&s.trace_id) == trace)
+            })
+            .await,
+        "the spans arrive after three refusals"
+    );
+    let arrivals = receiver.trace_arrivals();
+    assert!(arrivals.len() >= 4, "{} trace requests", arrivals.len());
+    let waited = arrivals[1] - arrivals[0];
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the retry after a 503 with Retry-After: 1 came {waited:?} later"
+    );
+    assert!(
+        receiver
+            .wait_for(Duration::from_secs(5), |r| !r.metrics().is_empty())
+            .await,
+        "metrics arrive too"
+    );
+    let headers = receiver.headers();
+    for h in &headers {
+        assert_eq!(header(h, "x-api-key"), Some("k,1"), "{h:?}");
+        assert_eq!(header(h, "x-tenant"), Some("t"), "{h:?}");
+        assert_eq!(header(h, "content-encoding"), Some("gzip"), "{h:?}");
+        assert_eq!(
+            header(h, "content-type"),
+            Some("application/x-protobuf"),
+            "{h:?}"
+        );
+    }
 }

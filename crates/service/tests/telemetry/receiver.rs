@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -16,6 +16,12 @@ use prost::Message as _;
 struct Received {
     traces: Vec<ExportTraceServiceRequest>,
     metrics: Vec<ExportMetricsServiceRequest>,
+    /// Headers of every request (traces and metrics), in arrival order.
+    headers: Vec<Headers>,
+    /// Trace requests still to refuse: (status, `Retry-After` seconds).
+    refuse: Vec<(u16, Option<u64>)>,
+    /// When each trace request arrived, refused or not.
+    trace_arrivals: Vec<Instant>,
 }
 
 #[derive(Clone)]
@@ -47,6 +53,21 @@ impl Receiver {
             endpoint: format!("http://127.0.0.1:{port}"),
             received,
         }
+    }
+
+    /// Refuses the next trace requests with these statuses (and `Retry-After` seconds).
+    pub fn refuse_traces(&self, answers: &[(u16, Option<u64>)]) {
+        self.received.lock().unwrap().refuse = answers.to_vec();
+    }
+
+    /// The headers of every request received.
+    pub fn headers(&self) -> Vec<Headers> {
+        self.received.lock().unwrap().headers.clone()
+    }
+
+    /// When each trace request arrived.
+    pub fn trace_arrivals(&self) -> Vec<Instant> {
+        self.received.lock().unwrap().trace_arrivals.clone()
     }
 
     /// Every span received, with its resource.
@@ -94,8 +115,49 @@ impl Receiver {
     }
 }
 
-async fn traces(state: web::Data<Mutex<Received>>, body: web::Bytes) -> HttpResponse {
-    match ExportTraceServiceRequest::decode(body) {
+/// The body, inflated when it is gzip-encoded; records the request's headers.
+fn body_of(state: &Mutex<Received>, request: &HttpRequest, body: web::Bytes) -> Vec<u8> {
+    let headers: Headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let gzip = header(&headers, "content-encoding") == Some("gzip");
+    state.lock().unwrap().headers.push(headers);
+    if gzip {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
+        out
+    } else {
+        body.to_vec()
+    }
+}
+
+async fn traces(
+    state: web::Data<Mutex<Received>>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body = body_of(&state, &request, body);
+    {
+        let mut state = state.lock().unwrap();
+        state.trace_arrivals.push(Instant::now());
+        if !state.refuse.is_empty() {
+            let (status, retry_after) = state.refuse.remove(0);
+            let mut response =
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            if let Some(seconds) = retry_after {
+                response.insert_header(("retry-after", seconds.to_string()));
+            }
+            return response.finish();
+        }
+    }
+    match ExportTraceServiceRequest::decode(&body[..]) {
         Ok(request) => {
             state.lock().unwrap().traces.push(request);
             HttpResponse::Ok()
@@ -106,8 +168,13 @@ async fn traces(state: web::Data<Mutex<Received>>, body: web::Bytes) -> HttpResp
     }
 }
 
-async fn metrics(state: web::Data<Mutex<Received>>, body: web::Bytes) -> HttpResponse {
-    match ExportMetricsServiceRequest::decode(body) {
+async fn metrics(
+    state: web::Data<Mutex<Received>>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body = body_of(&state, &request, body);
+    match ExportMetricsServiceRequest::decode(&body[..]) {
         Ok(request) => {
             state.lock().unwrap().metrics.push(request);
             HttpResponse::Ok()
@@ -116,6 +183,17 @@ async fn metrics(state: web::Data<Mutex<Received>>, body: web::Bytes) -> HttpRes
         }
         Err(e) => HttpResponse::BadRequest().body(e.to_string()),
     }
+}
+
+/// A request's headers: (lower-case name, value).
+pub type Headers = Vec<(String, String)>;
+
+/// The first value of a header.
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// An attribute as a string (strings, ints and bools).
