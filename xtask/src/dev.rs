@@ -39,7 +39,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // service a free port.
     let (addr, gateway) = if args.gateway {
         let service = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
-        (service, Some(start_gateway(&args, service).await?))
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+        let gateway = start_gateway(&args.env, args.region.as_deref(), listen, service).await?;
+        (service, Some(gateway))
     } else {
         (SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)), None)
     };
@@ -100,30 +102,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// What the gateway banner names.
-struct GatewayEnv {
+pub(crate) struct GatewayEnv {
     env: String,
     region: String,
     file: String,
 }
 
-/// Starts the local gateway on 127.0.0.1:`args.port` with the environment's rendered config, in
-/// front of the service at `service`.
-async fn start_gateway(
-    args: &Args,
+/// Starts the local gateway on `listen` with the rendered config of `env` in `region` (default:
+/// its first), in front of the service at `service`. Also the hook for load tests through the
+/// gateway.
+pub(crate) async fn start_gateway(
+    env: &str,
+    region: Option<&str>,
+    listen: SocketAddr,
     service: SocketAddr,
 ) -> anyhow::Result<(LocalGateway, GatewayEnv)> {
-    let (environment, region, file, _) = token::load_config(&args.env, args.region.as_deref())?;
+    let (environment, region, file, _) = token::load_config(env, region)?;
     let yaml = std::fs::read_to_string(&file)?;
     let mut config = GatewayConfig::new(&file, format!("http://{service}"));
-    config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    config.listen = listen;
     config.gateway_service_account = environment.gateway_service_account.clone();
     config.producer_project = environment.project_id.clone();
     config.config_id = items_gateway_spec::config_id(&environment.api_id, &environment.name, &yaml);
     let gateway = LocalGateway::start(config)
         .await
-        .with_context(|| format!("starting the local gateway on 127.0.0.1:{}", args.port))?;
+        .with_context(|| format!("starting the local gateway on {listen}"))?;
     let env = GatewayEnv {
-        env: args.env.clone(),
+        env: env.to_owned(),
         region,
         file: file
             .strip_prefix(util::project_root())
