@@ -12,7 +12,8 @@
 //!    regions, service, API, gateway ids and gateway service account;
 //! 6. every environment gets its own generated page-token key in Secret Manager (write-only,
 //!    never an output), readable by the runtime account and mounted where
-//!    `APP__API__PAGE_TOKEN_SECRET_FILE` says.
+//!    `APP__API__PAGE_TOKEN_SECRET_FILE` says; no secret volume takes read access from the
+//!    non-root user the app runs as.
 //!
 //! Each check has a broken fixture under `tests/fixtures/terraform/` that must fail with a clear
 //! message; the real tree must pass.
@@ -1072,6 +1073,43 @@ fn check_no_secret_outputs(module: &Module, what: &str) -> Vec<String> {
         .collect()
 }
 
+/// Secret volumes are owned by root (Cloud Run's second generation and every multi-container
+/// service) while the app runs as 65532 (`docker/Dockerfile`, `xtask image`), so a mode without
+/// read for others (0400, 0440) makes the file unreadable: Cloud Run's default 0444 must stay.
+fn check_secret_modes(module: &Module, what: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, service) in blocks_of(module, "resource.google_cloud_run_v2_service") {
+        for template in nested(service, "template") {
+            for volume in nested(template, "volumes") {
+                let volume_name = attribute(volume, "name")
+                    .and_then(literal_string)
+                    .unwrap_or_default();
+                for secret in nested(volume, "secret") {
+                    let mut modes = vec![("default_mode", attribute(secret, "default_mode"))];
+                    modes.extend(
+                        nested(secret, "items")
+                            .into_iter()
+                            .map(|i| ("mode", attribute(i, "mode"))),
+                    );
+                    for (key, mode) in modes {
+                        let Some(mode) = mode else { continue };
+                        let readable = evaluate(mode, key)
+                            .ok()
+                            .and_then(|v| v.as_u64())
+                            .is_some_and(|m| m & 0o004 != 0);
+                        if !readable {
+                            problems.push(format!(
+                                "{what}: {name} volume \"{volume_name}\" sets {key} without read for others; the app (uid 65532) cannot read a root-owned secret file"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// Follows envs/<env> → modules/stack → modules/cloudrun and checks the page-token key there.
 fn check_page_token_environments(envs: &Path, root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
@@ -1098,6 +1136,7 @@ fn check_page_token_environments(envs: &Path, root: &Path) -> Vec<String> {
         let cloudrun = load_module(&cloudrun_dir, root);
         let what = format!("envs/{env} ({})", relative(&cloudrun_dir, root));
         problems.extend(check_page_token_key(&cloudrun, &what));
+        problems.extend(check_secret_modes(&cloudrun, &what));
         for (module, name) in [
             (&env_module, "envs"),
             (&stack, "stack"),

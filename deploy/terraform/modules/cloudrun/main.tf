@@ -263,15 +263,15 @@ resource "google_cloud_run_v2_service" "this" {
       }
     }
 
+    # Modes left at Cloud Run's default 0444: root owns secret volumes (second generation, and
+    # every multi-container service) while the app runs as 65532, so 0400/0440 would be unreadable.
     volumes {
       name = "db-password"
       secret {
-        secret       = var.database.password_secret_name
-        default_mode = 288 # 0440
+        secret = var.database.password_secret_name
         items {
           version = "latest"
           path    = local.password_file
-          mode    = 256 # 0400
         }
       }
     }
