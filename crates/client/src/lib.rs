@@ -11,6 +11,10 @@
 //! Behind API Gateway, pass the API key as a default header of the `reqwest::Client` given to
 //! [`Client::new_with_client`] (`x-api-key`).
 //!
+//! One limit of the generated types: an optional, nullable member is an `Option`, so a
+//! [`types::PatchItemRequest`] cannot send `"description": null` (JSON merge patch's "remove");
+//! `None` leaves the member out. To remove a description, send that patch as JSON yourself.
+//!
 //! This crate serves consumers and the service's own end-to-end tests; it never links into the
 //! service binary.
 

@@ -57,7 +57,7 @@ async fn start_chromedriver(program: &Path) -> Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = reqwest::get(format!("{}/status", driver.url)).await
             && r.status().is_success()
@@ -170,7 +170,7 @@ async fn drive(
     driver.goto(format!("{address}/docs")).await?;
 
     // Every operation of the spec, as Swagger UI lists them (method and path).
-    let rendered = wait_for("every operation", Duration::from_secs(30), || async {
+    let rendered = wait_for("every operation", Duration::from_secs(60), || async {
         let blocks = driver.find_all(By::Css(".opblock-summary")).await.ok()?;
         if blocks.len() < operations.len() {
             return None;
@@ -205,13 +205,13 @@ async fn drive(
         .await?
         .click()
         .await?;
-    let try_out = wait_for("the Try it out button", Duration::from_secs(10), || async {
+    let try_out = wait_for("the Try it out button", Duration::from_secs(30), || async {
         list.find(By::Css(".try-out__btn")).await.ok()
     })
     .await;
     try_out.click().await?;
     list.find(By::Css(".execute")).await?.click().await?;
-    let (status, body) = wait_for("the live response", Duration::from_secs(20), || async {
+    let (status, body) = wait_for("the live response", Duration::from_secs(60), || async {
         let row = list
             .find(By::Css(".live-responses-table .response"))
             .await
