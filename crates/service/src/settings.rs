@@ -383,6 +383,10 @@ impl Settings {
             .map(|(k, _)| format!("{k}=[redacted]"))
             .collect::<Vec<_>>()
             .join(",");
+        let base = match t.exporter {
+            items_telemetry::Exporter::Gcp => "telemetry.gcp_endpoint",
+            _ => "telemetry.otlp_endpoint",
+        };
         let rows: Vec<(&str, String, String)> = vec![
             ("service.name", format!("{service_name:?}"), service_origin),
             row(self, "telemetry.exporter", format!("{:?}", t.exporter)),
@@ -394,25 +398,29 @@ impl Settings {
             (
                 "traces URL",
                 format!("{:?}", t.traces_url()),
-                if t.otlp_traces_endpoint.is_some() {
+                if t.traces_url().is_none() {
+                    "nothing is exported".to_owned()
+                } else if t.otlp_traces_endpoint.is_some() {
                     format!(
                         "telemetry.otlp_traces_endpoint, from {}",
                         self.origins.of("telemetry.otlp_traces_endpoint")
                     )
                 } else {
-                    "base endpoint + v1/traces".to_owned()
+                    format!("{base} + v1/traces")
                 },
             ),
             (
                 "metrics URL",
                 format!("{:?}", t.metrics_url()),
-                if t.otlp_metrics_endpoint.is_some() {
+                if t.metrics_url().is_none() {
+                    "nothing is exported".to_owned()
+                } else if t.otlp_metrics_endpoint.is_some() {
                     format!(
                         "telemetry.otlp_metrics_endpoint, from {}",
                         self.origins.of("telemetry.otlp_metrics_endpoint")
                     )
                 } else {
-                    "base endpoint + v1/metrics".to_owned()
+                    format!("{base} + v1/metrics")
                 },
             ),
             row(self, "telemetry.otlp_headers", format!("{headers:?}")),
