@@ -50,6 +50,60 @@ pub struct Verified {
     /// The payload segment as sent (base64url, unpadded): `X-Apigateway-Api-Userinfo`.
     pub payload_segment: String,
     pub payload: Value,
+    nbf: i64,
+    exp: i64,
+}
+
+/// jwt_verify_lib's `verifyTimeConstraint`: `nbf` and `exp` with the clock skew.
+fn check_time(nbf: i64, exp: i64, now: i64) -> Result<(), JwtError> {
+    if now + CLOCK_SKEW_SECS < nbf {
+        return Err(JwtError::Invalid("Jwt not yet valid"));
+    }
+    if exp != 0 && now > exp + CLOCK_SKEW_SECS {
+        return Err(JwtError::Invalid("Jwt is expired"));
+    }
+    Ok(())
+}
+
+/// Verified tokens, as Envoy's JWT cache keeps them (ESPv2 `--jwt_cache_size`, default 1000):
+/// a hit skips parsing and the signature but checks `nbf`/`exp` again.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: std::sync::Mutex<HashMap<String, Verified>>,
+}
+
+/// ESPv2's default `--jwt_cache_size`.
+const CACHE_SIZE: usize = 1000;
+
+impl Cache {
+    /// [`verify`], through the cache.
+    pub fn verify(
+        &self,
+        token: &str,
+        providers: &[&Provider],
+        service_name: Option<&str>,
+        jwks: &dyn JwksSource,
+        now: i64,
+    ) -> Result<Verified, JwtError> {
+        let hit = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .filter(|v| providers.iter().any(|p| p.name == v.provider))
+            .cloned();
+        if let Some(v) = hit {
+            check_time(v.nbf, v.exp, now)?;
+            return Ok(v);
+        }
+        let verified = verify(token, providers, service_name, jwks, now)?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= CACHE_SIZE {
+            entries.clear();
+        }
+        entries.insert(token.to_owned(), verified.clone());
+        Ok(verified)
+    }
 }
 
 /// Where JWKS documents come from. Locally a config's `x-google-jwks_uri` is answered by the
@@ -271,12 +325,7 @@ pub fn verify(
         .iter()
         .find(|p| p.issuer == jwt.iss)
         .ok_or(JwtError::Invalid("Jwt issuer is not configured"))?;
-    if now + CLOCK_SKEW_SECS < jwt.nbf {
-        return Err(JwtError::Invalid("Jwt not yet valid"));
-    }
-    if jwt.exp != 0 && now > jwt.exp + CLOCK_SKEW_SECS {
-        return Err(JwtError::Invalid("Jwt is expired"));
-    }
+    check_time(jwt.nbf, jwt.exp, now)?;
     let allowed: Vec<String> = match (&provider.audiences, service_name) {
         (Some(list), _) => list.clone(),
         (None, Some(service)) => vec![format!("https://{service}")],
@@ -309,6 +358,8 @@ pub fn verify(
                 provider: provider.name.clone(),
                 payload_segment: jwt.payload_segment,
                 payload: jwt.payload,
+                nbf: jwt.nbf,
+                exp: jwt.exp,
             });
         }
     }
@@ -434,6 +485,23 @@ mod tests {
         let t =
             token(json!({"iss": "https://issuer.example", "aud": "svc.example", "exp": now + 60}));
         assert_eq!(check(&t, &p).unwrap_err(), JwtError::AudienceNotAllowed);
+    }
+
+    #[test]
+    fn the_cache_skips_the_signature_but_not_the_clock() {
+        let p = provider(Some(vec!["a"]));
+        let now = now_secs() as i64;
+        let t = token(json!({"iss": "https://issuer.example", "aud": "a", "exp": now + 100}));
+        let cache = Cache::default();
+        let jwks = LocalJwks::default();
+        assert!(cache.verify(&t, &[&p], None, &jwks, now).is_ok());
+        // Cached: an unreachable JWKS no longer matters, the expiry still does.
+        let down = LocalJwks::default().unreachable("https://issuer.example/jwks");
+        assert!(cache.verify(&t, &[&p], None, &down, now).is_ok());
+        let later = cache
+            .verify(&t, &[&p], None, &down, now + 100 + 61)
+            .unwrap_err();
+        assert_eq!(later.message(), "Jwt is expired");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct State {
     pub config_bytes: Vec<u8>,
     config: GatewayConfig,
     quotas: Quotas,
+    jwt_cache: jwt::Cache,
     google: SigningKey,
     /// audience → (ID token, expiry in seconds since the epoch).
     id_tokens: Mutex<HashMap<String, (String, u64)>>,
@@ -77,6 +78,7 @@ impl State {
             config_bytes,
             config,
             quotas: Quotas::default(),
+            jwt_cache: jwt::Cache::default(),
             google: SigningKey::local_google(),
             id_tokens: Mutex::new(HashMap::new()),
             log,
@@ -166,10 +168,14 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Incoming trace context: `traceparent` first, then `X-Cloud-Trace-Context`
@@ -199,7 +205,7 @@ fn uuid_v4() -> String {
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
@@ -230,8 +236,11 @@ async fn handle(
     client: web::Data<reqwest::Client>,
 ) -> HttpResponse {
     let start = Instant::now();
-    let (trace_id, sampled) = trace_context(&req).unwrap_or_else(|| (random_hex(16), true));
-    let span_id = random_hex(8);
+    // One draw of randomness for a new trace id and the gateway's span id.
+    let mut random = [0u8; 24];
+    let _ = ring::rand::SystemRandom::new().fill(&mut random);
+    let (trace_id, sampled) = trace_context(&req).unwrap_or_else(|| (hex(&random[..16]), true));
+    let span_id = hex(&random[16..]);
     let mut entry = Entry {
         method: req.method().to_string(),
         url: req
@@ -371,7 +380,7 @@ async fn process(
         };
         let result = match jwt::extract(&providers, &sources) {
             None => Err(JwtError::Missing),
-            Some(token) => jwt::verify(
+            Some(token) => state.jwt_cache.verify(
                 &token,
                 &providers,
                 state.spec.host.as_deref(),
