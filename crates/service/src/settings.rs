@@ -400,7 +400,9 @@ impl Settings {
                 format!("{:?}", t.traces_url()),
                 if t.traces_url().is_none() {
                     "nothing is exported".to_owned()
-                } else if t.otlp_traces_endpoint.is_some() {
+                } else if t.exporter == items_telemetry::Exporter::Otlp
+                    && t.otlp_traces_endpoint.is_some()
+                {
                     format!(
                         "telemetry.otlp_traces_endpoint, from {}",
                         self.origins.of("telemetry.otlp_traces_endpoint")
@@ -414,7 +416,9 @@ impl Settings {
                 format!("{:?}", t.metrics_url()),
                 if t.metrics_url().is_none() {
                     "nothing is exported".to_owned()
-                } else if t.otlp_metrics_endpoint.is_some() {
+                } else if t.exporter == items_telemetry::Exporter::Otlp
+                    && t.otlp_metrics_endpoint.is_some()
+                {
                     format!(
                         "telemetry.otlp_metrics_endpoint, from {}",
                         self.origins.of("telemetry.otlp_metrics_endpoint")
