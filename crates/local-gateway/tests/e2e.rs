@@ -333,3 +333,77 @@ async fn quota_and_cors_through_a_rendered_fixture_environment() {
     }
     panic!("three minute boundaries in a row");
 }
+
+#[tokio::test]
+async fn the_service_receives_the_userinfo_the_id_token_and_the_callers_authorization() {
+    let service = spawn_service().await;
+    let tap = Tap::start(&service).await;
+    let env = environment("dev");
+    let file = items_local_gateway::config_file(&repo_root(), "dev", "europe-west1");
+    let gw = gateway_with(file, &tap.url, |c| {
+        c.gateway_service_account = env.gateway_service_account.clone();
+    })
+    .await;
+    let token = token_for(gw.gateway.spec(), "carol", None, 600);
+    let r = gw
+        .client
+        .post(gw.url(&format!("/items?key={KEY}")))
+        .bearer_auth(&token)
+        .header("x-apigateway-api-userinfo", "forged")
+        .json(&json!({"name": "seen by the service"}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 201, "the service created the item");
+    let seen = tap.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1);
+    let get = |name: &str| -> Vec<&str> {
+        seen[0]
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let payload = token.split('.').nth(1).expect("payload");
+    assert_eq!(
+        get("x-apigateway-api-userinfo"),
+        [payload],
+        "verified payload only, forged copy removed"
+    );
+    assert_eq!(
+        get("x-forwarded-authorization"),
+        [format!("Bearer {token}").as_str()]
+    );
+    let id_token = get("authorization")[0]
+        .strip_prefix("Bearer ")
+        .expect("bearer");
+    let c = claims(id_token);
+    assert_eq!(c["iss"], "https://accounts.google.com");
+    assert_eq!(c["aud"], "https://items-104857600001.europe-west1.run.app");
+    assert_eq!(c["email"], env.gateway_service_account.as_str());
+    assert_eq!(get("x-forwarded-proto"), ["http"]);
+    assert_eq!(get("traceparent").len(), 1);
+    assert_eq!(get("x-request-id").len(), 1);
+}
+
+#[tokio::test]
+async fn the_api_reference_opens_in_a_browser_with_only_the_api_key() {
+    // `x-gateway-auth: api-key` in the consumer spec: the page, its files and the spec need the
+    // key but no JWT (a browser cannot attach one to a page load); the items still need both.
+    let gw = dev_gateway().await;
+    for path in [
+        "/docs",
+        "/docs/docs.js",
+        "/docs/swagger-ui-bundle.js",
+        "/openapi.json",
+    ] {
+        let r = gw
+            .get(&format!("{path}?key={KEY}"))
+            .send()
+            .await
+            .expect("r");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    assert_eq!(gw.status("/docs").await, 401, "no key");
+    assert_eq!(gw.status(&format!("/items?key={KEY}")).await, 401, "no JWT");
+}

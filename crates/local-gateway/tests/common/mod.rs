@@ -78,6 +78,88 @@ impl Drop for Stub {
     }
 }
 
+/// A pass-through between the gateway and a real service that records the headers of each
+/// request it forwards: what the service received.
+pub struct Tap {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<HeaderList>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+pub type HeaderList = Vec<(String, String)>;
+
+struct TapState {
+    target: String,
+    seen: Arc<Mutex<Vec<HeaderList>>>,
+    client: reqwest::Client,
+}
+
+async fn tap(req: HttpRequest, body: web::Bytes, state: web::Data<TapState>) -> HttpResponse {
+    let headers: HeaderList = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    state.seen.lock().expect("seen").push(headers.clone());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
+    let mut forward = state
+        .client
+        .request(method, format!("{}{path}", state.target));
+    for (name, value) in headers
+        .iter()
+        .filter(|(n, _)| n != "host" && n != "content-length")
+    {
+        forward = forward.header(name.as_str(), value.as_str());
+    }
+    let answer = forward
+        .body(body)
+        .send()
+        .await
+        .expect("the service answers");
+    let mut response = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status"),
+    );
+    for (name, value) in answer.headers() {
+        if name != "content-length" {
+            response.append_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    response.body(answer.bytes().await.expect("body"))
+}
+
+impl Tap {
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = web::Data::new(TapState {
+            target: target.to_owned(),
+            seen: seen.clone(),
+            client: reqwest::Client::new(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .default_service(web::to(tap))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { url, seen, handle }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        drop(self.handle.clone().stop(false));
+    }
+}
+
 /// A gateway enforcing `config` in front of `backend_url`, logging into memory.
 pub struct Gw {
     pub gateway: LocalGateway,
