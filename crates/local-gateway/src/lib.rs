@@ -156,6 +156,9 @@ impl LocalGateway {
     pub async fn stop(self) {
         self.handle.stop(true).await;
         let _ = self.task.await;
+        if matches!(self.state.config.log, LogSink::Stdout) {
+            log::flush();
+        }
     }
 }
 

@@ -41,7 +41,7 @@ const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before
 pub struct State {
     pub spec: Spec,
     pub config_bytes: Vec<u8>,
-    config: GatewayConfig,
+    pub config: GatewayConfig,
     quotas: Quotas,
     jwt_cache: jwt::Cache,
     google: SigningKey,
