@@ -1207,7 +1207,7 @@ impl Client {
 
 Swagger UI on this API's OpenAPI document: every operation, its parameters, bodies and
 responses, and "Try it out" to send a request. Behind API Gateway open it as
-`/docs?key=API_KEY`: the page sends the key with its requests.
+`/docs?key=API_KEY` (no JWT needed): the page sends the key with its requests.
 
 Sends a `GET` request to `/docs`
 

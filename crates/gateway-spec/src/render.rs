@@ -203,6 +203,9 @@ struct Operation {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     parameters: Vec<Value>,
     responses: Map<String, Value>,
+    /// Replaces the document's `security` for this operation (see [`GATEWAY_AUTH`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<Vec<BTreeMap<String, Vec<String>>>>,
     #[serde(rename = "x-google-backend")]
     backend: Backend,
     #[serde(rename = "x-google-quota")]
@@ -478,6 +481,7 @@ fn paths(
                     produces,
                     parameters,
                     responses,
+                    security: operation_security(op, env, &at, warnings),
                     backend: Backend {
                         address: backend_url.to_owned(),
                         path_translation: "APPEND_PATH_TO_ADDRESS",
@@ -503,6 +507,33 @@ fn paths(
         }
     }
     Ok(out)
+}
+
+/// The consumer spec's operation extension that relaxes the gateway's authentication for one
+/// operation: `"api-key"` asks only for the API key (no JWT), so that a browser can open the
+/// API reference page (`/docs`, its files and `/openapi.json`) with `?key=`.
+pub const GATEWAY_AUTH: &str = "x-gateway-auth";
+
+fn operation_security(
+    op: &Value,
+    env: &Environment,
+    at: &str,
+    warnings: &mut Warnings,
+) -> Option<Vec<BTreeMap<String, Vec<String>>>> {
+    match op.get(GATEWAY_AUTH)?.as_str() {
+        Some("api-key") => Some(if env.auth.api_key {
+            vec![BTreeMap::from([("api_key".to_owned(), Vec::new())])]
+        } else {
+            vec![]
+        }),
+        _ => {
+            warnings.add(
+                at,
+                format!("{GATEWAY_AUTH} is not \"api-key\"; the environment's security applies"),
+            );
+            None
+        }
+    }
 }
 
 fn cors_endpoints(env: &Environment, warnings: &mut Warnings) -> Vec<Endpoint> {

@@ -8,9 +8,10 @@
 //! ([`CONTENT_SECURITY_POLICY`]: nothing inline, nothing from another origin). It loads the spec
 //! from the served `/openapi.json`, relative to the page, so it works behind any host.
 //!
-//! Behind API Gateway `/docs` needs the same API key as every other operation: open
-//! `/docs?key=API_KEY` and the page passes the key on to `/openapi.json` and to the requests that
-//! "Try it out" sends.
+//! Behind API Gateway the page, its files and `/openapi.json` need the API key but no JWT (their
+//! `x-gateway-auth: api-key` extension; a browser cannot attach a token to a page load): open
+//! `/docs?key=API_KEY` and the page passes the key on to the spec and to the requests that
+//! "Try it out" sends. Item operations still need a JWT where the environment configures issuers.
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
@@ -143,12 +144,13 @@ fn with_policy(mut response: HttpResponse) -> HttpResponse {
 ///
 /// Swagger UI on this API's OpenAPI document: every operation, its parameters, bodies and
 /// responses, and "Try it out" to send a request. Behind API Gateway open it as
-/// `/docs?key=API_KEY`: the page sends the key with its requests.
+/// `/docs?key=API_KEY` (no JWT needed): the page sends the key with its requests.
 #[utoipa::path(
     get,
     path = "/docs",
     operation_id = "get_docs",
     tag = "meta",
+    extensions(("x-gateway-auth" = json!("api-key"))),
     responses(
         (status = 200, description = "The HTML page (Swagger UI)", content_type = "text/html",
             body = String),
@@ -174,6 +176,7 @@ pub(crate) async fn docs_page() -> HttpResponse {
     path = "/docs/{asset}",
     operation_id = "get_docs_asset",
     tag = "meta",
+    extensions(("x-gateway-auth" = json!("api-key"))),
     params(("asset" = inline(DocsAsset), Path, description = "The file's name.")),
     responses(
         (status = 200, description = "The file", content(

@@ -108,6 +108,7 @@ pub fn openapi_json() -> &'static str {
     path = "/openapi.json",
     operation_id = "get_openapi",
     tag = "meta",
+    extensions(("x-gateway-auth" = json!("api-key"))),
     responses(
         (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json",
             body = Object),
