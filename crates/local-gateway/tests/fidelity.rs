@@ -717,3 +717,48 @@ async fn header_names_with_underscores_are_refused_as_espv2_does_by_default() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn jwt_alternatives_accept_a_token_of_either_provider() {
+    let (_stub, gw) = fixture_gateway().await;
+    echo_bearer(&gw, "/any-jwt", &firebase_token("u")).await;
+    let custom = token(json!({
+        "iss": "https://custom.example",
+        "aud": "https://fidelity.apigateway.local-project.cloud.goog",
+        "exp": now() + 60,
+    }));
+    echo(
+        gw.get("/any-jwt")
+            .header("x-my-jwt", format!("Token {custom}"))
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    let r = gw.get("/any-jwt").send().await.expect("r");
+    assert_reply(r, 401, "Jwt is missing").await;
+}
+
+#[tokio::test]
+async fn a_key_on_a_route_that_needs_none_is_not_checked_but_counts_for_quota() {
+    let (_stub, gw) = fixture_gateway().await;
+    for _attempt in 0..3 {
+        let minute = now() / 60;
+        let statuses = [
+            gw.status("/limited-open?key=unregistered").await,
+            gw.status("/limited-open?key=unregistered").await,
+            gw.status("/limited-open?key=unregistered").await,
+            gw.status("/limited-open").await,
+        ];
+        if now() / 60 != minute {
+            continue;
+        }
+        // Two a minute for the key (unchecked, but its own consumer), the project untouched.
+        assert_eq!(statuses, [200, 200, 429, 200]);
+        let log = &gw.logs()[0];
+        assert_eq!(log["api_key_state"], "NOT CHECKED");
+        assert_eq!(log["api_key"], "unregistered");
+        return;
+    }
+    panic!("three minute boundaries in a row");
+}
