@@ -1,6 +1,7 @@
 //! `/docs` in a real browser: Debian's Chromium, headless, driven through chromedriver with
 //! thirtyfour. The page must render every operation of the served spec with no
-//! Content-Security-Policy violation, and "Try it out" on `GET /items` must show the live 200.
+//! Content-Security-Policy violation (and an inline script added afterwards is blocked, so the
+//! policy is enforced and the recorder works), and "Try it out" on `GET /items` shows the live 200.
 //! A screenshot goes to `target/screenshots/docs.png`.
 //!
 //! Skipped, with the reason printed, only when chromium or chromedriver is not installed
@@ -248,6 +249,38 @@ async fn drive(
         violations.json(),
         &json!([]),
         "Content-Security-Policy violations"
+    );
+
+    // The policy is enforced and the recorder sees it: an inline script added now is blocked.
+    driver
+        .execute(
+            "const s = document.createElement('script'); s.textContent = 'window.__inline = 1'; \
+             document.body.appendChild(s);",
+            vec![],
+        )
+        .await?;
+    let blocked = wait_for(
+        "the blocked inline script",
+        Duration::from_secs(10),
+        || async {
+            let v = driver
+                .execute(
+                    "return [window.__inline === undefined, window.__csp];",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            let v = v.json().clone();
+            (v[1].as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(blocked[0], json!(true), "the inline script ran: {blocked}");
+    assert!(
+        blocked[1][0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("script-src")),
+        "{blocked}"
     );
     Ok(())
 }
