@@ -69,7 +69,7 @@ fn check_time(nbf: i64, exp: i64, now: i64) -> Result<(), JwtError> {
 /// a hit skips parsing and the signature but checks `nbf`/`exp` again.
 #[derive(Debug, Default)]
 pub struct Cache {
-    entries: std::sync::Mutex<HashMap<String, Verified>>,
+    entries: std::sync::Mutex<HashMap<String, std::sync::Arc<Verified>>>,
 }
 
 /// ESPv2's default `--jwt_cache_size`.
@@ -84,7 +84,7 @@ impl Cache {
         service_name: Option<&str>,
         jwks: &dyn JwksSource,
         now: i64,
-    ) -> Result<Verified, JwtError> {
+    ) -> Result<std::sync::Arc<Verified>, JwtError> {
         let hit = self
             .entries
             .lock()
@@ -96,7 +96,7 @@ impl Cache {
             check_time(v.nbf, v.exp, now)?;
             return Ok(v);
         }
-        let verified = verify(token, providers, service_name, jwks, now)?;
+        let verified = std::sync::Arc::new(verify(token, providers, service_name, jwks, now)?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CACHE_SIZE {
             entries.clear();

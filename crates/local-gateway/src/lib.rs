@@ -80,7 +80,7 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// Defaults: 127.0.0.1:0, the key [`LOCAL_API_KEY`], the local issuer's JWKS for every
-    /// provider, logs on stdout, one worker.
+    /// provider, logs on stdout, one worker per CPU.
     pub fn new(config_path: impl Into<PathBuf>, backend_url: impl Into<String>) -> Self {
         Self {
             config_path: config_path.into(),
@@ -92,7 +92,7 @@ impl GatewayConfig {
             config_id: "local".into(),
             jwks: Arc::new(LocalJwks::default()),
             log: LogSink::Stdout,
-            workers: 1,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

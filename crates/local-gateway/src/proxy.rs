@@ -627,7 +627,7 @@ fn upstream_headers(
     req: &HttpRequest,
     state: &State,
     backend: &Backend,
-    verified: Option<&jwt::Verified>,
+    verified: Option<&std::sync::Arc<jwt::Verified>>,
     jwt_route: bool,
     key_checked: bool,
     original_path: Option<&str>,
