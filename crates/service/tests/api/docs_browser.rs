@@ -7,10 +7,12 @@
 //! Skipped, with the reason printed, only when chromium or chromedriver is not installed
 //! (`.ci/run` installs both).
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use serde_json::{Value, json};
 use thirtyfour::prelude::*;
 
@@ -148,11 +150,17 @@ async fn docs_page_renders_every_operation_and_tries_out_list_items() {
     let driver = WebDriver::new(driver_process.url.clone(), caps)
         .await
         .expect("a Chromium session");
-    let result = drive(&driver, &app.address, &operations, &item).await;
+    // A failed assertion must still close Chromium (killing chromedriver would orphan it).
+    let outcome = AssertUnwindSafe(drive(&driver, &app.address, &operations, &item))
+        .catch_unwind()
+        .await;
     let _ = driver.quit().await;
     drop(driver_process);
     let _ = std::fs::remove_dir_all(&profile);
-    result.expect("the docs page works");
+    match outcome {
+        Ok(result) => result.expect("the docs page works"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn drive(
