@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the release binary under load on loopback.
 //!
 //! Throwaway durable PostgreSQL cluster → migrate → seed 10,000 items → start the service (logs at
-//! warn) and time spawn → first 200 from `/readyz` → wrk per endpoint → peak RSS (VmHWM) → report
+//! warn) and time spawn → first 200 from `/health/ready` → wrk per endpoint → peak RSS (VmHWM) → report
 //! as a table and as JSON.
 
 mod report;
@@ -116,7 +116,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         stop_service(child).await?;
     };
     eprintln!(
-        "xtask: start-up to the first 200 from /readyz: {}",
+        "xtask: start-up to the first 200 from /health/ready: {}",
         startup_ms
             .iter()
             .map(|ms| format!("{ms:.1} ms"))
@@ -245,7 +245,7 @@ async fn seed(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// Spawns the release service and returns it with the time from spawn to the first 200 from
-/// `/readyz`.
+/// `/health/ready`.
 async fn start_service(
     binary: &Path,
     database_url: &str,

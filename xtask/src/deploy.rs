@@ -3,7 +3,7 @@
 //!
 //! 1. build and push the image (unless `--image <ref@digest>` is given);
 //! 2. in each region, create revision `<service>-<digest prefix>` at 0% traffic with tag
-//!    `deploy-<digest prefix>`, wait, and check its tagged URL (`/readyz`, one API read);
+//!    `deploy-<digest prefix>`, wait, and check its tagged URL (`/health/ready`, one API read);
 //! 3. move traffic: `--canary <percent>` first (held `--canary-wait` seconds and re-checked),
 //!    then 100%;
 //! 4. render each region's API Gateway config (crate `items-gateway-spec`), create it when its
@@ -32,6 +32,9 @@ use self::cloud::{Cloud, Connection, Ui};
 use self::probe::Prober;
 use self::traffic::Split;
 use crate::util;
+
+/// How long the credential check waits for a token (the metadata server included).
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -153,6 +156,12 @@ struct Deployment<'a> {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let env = load_environment(&args)?;
+    if !args.anonymous
+        && let Err(missing) = cloud::check_credentials(CREDENTIALS_TIMEOUT).await
+    {
+        eprintln!("error: {missing}.\n{}", cloud::NO_CREDENTIALS_FIX);
+        return Ok(ExitCode::from(2));
+    }
     let ui = Ui::new();
     let conn = Connection {
         run_endpoint: args.run_endpoint.clone(),
@@ -608,7 +617,7 @@ impl Deployment<'_> {
     async fn check_revision(&self, region: &str, url: &str, audience: &str) -> anyhow::Result<()> {
         self.prober.check_revision(url, audience).await?;
         self.ui.say(&format!(
-            "  ✓ {region}: {url}/readyz and {url}{} answer",
+            "  ✓ {region}: {url}/health/ready and {url}{} answer",
             probe::READ_PATH
         ));
         Ok(())
@@ -799,7 +808,7 @@ impl Deployment<'_> {
                 );
             } else {
                 println!(
-                    "    {}: create {revision} on {} (serving now: {}); check its tagged URL /readyz and {}",
+                    "    {}: create {revision} on {} (serving now: {}); check its tagged URL /health/ready and {}",
                     r.name,
                     r.service_name,
                     traffic::describe(&r.previous),

@@ -67,14 +67,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .env("APP__DATABASE__URL", &database_url)
         .env("APP__SERVER__HOST", addr.ip().to_string())
         .env("APP__SERVER__PORT", addr.port().to_string())
-        .env("APP__LOG__FORMAT", "pretty")
         .env_remove("PORT");
+    // Defaults of `dev` that the user's own environment overrides (the child inherits it).
+    for (key, value) in user_overridable_defaults(|key| std::env::var_os(key).is_some()) {
+        cmd.env(key, value);
+    }
 
     let throwaway = cluster.is_some();
     let banner = async {
         // The service migrates at start-up; give it time on a cold cluster.
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while util::http_status(addr, "/readyz").await.ok() != Some(200) {
+            while util::http_status(addr, "/health/ready").await.ok() != Some(200) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
@@ -137,6 +140,16 @@ pub(crate) async fn start_gateway(
             .to_string(),
     };
     Ok((gateway, env))
+}
+
+/// Settings `dev` chooses for a terminal session, minus those the user set: a variable of the
+/// user's environment (inherited by the service) wins over `dev`'s choice.
+fn user_overridable_defaults(
+    user_has: impl Fn(&str) -> bool,
+) -> impl Iterator<Item = (&'static str, &'static str)> {
+    [("APP__LOG__FORMAT", "pretty")]
+        .into_iter()
+        .filter(move |(key, _)| !user_has(key))
 }
 
 fn print_banner(addr: SocketAddr, database_url: &str, throwaway: bool) {
@@ -229,5 +242,16 @@ mod tests {
         assert!(banner.contains(
             "curl -s \"http://127.0.0.1:8080/items?key=local-dev-api-key\" -H \"Authorization: Bearer $(cargo xtask token)\""
         ), "{banner}");
+    }
+
+    #[test]
+    fn a_variable_the_user_set_wins_over_dev_defaults() {
+        let none: Vec<_> = user_overridable_defaults(|_| false).collect();
+        assert_eq!(none, [("APP__LOG__FORMAT", "pretty")]);
+        let user_json: Vec<_> = user_overridable_defaults(|k| k == "APP__LOG__FORMAT").collect();
+        assert!(
+            user_json.is_empty(),
+            "dev must not override the user's APP__LOG__FORMAT"
+        );
     }
 }

@@ -20,7 +20,12 @@ pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// `sha256:<hex>` of `bytes`.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in Sha256::digest(bytes) {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
 }
 
 /// One regular file or directory of a layer.

@@ -206,7 +206,7 @@ fn parse_status_line(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// Polls `GET /readyz` until it answers 200, the child exits, or `timeout` passes.
+/// Polls `GET /health/ready` until it answers 200, the child exits, or `timeout` passes.
 pub(crate) async fn wait_ready(
     addr: SocketAddr,
     child: &mut Child,
@@ -217,11 +217,11 @@ pub(crate) async fn wait_ready(
         if let Some(status) = child.try_wait()? {
             bail!("{SERVICE} exited before it was ready ({status})");
         }
-        if let Ok(200) = http_status(addr, "/readyz").await {
+        if let Ok(200) = http_status(addr, "/health/ready").await {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!("{SERVICE} was not ready on http://{addr}/readyz within {timeout:?}");
+            bail!("{SERVICE} was not ready on http://{addr}/health/ready within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -5,6 +5,7 @@ mod fake_gcp;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use fake_gcp::{FailAs, Fake};
 
@@ -161,7 +162,7 @@ fn happy_path_in_two_regions() {
     let probes = fake.with(|s| s.probes.clone());
     for region in ["europe-west1", "us-central1"] {
         assert!(
-            probes.contains(&format!("/run/{region}/{tag}/readyz")),
+            probes.contains(&format!("/run/{region}/{tag}/health/ready")),
             "{probes:?}"
         );
         assert!(
@@ -401,4 +402,60 @@ fn plan_makes_no_mutating_call() {
     }
     // Still as before.
     assert_eq!(fake.traffic(EUW1), [t(OLD_REVISION, 100, "")]);
+}
+
+#[test]
+fn without_credentials_one_message_names_the_fix_and_exits_2() {
+    // No ADC file (empty HOME, no GOOGLE_APPLICATION_CREDENTIALS) and a metadata server that
+    // refuses connections: what a laptop without `gcloud auth application-default login` sees.
+    let home = std::env::temp_dir().join(format!("xtask-no-adc-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("temp home");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--env", "dev", "--plan", "--environments"])
+        .arg(environments())
+        .env("HOME", &home)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("CLOUDSDK_CONFIG")
+        .env("GCE_METADATA_HOST", "127.0.0.1:1")
+        .output()
+        .expect("running xtask deploy");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(stderr.contains("no Google credentials"), "{stderr}");
+    assert!(
+        stderr.contains("gcloud auth application-default login"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(stderr.len() < 700, "{} characters: {stderr}", stderr.len());
+}
+
+#[test]
+fn a_google_error_is_reported_once_with_status_resource_and_message() {
+    let fake = fake();
+    fake.inject(
+        "GET",
+        EUW1,
+        0,
+        FailAs::Http(
+            403,
+            "PERMISSION_DENIED",
+            "Permission 'run.services.get' denied on resource".into(),
+        ),
+    );
+    let out = deploy(&fake, &["--plan", "--image", &image('f')]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = "Permission 'run.services.get' denied on resource";
+    assert_eq!(stderr.matches(message).count(), 1, "{stderr}");
+    assert!(stderr.contains("HTTP 403, PERMISSION_DENIED"), "{stderr}");
+    assert!(stderr.contains(&format!("services.get {EUW1}")), "{stderr}");
 }

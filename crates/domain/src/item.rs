@@ -220,10 +220,17 @@ impl IdempotencyKey {
 pub struct ETag(pub i64);
 
 impl ETag {
-    /// Parses one entity tag; weak tags (`W/"…"`) compare by their opaque part.
+    /// Parses one entity tag for the weak comparison of RFC 9110 §8.8.3.2 (`If-None-Match`):
+    /// a weak tag (`W/"…"`) compares by its opaque part.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        let s = s.strip_prefix("W/").unwrap_or(s);
+        Self::parse_strong(s.strip_prefix("W/").unwrap_or(s))
+    }
+
+    /// Parses one entity tag for the strong comparison (`If-Match`, RFC 9110 §13.1.1): a weak
+    /// tag never matches, so it parses to `None`.
+    pub fn parse_strong(s: &str) -> Option<Self> {
+        let s = s.trim();
         let inner = s.strip_prefix('"')?.strip_suffix('"')?;
         if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -308,6 +315,13 @@ mod tests {
     fn etag_round_trip() {
         assert_eq!(ETag::parse("\"7\""), Some(ETag(7)));
         assert_eq!(ETag::parse("W/\"7\""), Some(ETag(7)));
+        assert_eq!(ETag::parse_strong("\"7\""), Some(ETag(7)));
+        assert_eq!(ETag::parse_strong(" \"7\" "), Some(ETag(7)));
+        assert_eq!(
+            ETag::parse_strong("W/\"7\""),
+            None,
+            "If-Match uses the strong comparison"
+        );
         assert_eq!(ETag::parse("7"), None);
         assert_eq!(ETag::parse("\"x\""), None);
         assert_eq!(ETag(7).to_string(), "\"7\"");

@@ -11,6 +11,7 @@ pub const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head
 /// Every check; `previous` is the config last rendered for the same environment and region.
 pub fn check(doc: &Value, previous: Option<&Value>) -> Vec<String> {
     let mut problems = Vec::new();
+    problems.extend(cloud_run_reserved_paths(doc));
     problems.extend(partial_segment_parameters(doc));
     problems.extend(external_refs(doc));
     problems.extend(port_in_host(doc));
@@ -39,6 +40,33 @@ pub fn operations(doc: &Value) -> Vec<(&str, &'static str, &Value)> {
         }
     }
     out
+}
+
+/// Paths Cloud Run's front end may answer itself, so that the request never reaches the
+/// container. Google's known issues: "You can't use the following URL paths: Paths starting
+/// with /_ah/; Some paths ending with z. To prevent conflicts with reserved paths, we recommend
+/// avoiding all paths that end in z" (cloud.google.com/run/docs/known-issues); an older version
+/// of that page also lists `/eventlog`. `/healthz` through a `run.app` URL gets Google's HTML 404.
+/// Works on the consumer spec (3.1) and on rendered configs (2.0): both have `paths`.
+pub fn cloud_run_reserved_paths(doc: &Value) -> Vec<String> {
+    paths(doc)
+        .filter_map(|(path, _)| {
+            let trimmed = path.trim_end_matches('/');
+            let why = if path.starts_with("/_ah/") || path == "/_ah" {
+                "starts with /_ah/"
+            } else if trimmed.ends_with('z') || trimmed.ends_with('Z') {
+                "ends in z"
+            } else if trimmed.ends_with("/eventlog") {
+                "is /eventlog"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "paths.{path}: the path {why}, which Cloud Run reserves (its front end may answer \
+                 with its own 404 and never reach the container); choose another path"
+            ))
+        })
+        .collect()
 }
 
 /// `/items/item_{id}` or `/items/{id}.json`: API Gateway accepts whole-segment parameters only.

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::ser::SerializeMap as _;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -76,13 +77,55 @@ struct Document {
     #[serde(rename = "securityDefinitions")]
     security_definitions: BTreeMap<String, SecurityDefinition>,
     security: Vec<BTreeMap<String, Vec<String>>>,
+    #[serde(serialize_with = "sorted_value")]
     tags: Value,
     paths: BTreeMap<String, BTreeMap<Method, Operation>>,
+    #[serde(serialize_with = "sorted_value")]
     definitions: Value,
-    #[serde(skip_serializing_if = "is_empty_object")]
+    #[serde(
+        skip_serializing_if = "is_empty_object",
+        serialize_with = "sorted_value"
+    )]
     parameters: Value,
-    #[serde(skip_serializing_if = "is_empty_object")]
+    #[serde(
+        skip_serializing_if = "is_empty_object",
+        serialize_with = "sorted_value"
+    )]
     responses: Value,
+}
+
+/// A JSON value serialized with every object's keys in sorted order. `serde_json::Map` keeps
+/// insertion order when any crate in the build switches on serde_json's `preserve_order` (a test
+/// dependency does), and sorted order otherwise; the rendered bytes, and so the config id, must
+/// not depend on which crates happen to share the build.
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => sorted_map(map, serializer),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(Sorted)),
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+fn sorted_value<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
+    Sorted(value).serialize(serializer)
+}
+
+fn sorted_vec<S: Serializer>(values: &[Value], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(values.iter().map(Sorted))
+}
+
+fn sorted_map<S: Serializer>(map: &Map<String, Value>, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = serializer.serialize_map(Some(entries.len()))?;
+    for (key, value) in entries {
+        out.serialize_entry(key, &Sorted(value))?;
+    }
+    out.end()
 }
 
 fn is_empty_object(v: &Value) -> bool {
@@ -200,8 +243,9 @@ struct Operation {
     consumes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     produces: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "sorted_vec")]
     parameters: Vec<Value>,
+    #[serde(serialize_with = "sorted_map")]
     responses: Map<String, Value>,
     /// Replaces the document's `security` for this operation (see [`GATEWAY_AUTH`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +298,15 @@ pub fn render(
         return Err(RenderError::NotOpenApi31(format!(
             "\"openapi\" is {version:?}"
         )));
+    }
+    // The consumer spec itself: a path Cloud Run reserves never reaches the service.
+    let reserved = checks::cloud_run_reserved_paths(api);
+    if !reserved.is_empty() {
+        return Err(RenderError::Checks {
+            file: env.file.clone(),
+            region: region.name.clone(),
+            problems: reserved,
+        });
     }
     let mut warnings = Warnings::default();
     let paths = paths(api, env, &region.backend_url, &mut warnings)?;

@@ -19,12 +19,12 @@ pub(crate) struct Status {
 /// The process answers; never touches the database.
 #[utoipa::path(
     get,
-    path = "/healthz",
-    operation_id = "healthz",
+    path = "/health/live",
+    operation_id = "health_live",
     tag = "health",
     responses((status = 200, description = "The process is alive.", body = Status))
 )]
-pub(crate) async fn healthz() -> HttpResponse {
+pub(crate) async fn health_live() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
@@ -33,15 +33,15 @@ pub(crate) async fn healthz() -> HttpResponse {
 /// A pooled database connection answers a query.
 #[utoipa::path(
     get,
-    path = "/readyz",
-    operation_id = "readyz",
+    path = "/health/ready",
+    operation_id = "health_ready",
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve.", body = Status),
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn readyz<S: ItemStore>(
+pub(crate) async fn health_ready<S: ItemStore>(
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
     state

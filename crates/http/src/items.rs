@@ -119,18 +119,28 @@ pub(crate) async fn list<S: ItemStore>(
         serde_urlencoded::from_str(req.query_string()).map_err(|_| {
             ApiError::bad_param(DomainError::new("query", "is not a valid query string"))
         })?;
-    let value = |key: &str| {
-        pairs
+    // Each parameter at most once: `?page_size=50&page_size=1` is ambiguous, so it is refused
+    // rather than resolved by position. Parameters we do not know pass (API Gateway forwards
+    // `key`/`api_key` in the query).
+    let value = |key: &'static str| -> Result<Option<&str>, ApiError> {
+        let mut values = pairs
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str());
+        match (values.next(), values.next()) {
+            (first, None) => Ok(first),
+            (_, Some(_)) => Err(ApiError::bad_param(DomainError::new(
+                key,
+                "must be given at most once",
+            ))),
+        }
     };
-    let size = value("page_size")
+    let size = value("page_size")?
         .map(PageSize::parse)
         .transpose()
         .map_err(ApiError::bad_param)?
         .unwrap_or_default();
-    let after = value("page_token")
+    let after = value("page_token")?
         .map(|t| state.page_tokens.decode(t))
         .transpose()
         .map_err(ApiError::bad_param)?;
@@ -236,8 +246,9 @@ pub(crate) async fn update<S: ItemStore>(
     let precondition = match header_str(&req, "if-match")? {
         None => Precondition::None,
         Some(v) if v.trim() == "*" => Precondition::Exists,
-        // Tags that do not parse can never match: the update fails with 412, as RFC 9110 says.
-        Some(v) => Precondition::OneOf(v.split(',').filter_map(ETag::parse).collect()),
+        // Strong comparison (RFC 9110 §13.1.1): weak tags and tags that do not parse can never
+        // match, so the update fails with 412.
+        Some(v) => Precondition::OneOf(v.split(',').filter_map(ETag::parse_strong).collect()),
     };
     require_json(&req, &[MERGE_PATCH_JSON, JSON])?;
     let body = read_body(&req, payload).await?;

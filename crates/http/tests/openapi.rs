@@ -147,7 +147,7 @@ async fn paths_outside_the_spec_are_404() {
         "/item",
         "/items/7/extra",
         "/openapi.yaml",
-        "/healthz/x",
+        "/health/live/x",
     ] {
         let req = atest::TestRequest::get().uri(uri).to_request();
         let response = atest::call_service(&app, req).await;
@@ -215,8 +215,8 @@ fn the_route_table_covers_the_documented_api() {
         ("GET", "/items/{id}"),
         ("PATCH", "/items/{id}"),
         ("DELETE", "/items/{id}"),
-        ("GET", "/healthz"),
-        ("GET", "/readyz"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/docs/{asset}"),

@@ -25,7 +25,7 @@ pub struct LogSettings {
     /// One access-log entry (with `httpRequest`) per request.
     #[serde(default = "yes")]
     pub access_log: bool,
-    /// Share of health-probe requests (`/healthz`, `/readyz`) that get an access-log entry:
+    /// Share of health-probe requests (`/health/live`, `/health/ready`) that get an access-log entry:
     /// 0 silences them, 1 logs every one.
     #[serde(default)]
     pub health_probe_sample_ratio: f64,

@@ -18,7 +18,7 @@ pub(crate) struct Report {
     pub(crate) seed_items: i64,
     /// 1-minute load average before the load runs (other work on the machine skews the figures).
     pub(crate) load_average: Option<f64>,
-    /// Spawn → first 200 from /readyz, one per start.
+    /// Spawn → first 200 from /health/ready, one per start.
     pub(crate) startup_ms: Vec<f64>,
     pub(crate) peak_rss_bytes: u64,
     /// Exit status 0 after SIGTERM at the end.
@@ -69,7 +69,7 @@ impl Report {
         });
         let startup = self.startup_median_ms();
         targets.push(Target {
-            what: "start-up to a 200 from /readyz under 150 ms (median)".into(),
+            what: "start-up to a 200 from /health/ready under 150 ms (median)".into(),
             measured: format!("{startup:.1} ms"),
             ok: startup < 150.0,
         });
@@ -110,7 +110,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nserver: peak RSS (VmHWM) {:.1} MiB; start-up to /readyz 200: median {:.1} ms of [{}]; \
+            "\nserver: peak RSS (VmHWM) {:.1} MiB; start-up to /health/ready 200: median {:.1} ms of [{}]; \
              SIGTERM exit {}",
             self.peak_rss_bytes as f64 / MIB,
             self.startup_median_ms(),

@@ -36,9 +36,60 @@ pub(crate) struct Cloud {
     ui: Ui,
 }
 
-/// An error from Google, with the call that got it.
+/// An error from Google, with the call (and so the resource) that got it, said once.
+///
+/// `google_cloud_gax::error::Error`'s `Display` already embeds its source, which it also returns
+/// from `source()`: wrapped as an error chain, `{:#}` repeats each cause at every level. So the
+/// error becomes one message: the call, the HTTP status and Google's code and message.
 fn google(what: String) -> impl FnOnce(google_cloud_gax::error::Error) -> anyhow::Error {
-    move |e| anyhow::Error::new(e).context(what)
+    move |e| anyhow::anyhow!("{what}: {}", describe(&e))
+}
+
+/// `HTTP 403, PERMISSION_DENIED: <Google's message>` for a service error, else the error's text.
+pub(crate) fn describe(e: &google_cloud_gax::error::Error) -> String {
+    match e.status() {
+        Some(status) => {
+            let http = e
+                .http_status_code()
+                .map(|c| format!("HTTP {c}, "))
+                .unwrap_or_default();
+            format!("{http}{}: {}", status.code.name(), status.message)
+        }
+        None => e.to_string(),
+    }
+}
+
+/// What `cargo xtask deploy` prints when there are no usable Google credentials.
+pub(crate) const NO_CREDENTIALS_FIX: &str = "On a workstation run `gcloud auth application-default login`; in CI set \
+     GOOGLE_APPLICATION_CREDENTIALS to a credentials file (a workload identity federation \
+     configuration, or a service-account key) or run where the metadata server provides a \
+     workload identity.";
+
+/// Checks that Application Default Credentials exist and produce a token within `timeout`,
+/// before any client is built: without this each client retries its failing token requests and
+/// every error repeats the same chain. `Err` says what is missing, in one line.
+pub(crate) async fn check_credentials(timeout: Duration) -> Result<(), String> {
+    crate::oci::install_crypto_provider();
+    let credentials = google_cloud_auth::credentials::Builder::default()
+        .build()
+        .map_err(|e| format!("Application Default Credentials could not be loaded ({e})"))?;
+    match tokio::time::timeout(timeout, credentials.headers(http::Extensions::new())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "no Google credentials: no Application Default Credentials file, and no token \
+             from the metadata server ({})",
+            first_sentence(&e.to_string())
+        )),
+        Err(_) => Err(format!(
+            "no Google credentials: no Application Default Credentials file, and the metadata \
+             server did not answer within {timeout:?}"
+        )),
+    }
+}
+
+/// The text up to the first `: ` that starts a nested cause (auth errors nest their sources).
+fn first_sentence(text: &str) -> &str {
+    text.split(": ").next().unwrap_or(text)
 }
 
 /// Whether an error is Google's NOT_FOUND.

@@ -1,4 +1,4 @@
-//! Health checks over HTTP: a revision's tagged URL (`/readyz` and one read through the API) and
+//! Health checks over HTTP: a revision's tagged URL (`/health/ready` and one read through the API) and
 //! the gateway (one read through it).
 //!
 //! Cloud Run services are not publicly invokable: requests carry a Google-signed ID token for the
@@ -46,11 +46,11 @@ impl Prober {
         })
     }
 
-    /// `GET {url}/readyz` answers 200 and `GET {url}/items?page_size=1` answers 2xx.
+    /// `GET {url}/health/ready` answers 200 and `GET {url}/items?page_size=1` answers 2xx.
     /// `audience` is the service URL the ID token is minted for.
     pub(crate) async fn check_revision(&self, url: &str, audience: &str) -> anyhow::Result<()> {
         let token = self.id_token(audience).await?;
-        for path in ["/readyz", READ_PATH] {
+        for path in ["/health/ready", READ_PATH] {
             let target = format!("{}{path}", url.trim_end_matches('/'));
             self.retry(
                 &target,

@@ -14,7 +14,7 @@
 //! send, `$alt=json;enum-encoding=int`) or names, and answered as names.
 //!
 //! It also serves what the deploy checks: a tagged revision URL `http://ADDR/run/<region>/<tag>`
-//! (`/readyz`, `/items`) and a gateway host `http://ADDR/gw/<gateway>` (`/items`).
+//! (`/health/ready`, `/items`) and a gateway host `http://ADDR/gw/<gateway>` (`/items`).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -429,7 +429,7 @@ async fn handle(
             return error(code, status, &message);
         }
         s.probes.push(path.clone());
-        return if rest.ends_with("/readyz") {
+        return if rest.ends_with("/health/ready") {
             HttpResponse::Ok().json(json!({"status": "ready"}))
         } else if rest.ends_with("/items") {
             HttpResponse::Ok().json(json!({"items": [], "next_page_token": null}))

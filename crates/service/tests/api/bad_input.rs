@@ -234,6 +234,21 @@ async fn bad_paging_parameters_are_rejected() {
         )
         .await;
     }
+    // A parameter given twice is ambiguous: a 400 naming it, whichever copy is valid.
+    for (query, field) in [
+        ("page_size=50&page_size=1", "page_size"),
+        ("page_size=5&page_size=5", "page_size"),
+        (
+            &*format!("page_token={token}&page_token={token}"),
+            "page_token",
+        ),
+    ] {
+        run(
+            &app,
+            get("repeated parameter", format!("/items?{query}"), Some(field)),
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

@@ -42,12 +42,17 @@ async fn database_down_gives_503_then_recovers() {
     let response = app.post_json(&serde_json::json!({ "name": "lost?" })).await;
     assert_503_within(response, started, limit).await;
     let started = Instant::now();
-    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_503_within(response, started, limit).await;
     // Liveness does not depend on the database.
     assert_eq!(
         app.client
-            .get(app.url("/healthz"))
+            .get(app.url("/health/live"))
             .send()
             .await
             .unwrap()
@@ -71,7 +76,7 @@ async fn database_down_gives_503_then_recovers() {
     }
     assert_eq!(
         app.client
-            .get(app.url("/readyz"))
+            .get(app.url("/health/ready"))
             .send()
             .await
             .unwrap()

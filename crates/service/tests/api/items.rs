@@ -5,9 +5,19 @@ use crate::helpers::{assert_problem, spawn_app};
 #[tokio::test]
 async fn health_endpoints_answer() {
     let app = spawn_app().await;
-    let live = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let live = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200);
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }
 
@@ -240,6 +250,10 @@ async fn patch_honours_if_match() {
     assert_eq!(crate::helpers::invalid_names(&problem), ["If-Match"]);
     let junk = patch("not-a-tag").await.unwrap();
     assert_problem(junk, 412).await;
+    // If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak tag never matches, even
+    // when its opaque part is the current version.
+    let weak = patch("W/\"2\"").await.unwrap();
+    assert_problem(weak, 412).await;
     let list = patch("\"7\", \"2\"").await.unwrap();
     assert_eq!(list.status(), 200);
     let star = patch("*").await.unwrap();
@@ -287,7 +301,7 @@ async fn unsupported_methods_get_405_with_allow() {
         (reqwest::Method::DELETE, "/items", "GET, POST"),
         (reqwest::Method::PUT, "/items/1", "GET, PATCH, DELETE"),
         (reqwest::Method::POST, "/items/1", "GET, PATCH, DELETE"),
-        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::POST, "/health/live", "GET"),
     ] {
         let response = app
             .client

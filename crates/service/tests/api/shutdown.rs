@@ -34,7 +34,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
             && r.status() == 200
         {
             break;
@@ -79,7 +79,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
     // No longer accepting new connections.
     let fresh = reqwest::Client::new()
-        .get(format!("{base}/healthz"))
+        .get(format!("{base}/health/live"))
         .send()
         .await;
     assert!(

@@ -48,7 +48,8 @@ async fn sigterm_flushes_every_span() {
     let base = format!("http://127.0.0.1:{port}");
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+    while !matches!(client.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200)
+    {
         assert!(Instant::now() < deadline, "server never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

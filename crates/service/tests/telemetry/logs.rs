@@ -239,7 +239,7 @@ async fn malformed_trace_headers_are_ignored() {
     // A malformed traceparent falls back to a valid X-Cloud-Trace-Context.
     let trace = "105445aa7843bc8bf206b12000100003";
     client()
-        .get(format!("{base}/healthz"))
+        .get(format!("{base}/health/live"))
         .header("traceparent", "00-nope")
         .header("x-cloud-trace-context", format!("{trace}/1;o=1"))
         .send()
@@ -370,7 +370,7 @@ async fn a_panic_is_an_error_report_and_the_server_keeps_serving() {
         assert_access(access_entry(&lines), "GET", "/test/panic", 500);
     }
     let response = client()
-        .get(format!("{base}/healthz"))
+        .get(format!("{base}/health/live"))
         .send()
         .await
         .unwrap();

@@ -217,7 +217,7 @@ resource "google_cloud_run_v2_service" "this" {
         failure_threshold     = 30
 
         http_get {
-          path = "/readyz"
+          path = "/health/ready"
           port = local.app_port
         }
       }
@@ -228,7 +228,7 @@ resource "google_cloud_run_v2_service" "this" {
         failure_threshold = 3
 
         http_get {
-          path = "/healthz"
+          path = "/health/live"
           port = local.app_port
         }
       }

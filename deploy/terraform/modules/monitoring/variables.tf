@@ -36,7 +36,7 @@ variable "gateway_hosts" {
 variable "uptime_check_path" {
   type        = string
   description = "Path probed through each gateway; it must be routed by the gateway's API config."
-  default     = "/healthz"
+  default     = "/health/live"
 
   validation {
     condition     = startswith(var.uptime_check_path, "/")
