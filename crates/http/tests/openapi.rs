@@ -8,49 +8,16 @@ use std::path::{Path, PathBuf};
 
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{App, test as atest, web};
-use items_domain::{
-    CreateOutcome, IdempotencyKey, Item, ItemId, ItemPatch, ItemStore, NewItem, Page, PageRequest,
-    Precondition, StoreError,
-};
 use items_http::{ApiState, PageTokenCodec, openapi, openapi_json};
+use items_memstore::MemStore;
 use serde_json::Value;
 
 /// A store that is always down: every handler that reaches it answers 503, which proves the
 /// request was routed to a handler (not a 404 or 405 fallback).
-#[derive(Debug)]
-struct DownStore;
-
-fn down() -> StoreError {
-    StoreError::Unavailable("the test store is always down".into())
-}
-
-impl ItemStore for DownStore {
-    async fn get(&self, _: ItemId) -> Result<Item, StoreError> {
-        Err(down())
-    }
-    async fn list(&self, _: PageRequest) -> Result<Page, StoreError> {
-        Err(down())
-    }
-    async fn create(
-        &self,
-        _: NewItem,
-        _: Option<IdempotencyKey>,
-    ) -> Result<CreateOutcome, StoreError> {
-        Err(down())
-    }
-    async fn update(&self, _: ItemId, _: ItemPatch, _: Precondition) -> Result<Item, StoreError> {
-        Err(down())
-    }
-    async fn delete(&self, _: ItemId) -> Result<(), StoreError> {
-        Err(down())
-    }
-    async fn ready(&self) -> Result<(), StoreError> {
-        Err(down())
-    }
-}
-
-fn state() -> web::Data<ApiState<DownStore>> {
-    web::Data::new(ApiState::new(DownStore, PageTokenCodec::new(b"test key")))
+fn state() -> web::Data<ApiState<MemStore>> {
+    let store = MemStore::new();
+    store.set_down(true);
+    web::Data::new(ApiState::new(store, PageTokenCodec::new(b"test key")))
 }
 
 fn spec() -> Value {

@@ -1,4 +1,5 @@
-//! The PostgreSQL adapter against a real database (fresh per test).
+//! The PostgreSQL adapter against a real database (fresh per test): the store contract that
+//! `MemStore` passes too, and what only PostgreSQL has (migrations, pruning, an unreachable server).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -14,6 +15,15 @@ async fn fresh() -> (DatabaseSettings, PgStore) {
     migrate(&settings).await.unwrap();
     let store = PgStore::new(&settings).unwrap();
     (settings, store)
+}
+
+/// The store contract (`items_memstore::contract`), each case over a fresh database.
+mod contract {
+    async fn fresh() -> items_repository::PgStore {
+        super::fresh().await.1
+    }
+
+    items_memstore::store_contract_tests!(fresh);
 }
 
 fn new_item(name: &str) -> NewItem {
