@@ -1,0 +1,303 @@
+//! The crate rules of ARCHITECTURE.md ("Invariants"), held by a test: `cargo metadata` gives the
+//! resolved dependency graph of the workspace, and each rule names a crate and what it must never
+//! depend on. "Links" follows normal dependencies transitively (what ends up in the crate's
+//! binary or library); "declares" also looks at the crate's own dev- and build-dependencies.
+//! A failure names the rule and the chain of crates that breaks it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Crates that serve tools and tests: they never link into the service binary.
+const TOOL_CRATES: &[&str] = &[
+    "xtask",
+    "items-gateway-spec",
+    "items-testkit",
+    "items-local-gateway",
+    "items-client",
+    "items-memstore",
+];
+
+/// Libraries only xtask uses (control-plane clients, image layers, progress, code generation,
+/// Terraform parsing, the browser test's driver): the service must not pull them in.
+const XTASK_ONLY: &[&str] = &[
+    "google-cloud-run-v2",
+    "google-cloud-apigateway-v1",
+    "google-cloud-lro",
+    "oci-spec",
+    "tar",
+    "indicatif",
+    "progenitor-impl",
+    "openapiv3",
+    "prettyplease",
+    "hcl-rs",
+    "thirtyfour",
+];
+
+/// Frameworks, database drivers and async runtimes (a trailing `*` matches a prefix).
+const RUNTIMES: &[&str] = &[
+    "actix*",
+    "tokio*",
+    "postgres*",
+    "deadpool*",
+    "hyper",
+    "reqwest",
+    "refinery*",
+    "mio",
+];
+
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Normal dependencies, transitively.
+    Links,
+    /// Normal dependencies transitively, and the crate's own dependencies of every kind.
+    Declares,
+}
+
+struct Rule {
+    krate: &'static str,
+    scope: Scope,
+    forbidden: &'static [&'static [&'static str]],
+    why: &'static str,
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        krate: "items-domain",
+        scope: Scope::Links,
+        forbidden: &[RUNTIMES, &["items-*"]],
+        why: "domain depends on no web framework, no database driver, no async runtime",
+    },
+    Rule {
+        krate: "items-http",
+        scope: Scope::Declares,
+        forbidden: &[&["items-repository"]],
+        why: "http and repository meet only in domain's ItemStore port (tests use items-memstore)",
+    },
+    Rule {
+        krate: "items-repository",
+        scope: Scope::Declares,
+        forbidden: &[&["items-http", "actix*"]],
+        why: "http and repository meet only in domain's ItemStore port; only http knows HTTP",
+    },
+    Rule {
+        krate: "items-telemetry",
+        scope: Scope::Links,
+        forbidden: &[&[
+            "actix*",
+            "items-http",
+            "items-repository",
+            "tokio-postgres",
+            "deadpool*",
+        ]],
+        why: "telemetry knows no web framework and no database (the actix glue lives in http)",
+    },
+    Rule {
+        krate: "items-gateway-spec",
+        scope: Scope::Links,
+        forbidden: &[&["actix*", "items-http"]],
+        why: "gateway-spec takes the spec as JSON; it knows no web framework",
+    },
+    Rule {
+        krate: "items-service",
+        scope: Scope::Links,
+        forbidden: &[TOOL_CRATES, XTASK_ONLY],
+        why: "tools and test support never link into the service binary",
+    },
+];
+
+/// The workspace's resolved graph: package name → its dependencies (name, kinds).
+struct Graph {
+    deps: BTreeMap<String, Vec<(String, BTreeSet<String>)>>,
+}
+
+impl Graph {
+    fn load() -> Graph {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            output.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let metadata: Value = serde_json::from_slice(&output.stdout).expect("metadata is JSON");
+        let name_of: BTreeMap<&str, &str> = metadata["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().expect("id"),
+                    p["name"].as_str().expect("name"),
+                )
+            })
+            .collect();
+        let mut deps = BTreeMap::new();
+        for node in metadata["resolve"]["nodes"]
+            .as_array()
+            .expect("resolve.nodes")
+        {
+            let name = name_of[node["id"].as_str().expect("node id")];
+            let edges = node["deps"].as_array().expect("deps").iter().map(|d| {
+                let kinds = d["dep_kinds"].as_array().expect("dep_kinds").iter();
+                let kinds = kinds.map(|k| k["kind"].as_str().unwrap_or("normal").to_owned());
+                (
+                    name_of[d["pkg"].as_str().expect("pkg")].to_owned(),
+                    kinds.collect(),
+                )
+            });
+            deps.insert(name.to_owned(), edges.collect());
+        }
+        Graph { deps }
+    }
+
+    /// Every crate `from` reaches, each with the chain that reaches it (`from → … → crate`).
+    fn reached(&self, from: &str, scope: Scope) -> BTreeMap<String, Vec<String>> {
+        let mut chains = BTreeMap::from([(from.to_owned(), vec![from.to_owned()])]);
+        let mut todo = VecDeque::from([from.to_owned()]);
+        while let Some(name) = todo.pop_front() {
+            let declared_here = matches!(scope, Scope::Declares) && name == from;
+            for (dep, kinds) in self.deps.get(&name).into_iter().flatten() {
+                let linked = kinds.contains("normal");
+                if (linked || declared_here) && !chains.contains_key(dep) {
+                    let mut chain = chains[&name].clone();
+                    chain.push(dep.clone());
+                    chains.insert(dep.clone(), chain);
+                    if linked {
+                        todo.push_back(dep.clone());
+                    }
+                }
+            }
+        }
+        chains.remove(from);
+        chains
+    }
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// The breaches of `rules` in `graph`, one line each: the first forbidden crate on each chain
+/// (what it pulls in itself is not repeated).
+fn breaches(graph: &Graph, rules: &[Rule]) -> Vec<String> {
+    let mut found = Vec::new();
+    for rule in rules {
+        assert!(
+            graph.deps.contains_key(rule.krate),
+            "no crate {}",
+            rule.krate
+        );
+        let mut reached: Vec<_> = graph.reached(rule.krate, rule.scope).into_iter().collect();
+        reached.sort_by_key(|(_, chain)| chain.len());
+        let mut breached = BTreeSet::new();
+        for (dep, chain) in reached {
+            let mut patterns = rule.forbidden.iter().flat_map(|list| list.iter());
+            let Some(pattern) = patterns.find(|p| matches(p, &dep)) else {
+                continue;
+            };
+            if chain.iter().any(|c| breached.contains(c)) {
+                continue;
+            }
+            found.push(format!(
+                "{} must not depend on {pattern} ({}): {}",
+                rule.krate,
+                rule.why,
+                chain.join(" → ")
+            ));
+            breached.insert(dep);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_crate_depends_on_what_architecture_md_forbids() {
+    let graph = Graph::load();
+    let found = breaches(&graph, RULES);
+    assert!(
+        found.is_empty(),
+        "ARCHITECTURE.md invariants broken:\n{}",
+        found.join("\n")
+    );
+    // The walk sees the graph: the service links http, repository and domain.
+    let service = graph.reached("items-service", Scope::Links);
+    for part in [
+        "items-http",
+        "items-repository",
+        "items-domain",
+        "items-telemetry",
+    ] {
+        assert!(
+            service.contains_key(part),
+            "{part} not found in {service:?}"
+        );
+    }
+}
+
+/// The checker itself: a service that links a tool through another crate, a domain with a
+/// runtime, and http with a dev-dependency on repository are all caught, with their chains.
+#[test]
+fn the_rules_catch_a_forbidden_dependency() {
+    let edge = |name: &str, kind: &str| (name.to_owned(), BTreeSet::from([kind.to_owned()]));
+    let graph = Graph {
+        deps: BTreeMap::from([
+            (
+                "items-service".to_owned(),
+                vec![edge("items-http", "normal")],
+            ),
+            (
+                "items-http".to_owned(),
+                vec![
+                    edge("items-domain", "normal"),
+                    edge("items-local-gateway", "normal"),
+                    edge("items-repository", "dev"),
+                ],
+            ),
+            (
+                "items-domain".to_owned(),
+                vec![edge("time-ext", "normal")],
+            ),
+            ("time-ext".to_owned(), vec![edge("tokio", "normal")]),
+            ("items-repository".to_owned(), vec![]),
+            ("items-telemetry".to_owned(), vec![]),
+            ("items-gateway-spec".to_owned(), vec![]),
+            ("items-local-gateway".to_owned(), vec![]),
+            ("tokio".to_owned(), vec![]),
+        ]),
+    };
+    let found = breaches(&graph, RULES);
+    let expect = [
+        "items-domain must not depend on tokio* (",
+        "items-http must not depend on items-repository (",
+        "items-service must not depend on items-local-gateway (",
+    ];
+    for start in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(start)),
+            "{start} in {found:#?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|f| f.ends_with("items-service → items-http → items-local-gateway")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.ends_with("items-domain → time-ext → tokio")),
+        "{found:#?}"
+    );
+}
