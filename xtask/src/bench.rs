@@ -4,9 +4,10 @@
 //! warn) and time spawn → first 200 from `/health/ready` → wrk per endpoint → peak RSS (VmHWM) → report
 //! as a table and as JSON.
 
-mod report;
+mod gateway;
+pub(crate) mod report;
 mod telemetry;
-mod wrk;
+pub(crate) mod wrk;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,18 @@ pub(crate) struct Args {
     /// our OTLP encoder, and library, opentelemetry-otlp's), alternating with telemetry off.
     #[arg(long)]
     compare_span_exporters: bool,
-    /// Where to write the JSON report (default: target/bench.json).
+    /// Only GET /items/{id} on the service alone vs through the local API Gateway (a release
+    /// process with the environment's rendered config, quota raised), side by side, in rounds.
+    #[arg(long)]
+    through_gateway: bool,
+    /// With --through-gateway: the environment whose config the gateway enforces.
+    #[arg(long, default_value = "dev", requires = "through_gateway")]
+    gateway_env: String,
+    /// With --through-gateway: the gateway's actix worker threads.
+    #[arg(long, default_value_t = 1, requires = "through_gateway")]
+    gateway_workers: u32,
+    /// Where to write the JSON report (default: target/bench.json; with --through-gateway
+    /// target/bench-gateway.json).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -98,6 +110,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let database_url = items_testkit::create_database(&cluster.url("postgres"), "items").await?;
     migrate(&binary, &database_url).await?;
     seed(&database_url).await?;
+    if args.through_gateway {
+        gateway::compare(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+        cluster.stop();
+        return Ok(());
+    }
     if args.telemetry_overhead_only {
         telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
         cluster.stop();
@@ -177,17 +194,26 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         endpoints: results,
     };
     println!("{}", report.table());
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| util::project_root().join("target").join("bench.json"));
-    if let Some(dir) = json_path.parent() {
+    write_json(args.json.as_deref(), "bench.json", &report.json())?;
+    Ok(())
+}
+
+/// Writes a JSON report to `path` (default: target/`default_name`) and says where.
+pub(crate) fn write_json(
+    path: Option<&Path>,
+    default_name: &str,
+    json: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let path = path.map_or_else(
+        || util::project_root().join("target").join(default_name),
+        Path::to_path_buf,
+    );
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let json = serde_json::to_string_pretty(&report.json())?;
-    std::fs::write(&json_path, json + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!("JSON report: {}", json_path.display());
+    std::fs::write(&path, serde_json::to_string_pretty(json)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("JSON report: {}", path.display());
     Ok(())
 }
 
@@ -342,7 +368,7 @@ fn tail(path: &Path) -> String {
 }
 
 /// `10s`, `500ms`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -363,16 +389,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A scratch directory for the scripts and the server log, removed on drop.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn create() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("items-bench-{}", std::process::id()));
+    pub(crate) fn create() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("items-bench-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

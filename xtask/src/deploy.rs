@@ -8,7 +8,8 @@
 //!    then 100%;
 //! 4. render each region's API Gateway config (crate `items-gateway-spec`), create it when its
 //!    id does not exist yet (one at a time, until ACTIVE), point the region's gateway at it,
-//!    wait, and check one request through the gateway;
+//!    wait, and check one request through the gateway; with `--slo-p95-ms`, load it briefly and
+//!    treat a missed objective as a failure of that region (`slo.rs`);
 //! 5. on any failure, restore the previous traffic and API config in every region already
 //!    changed (newest change first) and exit non-zero naming the step, region and Google's error;
 //! 6. prune the API's configs beyond `keep_api_configs`, never one a gateway serves.
@@ -18,6 +19,7 @@
 
 mod cloud;
 mod probe;
+mod slo;
 mod traffic;
 
 use std::path::PathBuf;
@@ -68,6 +70,8 @@ pub(crate) struct Args {
     /// API configs to keep when pruning (default: keep_api_configs of the environment file).
     #[arg(long, value_name = "N")]
     keep_api_configs: Option<usize>,
+    #[command(flatten)]
+    slo: slo::SloArgs,
 
     // For tests against a local fake control plane.
     /// Directory of the environment files.
@@ -146,6 +150,7 @@ struct Deployment<'a> {
     cloud: Cloud,
     ui: Ui,
     prober: Prober,
+    gate: Option<slo::Gate>,
     image: String,
     revision: String,
     tag: String,
@@ -202,7 +207,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let cloud = Cloud::connect(&conn, ui).await?;
-    let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?;
+    let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?
+        .with_token(args.slo.token.clone());
     let short = image
         .rsplit_once("sha256:")
         .map_or("", |(_, hex)| hex.get(..12).unwrap_or(hex))
@@ -224,6 +230,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         cloud,
         ui,
         prober,
+        gate: args.slo.gate(args.api_key.clone()),
         image,
         revision,
         tag,
@@ -588,6 +595,11 @@ impl Deployment<'_> {
                 .await
                 .step(&format!("4 (check the gateway {hostname})"), &name)?;
             self.ui.say(&format!("  ✓ {name}: {seen}"));
+            if let Some(gate) = &self.gate {
+                let base = probe::gateway_base(&hostname);
+                let met = gate.check(&base).await.step("4 (SLO gate)", &name)?;
+                self.ui.say(&format!("  ✓ {name}: {met}"));
+            }
         }
         Ok(())
     }
@@ -859,6 +871,9 @@ impl Deployment<'_> {
                 },
                 probe::gateway_base(&r.gateway_hostname)
             );
+            if let Some(gate) = &self.gate {
+                println!("       then {}", gate.describe());
+            }
         }
         println!(
             " 5. on failure: restore the previous traffic and API config in every region already changed, newest first"

@@ -8,6 +8,7 @@ mod bench;
 mod deploy;
 mod dev;
 mod image;
+mod loadtest;
 mod migrate;
 mod oci;
 mod render;
@@ -42,6 +43,9 @@ enum Command {
     Migrate(migrate::Args),
     /// Load-test the release binary on loopback with wrk and report throughput, latency and RSS.
     Bench(bench::Args),
+    /// Drive GET one item, GET a page and POST against any base URL (gateway or service) with wrk;
+    /// report requests/s, p50/p95/p99 and errors per endpoint; exit 1 when an SLO is missed.
+    Loadtest(loadtest::Args),
     /// Render openapi/items.openapi.json and the API Gateway configs in openapi/gateway/ (--check: fail on drift).
     Render(render::Args),
     /// Build the service's OCI image without a container engine (and push it with --push).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Test(args) => test::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Loadtest(args) => loadtest::run(args).await,
             Command::Render(args) => render::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,
@@ -80,5 +85,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

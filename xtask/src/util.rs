@@ -66,7 +66,7 @@ pub(crate) async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// Finds the executable of binary target `name` in cargo's JSON messages.
-fn executable_from_messages(messages: &str, name: &str) -> Option<PathBuf> {
+pub(crate) fn executable_from_messages(messages: &str, name: &str) -> Option<PathBuf> {
     messages
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -77,6 +77,7 @@ fn deploy(fake: &Fake, extra: &[&str]) -> Output {
         ])
         .args(extra)
         .env_remove("DEPLOY_API_KEY")
+        .env_remove("DEPLOY_TOKEN")
         .output()
         .expect("running xtask deploy");
     eprintln!(
@@ -458,4 +459,112 @@ fn a_google_error_is_reported_once_with_status_resource_and_message() {
     assert_eq!(stderr.matches(message).count(), 1, "{stderr}");
     assert!(stderr.contains("HTTP 403, PERMISSION_DENIED"), "{stderr}");
     assert!(stderr.contains(&format!("services.get {EUW1}")), "{stderr}");
+}
+
+/// Deploys with the SLO gate, each region's gateway being a local gateway in front of a stub that
+/// answers after the given delay.
+fn deploy_with_slo(
+    fake: &Fake,
+    fill: char,
+    delays: [(&str, &str, u64); 2],
+    p95_ms: &str,
+) -> Output {
+    for (gateway, region, delay_ms) in delays {
+        let url = fake_gcp::gateway::start(region, Duration::from_millis(delay_ms));
+        fake.set_gateway_hostname(gateway, &url);
+    }
+    let token = fake_gcp::gateway::token();
+    deploy(
+        fake,
+        &[
+            "--image",
+            &image(fill),
+            "--canary-wait",
+            "0",
+            "--api-key",
+            fake_gcp::gateway::API_KEY,
+            "--token",
+            &token,
+            "--slo-p95-ms",
+            p95_ms,
+            "--slo-duration",
+            "1s",
+            "--slo-connections",
+            "4",
+        ],
+    )
+}
+
+#[test]
+fn the_slo_gate_loads_each_gateway_and_lets_a_fast_one_through() {
+    let fake = fake();
+    let out = deploy_with_slo(
+        &fake,
+        '1',
+        [(GW_EUW1, "europe-west1", 0), (GW_USC1, "us-central1", 0)],
+        "1000",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("SLO met through http://127.0.0.1:").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("GET /items/{id}"), "{stderr}");
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    for gateway in [GW_EUW1, GW_USC1] {
+        assert_ne!(fake.gateway_config(gateway), old, "{gateway}");
+    }
+    let (rev, tag) = (revision('1'), tag('1'));
+    assert_eq!(fake.traffic(EUW1), [t(&rev, 100, &tag)]);
+}
+
+#[test]
+fn a_missed_slo_in_region_two_rolls_the_regions_back() {
+    let fake = fake();
+    // europe-west1 answers at once; us-central1's backend takes 300 ms, above a p95 of 150 ms.
+    let out = deploy_with_slo(
+        &fake,
+        '2',
+        [(GW_EUW1, "europe-west1", 0), (GW_USC1, "us-central1", 300)],
+        "150",
+    );
+    assert!(!out.status.success(), "deploy should have failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("step 4 (SLO gate) failed in us-central1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("SLO missed through http://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("above the SLO of 150 ms"), "{stderr}");
+    // europe-west1 met it, then was rolled back with us-central1.
+    assert_eq!(stderr.matches("SLO met through").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("rolled back: us-central1: gateway items-dev-usc1 back to"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rolled back: europe-west1: gateway items-dev-euw1 back to"),
+        "{stderr}"
+    );
+    let old = format!("{API}/configs/{OLD_CONFIG}");
+    assert_eq!(fake.gateway_config(GW_EUW1), old);
+    assert_eq!(fake.gateway_config(GW_USC1), old);
+    for service in [EUW1, USC1] {
+        assert_eq!(
+            fake.traffic(service),
+            [t(OLD_REVISION, 100, "")],
+            "{service}"
+        );
+    }
+    // The failed gateway was patched twice: to the new config, then back.
+    let patches = mutating_calls(&fake)
+        .into_iter()
+        .filter(|c| c == &format!("PATCH /v1/{GW_USC1}"))
+        .count();
+    assert_eq!(patches, 2);
 }

@@ -134,28 +134,9 @@ impl Report {
             .endpoints
             .iter()
             .map(|(name, s)| {
-                json!({
-                    "endpoint": name,
-                    "requests": s.requests,
-                    "duration_s": s.duration.as_secs_f64(),
-                    "requests_per_s": round(s.requests_per_second(), 1),
-                    "bytes": s.bytes,
-                    "latency_ms": {
-                        "p50": round(s.p50_us / 1000.0, 3),
-                        "p95": round(s.p95_us / 1000.0, 3),
-                        "p99": round(s.p99_us / 1000.0, 3),
-                        "max": round(s.max_us / 1000.0, 3),
-                        "mean": round(s.mean_us / 1000.0, 3),
-                    },
-                    "errors": {
-                        "total": s.errors.total(),
-                        "status_4xx_5xx": s.errors.status,
-                        "connect": s.errors.connect,
-                        "read": s.errors.read,
-                        "write": s.errors.write,
-                        "timeout": s.errors.timeout,
-                    },
-                })
+                let mut value = summary_json(s);
+                value["endpoint"] = json!(name);
+                value
             })
             .collect();
         let targets: Vec<_> = self
@@ -185,6 +166,31 @@ impl Report {
             "targets": targets,
         })
     }
+}
+
+/// One wrk run as JSON: requests, requests/s, latencies in ms, errors by kind.
+pub(crate) fn summary_json(s: &Summary) -> serde_json::Value {
+    json!({
+        "requests": s.requests,
+        "duration_s": s.duration.as_secs_f64(),
+        "requests_per_s": round(s.requests_per_second(), 1),
+        "bytes": s.bytes,
+        "latency_ms": {
+            "p50": round(s.p50_us / 1000.0, 3),
+            "p95": round(s.p95_us / 1000.0, 3),
+            "p99": round(s.p99_us / 1000.0, 3),
+            "max": round(s.max_us / 1000.0, 3),
+            "mean": round(s.mean_us / 1000.0, 3),
+        },
+        "errors": {
+            "total": s.errors.total(),
+            "status_4xx_5xx": s.errors.status,
+            "connect": s.errors.connect,
+            "read": s.errors.read,
+            "write": s.errors.write,
+            "timeout": s.errors.timeout,
+        },
+    })
 }
 
 fn latency_target(name: &str, s: &Summary, p99_limit_ms: f64) -> Target {

@@ -41,11 +41,16 @@ pub(crate) const ENDPOINTS: [Endpoint; 3] = [
 impl Endpoint {
     /// Writes the script (with the shared report callback) into `dir`.
     pub(crate) fn write_script(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let path = dir.join(self.file);
-        std::fs::write(&path, format!("{}\n{REPORT_LUA}", self.script))
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        write_script(dir, self.file, self.script)
     }
+}
+
+/// Writes `script` with the shared report callback into `dir/file`.
+pub(crate) fn write_script(dir: &Path, file: &str, script: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(file);
+    std::fs::write(&path, format!("{script}\n{REPORT_LUA}"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// How to drive one run.
@@ -106,15 +111,29 @@ pub(crate) async fn run(
     load: &Load,
     script_args: &[String],
 ) -> anyhow::Result<Summary> {
+    run_with_headers(wrk, script, base_url, load, script_args, &[]).await
+}
+
+/// [`run`] with extra request headers (`name: value`, wrk's `--header`), sent with every request
+/// a script builds with `wrk.format` and no headers of its own.
+pub(crate) async fn run_with_headers(
+    wrk: &Path,
+    script: &Path,
+    base_url: &str,
+    load: &Load,
+    script_args: &[String],
+    headers: &[String],
+) -> anyhow::Result<Summary> {
     let secs = load.duration.as_secs().max(1);
     let mut cmd = tokio::process::Command::new(wrk);
     cmd.arg(format!("--threads={}", load.threads))
         .arg(format!("--connections={}", load.connections))
         .arg(format!("--duration={secs}s"))
-        .arg("--timeout=5s")
-        .arg("--script")
-        .arg(script)
-        .arg(base_url);
+        .arg("--timeout=5s");
+    for header in headers {
+        cmd.arg("--header").arg(header);
+    }
+    cmd.arg("--script").arg(script).arg(base_url);
     if !script_args.is_empty() {
         cmd.arg("--").args(script_args);
     }

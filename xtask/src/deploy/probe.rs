@@ -19,6 +19,8 @@ pub(crate) struct Prober {
     attempts: u32,
     pause: Duration,
     api_key: Option<String>,
+    /// Bearer token for the request through the gateway (the API's JWT).
+    token: Option<String>,
 }
 
 impl Prober {
@@ -43,7 +45,15 @@ impl Prober {
                 Duration::from_secs(3)
             },
             api_key,
+            token: None,
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` through the gateway (routes that need a JWT as
+    /// well as the key).
+    pub(crate) fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// `GET {url}/health/ready` answers 200 and `GET {url}/items?page_size=1` answers 2xx.
@@ -70,14 +80,21 @@ impl Prober {
     pub(crate) async fn check_gateway(&self, hostname: &str) -> anyhow::Result<String> {
         let target = format!("{}{READ_PATH}", gateway_base(hostname));
         let key = self.api_key.clone();
+        let token = self.token.clone();
         let with_key = key.is_some();
         let status = self
             .retry(
                 &target,
                 |status| status.is_success() || (!with_key && matches!(status.as_u16(), 401 | 403)),
-                |request| match &key {
-                    Some(k) => request.header("x-api-key", k),
-                    None => request,
+                |request| {
+                    let request = match &key {
+                        Some(k) => request.header("x-api-key", k),
+                        None => request,
+                    };
+                    match &token {
+                        Some(t) => request.bearer_auth(t),
+                        None => request,
+                    }
                 },
             )
             .await?;

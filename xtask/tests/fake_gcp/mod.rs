@@ -18,6 +18,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod gateway;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -213,6 +215,13 @@ impl Fake {
     /// (revision, percent, tag) of a service's traffic now.
     pub fn traffic(&self, service: &str) -> Vec<Entry> {
         self.with(|s| summarize(&s.services[service]))
+    }
+
+    /// Makes `gateway` report `url` as its host (a local gateway instead of the fake's `/gw/…`).
+    pub fn set_gateway_hostname(&self, gateway: &str, url: &str) {
+        self.with(|s| {
+            s.gateways.get_mut(gateway).unwrap()["defaultHostname"] = json!(url);
+        });
     }
 
     pub fn gateway_config(&self, gateway: &str) -> String {
