@@ -43,14 +43,6 @@ impl DbError {
             _ => false,
         }
     }
-
-    /// The name of the violated constraint, if any.
-    pub fn constraint(&self) -> Option<&str> {
-        match self {
-            DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
-            _ => None,
-        }
-    }
 }
 
 fn pg_transient(e: &tokio_postgres::Error) -> bool {

@@ -12,11 +12,13 @@
 //!   pool gauges over `Pool::status()`. Both use the global providers set by `items-telemetry`.
 
 mod error;
+mod instruments;
 mod migrate;
 mod settings;
+mod sql;
 mod store;
 
 pub use error::DbError;
-pub use migrate::{MIGRATION_LOCK_ID, migrate};
+pub use migrate::migrate;
 pub use settings::{DatabaseSettings, PoolSettings};
 pub use store::PgStore;

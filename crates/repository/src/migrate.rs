@@ -7,7 +7,7 @@ mod embedded {
 }
 
 /// Key of the session-level advisory lock that serialises migrations across instances.
-pub const MIGRATION_LOCK_ID: i64 = 0x6974_656d_735f_6d67; // "items_mg"
+const MIGRATION_LOCK_ID: i64 = 0x6974_656d_735f_6d67; // "items_mg"
 
 /// Applies pending migrations on a dedicated connection while holding an advisory lock, so that
 /// many instances starting together run them once. Returns the names of applied migrations.

@@ -2,20 +2,18 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use items_domain::{
     CreateOutcome, Description, IdempotencyKey, Item, ItemId, ItemName, ItemPatch, ItemStore,
     NewItem, Page, PageRequest, Precondition, StoreError,
 };
 use sha2::{Digest as _, Sha256};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::NoTls;
 
+use crate::instruments::{Instruments, Query};
+use crate::sql::{self, On, item_from_row, traced};
 use crate::{DatabaseSettings, DbError};
-
-use self::instruments::{Instruments, Query};
-
-const ITEM_COLUMNS: &str = "id, name, description, created_at, updated_at, version";
 
 /// The PostgreSQL-backed item store. Cheap to clone (the pool is reference-counted).
 #[derive(Clone, Debug)]
@@ -64,25 +62,25 @@ impl PgStore {
         self.instruments.register_pool_gauges(&self.pool);
     }
 
-    /// The pool, for metrics (size, idle, waiting) and shutdown.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// Forgets `Idempotency-Key`s older than `ttl`; returns how many were removed.
     pub async fn prune_idempotency_keys(&self, ttl: Duration) -> Result<u64, DbError> {
         let client = self.connection().await?;
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
-            )
-            .await?;
-        Ok(client.execute(&stmt, &[&ttl.as_secs_f64()]).await?)
+        self.on(&client)
+            .execute(&sql::PRUNE_KEYS, &[&ttl.as_secs_f64()])
+            .await
     }
 
     /// Closes the pool: waiting and later requests fail fast.
     pub fn close(&self) {
         self.pool.close();
+    }
+
+    /// Statements on `client`, prepared, traced and error-mapped by [`On`].
+    fn on<'a, C: GenericClient>(&'a self, client: &'a C) -> On<'a, C> {
+        On {
+            client,
+            instruments: &self.instruments,
+        }
     }
 
     /// A connection; set-up failures are retried with backoff, pool timeouts are not.
@@ -108,62 +106,63 @@ impl PgStore {
         .await
     }
 
-    /// `INSERT INTO items … RETURNING` on a connection or inside a transaction.
-    async fn insert_item(
-        &self,
-        client: &impl GenericClient,
-        item: &NewItem,
-    ) -> Result<Item, DbError> {
-        let name = item.name.as_str();
-        let description = item.description.as_ref().map(Description::as_str);
-        let row = self
-            .traced(&Query::INSERT_ITEMS, async {
-                let insert = client
-                    .prepare_cached(&format!(
-                        "INSERT INTO items (name, description) VALUES ($1, $2) \
-                         RETURNING {ITEM_COLUMNS}"
-                    ))
-                    .await?;
-                client.query_one(&insert, &[&name, &description]).await
-            })
-            .await?;
-        item_from_row(&row)
-    }
-
     /// One pool checkout, as a span.
     async fn acquire(&self) -> Result<Object, DbError> {
-        self.instruments
-            .traced(&Query::ACQUIRE, async {
-                self.pool.get().await.map_err(DbError::from)
-            })
-            .await
+        traced(&self.instruments, &Query::ACQUIRE, self.pool.get()).await
     }
 
-    /// One statement (prepare and run), as a span and a `db.client.operation.duration` sample.
-    async fn traced<T, E>(
+    /// A create under an `Idempotency-Key`, in one transaction: claim the key, or replay its first
+    /// answer; then insert the item and record it as the key's answer.
+    async fn create_keyed(
         &self,
-        query: &Query,
-        statement: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        self.instruments.traced(query, statement).await
+        tx: &Transaction<'_>,
+        item: &NewItem,
+        key: &IdempotencyKey,
+    ) -> Result<CreateOutcome, StoreError> {
+        let hash = request_hash(item);
+        let on = self.on(tx);
+        // Concurrent requests with the same key block here until the first commits.
+        let claimed = on.execute(&sql::CLAIM_KEY, &[&key.as_str(), &hash]).await?;
+        if claimed == 0 {
+            let row = on.query_one(&sql::SELECT_KEY, &[&key.as_str()]).await?;
+            let stored_hash: Vec<u8> = row.try_get("request_hash").map_err(DbError::from)?;
+            if stored_hash != hash {
+                return Err(StoreError::IdempotencyConflict);
+            }
+            return Ok(CreateOutcome {
+                item: item_from_row(&row)?,
+                replayed: true,
+            });
+        }
+        let created = insert_item(&on, item).await?;
+        on.execute(
+            &sql::RECORD_KEY,
+            &[
+                &key.as_str(),
+                &created.id.get(),
+                &created.name.as_str(),
+                &created.description.as_ref().map(Description::as_str),
+                &created.created_at,
+                &created.updated_at,
+                &created.version,
+            ],
+        )
+        .await?;
+        Ok(CreateOutcome {
+            item: created,
+            replayed: false,
+        })
     }
 }
 
-fn item_from_row(row: &Row) -> Result<Item, DbError> {
-    item_from_columns(row, 0)
-}
-
-/// An item from `ITEM_COLUMNS`-ordered columns starting at `first`.
-fn item_from_columns(row: &Row, first: usize) -> Result<Item, DbError> {
-    let description: Option<String> = row.try_get(first + 2)?;
-    Ok(Item {
-        id: ItemId::new(row.try_get(first)?)?,
-        name: ItemName::parse(row.try_get(first + 1)?)?,
-        description: description.as_deref().map(Description::parse).transpose()?,
-        created_at: row.try_get(first + 3)?,
-        updated_at: row.try_get(first + 4)?,
-        version: row.try_get(first + 5)?,
-    })
+/// `INSERT INTO items … RETURNING` on a connection or inside a transaction.
+async fn insert_item(on: &On<'_, impl GenericClient>, item: &NewItem) -> Result<Item, DbError> {
+    let name = item.name.as_str();
+    let description = item.description.as_ref().map(Description::as_str);
+    let row = on
+        .query_one(&sql::INSERT_ITEM, &[&name, &description])
+        .await?;
+    item_from_row(&row)
 }
 
 /// A stable fingerprint of a create request, to tell a retry from a different request.
@@ -184,13 +183,9 @@ impl ItemStore for PgStore {
     async fn get(&self, id: ItemId) -> Result<Item, StoreError> {
         let row = self
             .read(|client| async move {
-                self.traced(&Query::SELECT_ITEMS, async {
-                    let stmt = client
-                        .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
-                        .await?;
-                    Ok(client.query_opt(&stmt, &[&id.get()]).await?)
-                })
-                .await
+                self.on(&client)
+                    .query_opt(&sql::SELECT_ITEM, &[&id.get()])
+                    .await
             })
             .await?;
         match row {
@@ -204,15 +199,9 @@ impl ItemStore for PgStore {
         let limit = i64::from(page.size.get()) + 1;
         let rows = self
             .read(|client| async move {
-                self.traced(&Query::SELECT_ITEMS, async {
-                    let stmt = client
-                        .prepare_cached(&format!(
-                            "SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
-                        ))
-                        .await?;
-                    Ok(client.query(&stmt, &[&after, &limit]).await?)
-                })
-                .await
+                self.on(&client)
+                    .query(&sql::LIST_ITEMS, &[&after, &limit])
+                    .await
             })
             .await?;
         let mut items = rows
@@ -236,87 +225,16 @@ impl ItemStore for PgStore {
         let mut client = self.connection().await?;
         let Some(key) = key else {
             // One statement: atomic on its own, no BEGIN/COMMIT round trips.
-            let created = self.insert_item(&client, &item).await?;
+            let created = insert_item(&self.on(&client), &item).await?;
             return Ok(CreateOutcome {
                 item: created,
                 replayed: false,
             });
         };
-        let tx = self
-            .traced(&Query::BEGIN, client.transaction())
-            .await
-            .map_err(DbError::from)?;
-        let hash = request_hash(&item);
-        // Concurrent requests with the same key block here until the first commits.
-        let claimed = self
-            .traced(&Query::INSERT_KEYS, async {
-                let claim = tx
-                    .prepare_cached(
-                        "INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) \
-                         ON CONFLICT (key) DO NOTHING",
-                    )
-                    .await?;
-                tx.execute(&claim, &[&key.as_str(), &hash]).await
-            })
-            .await
-            .map_err(DbError::from)?;
-        if claimed == 0 {
-            let row = self
-                .traced(&Query::SELECT_KEYS, async {
-                    let stmt = tx
-                        .prepare_cached(
-                            "SELECT request_hash, item_id, item_name, item_description, \
-                             item_created_at, item_updated_at, item_version \
-                             FROM idempotency_keys WHERE key = $1",
-                        )
-                        .await?;
-                    tx.query_one(&stmt, &[&key.as_str()]).await
-                })
-                .await
-                .map_err(DbError::from)?;
-            let stored_hash: Vec<u8> = row.try_get(0).map_err(DbError::from)?;
-            if stored_hash != hash {
-                return Err(StoreError::IdempotencyConflict);
-            }
-            // Columns 1.. hold the first response's item, in ITEM_COLUMNS order.
-            return Ok(CreateOutcome {
-                item: item_from_columns(&row, 1)?,
-                replayed: true,
-            });
-        }
-
-        let created = self.insert_item(&tx, &item).await?;
-        self.traced(&Query::UPDATE_KEYS, async {
-            let record = tx
-                .prepare_cached(
-                    "UPDATE idempotency_keys SET item_id = $2, item_name = $3, \
-                     item_description = $4, item_created_at = $5, item_updated_at = $6, \
-                     item_version = $7 WHERE key = $1",
-                )
-                .await?;
-            tx.execute(
-                &record,
-                &[
-                    &key.as_str(),
-                    &created.id.get(),
-                    &created.name.as_str(),
-                    &created.description.as_ref().map(Description::as_str),
-                    &created.created_at,
-                    &created.updated_at,
-                    &created.version,
-                ],
-            )
-            .await
-        })
-        .await
-        .map_err(DbError::from)?;
-        self.traced(&Query::COMMIT, tx.commit())
-            .await
-            .map_err(DbError::from)?;
-        Ok(CreateOutcome {
-            item: created,
-            replayed: false,
-        })
+        let tx = traced(&self.instruments, &Query::BEGIN, client.transaction()).await?;
+        let outcome = self.create_keyed(&tx, &item, &key).await?;
+        traced(&self.instruments, &Query::COMMIT, tx.commit()).await?;
+        Ok(outcome)
     }
 
     async fn update(
@@ -330,18 +248,10 @@ impl ItemStore for PgStore {
             Precondition::None | Precondition::Exists => None,
         };
         let client = self.connection().await?;
+        let on = self.on(&client);
         if patch.is_empty() {
-            let row = self
-                .traced(&Query::SELECT_ITEMS, async {
-                    let stmt = client
-                        .prepare_cached(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
-                        .await?;
-                    client.query_opt(&stmt, &[&id.get()]).await
-                })
-                .await
-                .map_err(DbError::from)?
-                .ok_or(StoreError::NotFound)?;
-            let item = item_from_row(&row)?;
+            let row = on.query_opt(&sql::SELECT_ITEM, &[&id.get()]).await?;
+            let item = item_from_row(&row.ok_or(StoreError::NotFound)?)?;
             if versions.is_some_and(|v| !v.contains(&item.version)) {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -353,40 +263,13 @@ impl ItemStore for PgStore {
             .description
             .as_ref()
             .and_then(|d| d.as_ref().map(Description::as_str));
-        let row = self
-            .traced(&Query::UPDATE_ITEMS, async {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "UPDATE items SET name = COALESCE($2, name), \
-                         description = CASE WHEN $3 THEN $4 ELSE description END, \
-                         updated_at = now(), version = version + 1 \
-                         WHERE id = $1 AND ($5::bigint[] IS NULL OR version = ANY($5)) \
-                         RETURNING {ITEM_COLUMNS}"
-                    ))
-                    .await?;
-                client
-                    .query_opt(
-                        &stmt,
-                        &[&id.get(), &name, &set_description, &description, &versions],
-                    )
-                    .await
-            })
-            .await
-            .map_err(DbError::from)?;
-        if let Some(row) = row {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&id.get(), &name, &set_description, &description, &versions];
+        if let Some(row) = on.query_opt(&sql::UPDATE_ITEM, &params).await? {
             return Ok(item_from_row(&row)?);
         }
         // Nothing updated: tell a missing item from a stale tag.
-        let exists = self
-            .traced(&Query::SELECT_ITEMS, async {
-                let exists = client
-                    .prepare_cached("SELECT 1 FROM items WHERE id = $1")
-                    .await?;
-                client.query_opt(&exists, &[&id.get()]).await
-            })
-            .await
-            .map_err(DbError::from)?;
-        match exists {
+        match on.query_opt(&sql::ITEM_EXISTS, &[&id.get()]).await? {
             Some(_) => Err(StoreError::PreconditionFailed),
             None => Err(StoreError::NotFound),
         }
@@ -394,16 +277,11 @@ impl ItemStore for PgStore {
 
     async fn delete(&self, id: ItemId) -> Result<(), StoreError> {
         let client = self.connection().await?;
-        let deleted = self
-            .traced(&Query::DELETE_ITEMS, async {
-                let stmt = client
-                    .prepare_cached("DELETE FROM items WHERE id = $1")
-                    .await?;
-                client.execute(&stmt, &[&id.get()]).await
-            })
-            .await
-            .map_err(DbError::from)?;
-        match deleted {
+        match self
+            .on(&client)
+            .execute(&sql::DELETE_ITEM, &[&id.get()])
+            .await?
+        {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
@@ -411,190 +289,12 @@ impl ItemStore for PgStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         let client = self.acquire().await?;
-        self.traced(&Query::PING, client.simple_query("SELECT 1"))
-            .await
-            .map_err(DbError::from)?;
+        traced(
+            &self.instruments,
+            &Query::PING,
+            client.simple_query("SELECT 1"),
+        )
+        .await?;
         Ok(())
-    }
-}
-
-/// Spans and metrics of the store, following the database client semantic conventions:
-/// `db.system.name`, `db.operation.name`, `db.collection.name`; never statement parameters.
-mod instruments {
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use deadpool_postgres::Pool;
-    use opentelemetry::global::BoxedTracer;
-    use opentelemetry::metrics::{Histogram, ObservableGauge};
-    use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
-    use opentelemetry::{Context, KeyValue};
-
-    /// One kind of statement: the span name and its attributes.
-    pub(super) struct Query {
-        name: &'static str,
-        operation: Option<&'static str>,
-        table: Option<&'static str>,
-    }
-
-    impl Query {
-        const fn new(name: &'static str, operation: &'static str, table: &'static str) -> Self {
-            Self {
-                name,
-                operation: Some(operation),
-                table: Some(table),
-            }
-        }
-        pub(super) const ACQUIRE: Query = Query {
-            name: "acquire connection",
-            operation: None,
-            table: None,
-        };
-        pub(super) const PING: Query = Query {
-            name: "SELECT",
-            operation: Some("SELECT"),
-            table: None,
-        };
-        pub(super) const BEGIN: Query = Query {
-            name: "BEGIN",
-            operation: Some("BEGIN"),
-            table: None,
-        };
-        pub(super) const COMMIT: Query = Query {
-            name: "COMMIT",
-            operation: Some("COMMIT"),
-            table: None,
-        };
-        pub(super) const SELECT_ITEMS: Query = Query::new("SELECT items", "SELECT", "items");
-        pub(super) const INSERT_ITEMS: Query = Query::new("INSERT items", "INSERT", "items");
-        pub(super) const UPDATE_ITEMS: Query = Query::new("UPDATE items", "UPDATE", "items");
-        pub(super) const DELETE_ITEMS: Query = Query::new("DELETE items", "DELETE", "items");
-        pub(super) const INSERT_KEYS: Query =
-            Query::new("INSERT idempotency_keys", "INSERT", "idempotency_keys");
-        pub(super) const SELECT_KEYS: Query =
-            Query::new("SELECT idempotency_keys", "SELECT", "idempotency_keys");
-        pub(super) const UPDATE_KEYS: Query =
-            Query::new("UPDATE idempotency_keys", "UPDATE", "idempotency_keys");
-
-        fn attributes(&self) -> Vec<KeyValue> {
-            let mut attributes = vec![KeyValue::new("db.system.name", "postgresql")];
-            if let Some(operation) = self.operation {
-                attributes.push(KeyValue::new("db.operation.name", operation));
-            }
-            if let Some(table) = self.table {
-                attributes.push(KeyValue::new("db.collection.name", table));
-            }
-            attributes
-        }
-    }
-
-    #[derive(Clone)]
-    pub(super) struct Instruments(Arc<Inner>);
-
-    struct Inner {
-        tracer: BoxedTracer,
-        query_duration: Histogram<f64>,
-        gauges: std::sync::Mutex<Vec<ObservableGauge<u64>>>,
-    }
-
-    impl std::fmt::Debug for Instruments {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Instruments")
-        }
-    }
-
-    impl Instruments {
-        /// Instruments of the global tracer and meter providers (set by telemetry start-up).
-        pub(super) fn from_global() -> Self {
-            let meter = opentelemetry::global::meter("items-repository");
-            let query_duration = meter
-                .f64_histogram("db.client.operation.duration")
-                .with_unit("s")
-                .with_description("Duration of database client operations.")
-                .with_boundaries(vec![
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-                ])
-                .build();
-            Self(Arc::new(Inner {
-                tracer: opentelemetry::global::tracer("items-repository"),
-                query_duration,
-                gauges: std::sync::Mutex::new(Vec::new()),
-            }))
-        }
-
-        pub(super) async fn traced<T, E>(
-            &self,
-            query: &Query,
-            statement: impl Future<Output = Result<T, E>>,
-        ) -> Result<T, E> {
-            let tracer = &self.0.tracer;
-            let parent = Context::current();
-            let span = tracer
-                .span_builder(query.name)
-                .with_kind(SpanKind::Client)
-                .start_with_context(tracer, &parent);
-            let cx = parent.with_span(span);
-            let started = Instant::now();
-            let result = statement.await;
-            let elapsed = started.elapsed().as_secs_f64();
-            let span = cx.span();
-            let recording = span.is_recording();
-            if recording || query.operation.is_some() {
-                let mut attributes = query.attributes();
-                if result.is_err() {
-                    attributes.push(KeyValue::new("error.type", "db_error"));
-                }
-                if query.operation.is_some() {
-                    self.0.query_duration.record(elapsed, &attributes);
-                }
-                if recording {
-                    span.set_attributes(attributes);
-                    if result.is_err() {
-                        span.set_status(Status::error("database error"));
-                    }
-                }
-            }
-            span.end();
-            result
-        }
-
-        pub(super) fn register_pool_gauges(&self, pool: &Pool) {
-            let meter = opentelemetry::global::meter("items-repository");
-            let name = || KeyValue::new("db.client.connection.pool.name", "items");
-            let p = pool.clone();
-            let count = meter
-                .u64_observable_gauge("db.client.connection.count")
-                .with_unit("{connection}")
-                .with_description("Connections in the pool, by state (idle, used).")
-                .with_callback(move |o| {
-                    let s = p.status();
-                    o.observe(
-                        s.available as u64,
-                        &[name(), KeyValue::new("db.client.connection.state", "idle")],
-                    );
-                    o.observe(
-                        s.size.saturating_sub(s.available) as u64,
-                        &[name(), KeyValue::new("db.client.connection.state", "used")],
-                    );
-                })
-                .build();
-            let p = pool.clone();
-            let max = meter
-                .u64_observable_gauge("db.client.connection.max")
-                .with_unit("{connection}")
-                .with_description("The pool's maximum size.")
-                .with_callback(move |o| o.observe(p.status().max_size as u64, &[name()]))
-                .build();
-            let p = pool.clone();
-            let waiting = meter
-                .u64_observable_gauge("db.client.connection.pending_requests")
-                .with_unit("{request}")
-                .with_description("Requests waiting for a connection.")
-                .with_callback(move |o| o.observe(p.status().waiting as u64, &[name()]))
-                .build();
-            if let Ok(mut gauges) = self.0.gauges.lock() {
-                gauges.extend([count, max, waiting]);
-            }
-        }
     }
 }

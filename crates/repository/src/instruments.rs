@@ -1,0 +1,181 @@
+//! Spans and metrics of the store, following the database client semantic conventions:
+//! `db.system.name`, `db.operation.name`, `db.collection.name`; never statement parameters.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Histogram, ObservableGauge};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
+/// One kind of statement: the span name and its attributes.
+pub(crate) struct Query {
+    name: &'static str,
+    operation: Option<&'static str>,
+    table: Option<&'static str>,
+}
+
+impl Query {
+    const fn new(name: &'static str, operation: &'static str, table: &'static str) -> Self {
+        Self {
+            name,
+            operation: Some(operation),
+            table: Some(table),
+        }
+    }
+    pub(crate) const ACQUIRE: Query = Query {
+        name: "acquire connection",
+        operation: None,
+        table: None,
+    };
+    pub(crate) const PING: Query = Query {
+        name: "SELECT",
+        operation: Some("SELECT"),
+        table: None,
+    };
+    pub(crate) const BEGIN: Query = Query {
+        name: "BEGIN",
+        operation: Some("BEGIN"),
+        table: None,
+    };
+    pub(crate) const COMMIT: Query = Query {
+        name: "COMMIT",
+        operation: Some("COMMIT"),
+        table: None,
+    };
+    pub(crate) const SELECT_ITEMS: Query = Query::new("SELECT items", "SELECT", "items");
+    pub(crate) const INSERT_ITEMS: Query = Query::new("INSERT items", "INSERT", "items");
+    pub(crate) const UPDATE_ITEMS: Query = Query::new("UPDATE items", "UPDATE", "items");
+    pub(crate) const DELETE_ITEMS: Query = Query::new("DELETE items", "DELETE", "items");
+    pub(crate) const INSERT_KEYS: Query =
+        Query::new("INSERT idempotency_keys", "INSERT", "idempotency_keys");
+    pub(crate) const SELECT_KEYS: Query =
+        Query::new("SELECT idempotency_keys", "SELECT", "idempotency_keys");
+    pub(crate) const UPDATE_KEYS: Query =
+        Query::new("UPDATE idempotency_keys", "UPDATE", "idempotency_keys");
+    pub(crate) const DELETE_KEYS: Query =
+        Query::new("DELETE idempotency_keys", "DELETE", "idempotency_keys");
+
+    fn attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![KeyValue::new("db.system.name", "postgresql")];
+        if let Some(operation) = self.operation {
+            attributes.push(KeyValue::new("db.operation.name", operation));
+        }
+        if let Some(table) = self.table {
+            attributes.push(KeyValue::new("db.collection.name", table));
+        }
+        attributes
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Instruments(Arc<Inner>);
+
+struct Inner {
+    tracer: BoxedTracer,
+    query_duration: Histogram<f64>,
+    gauges: std::sync::Mutex<Vec<ObservableGauge<u64>>>,
+}
+
+impl std::fmt::Debug for Instruments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Instruments")
+    }
+}
+
+impl Instruments {
+    /// Instruments of the global tracer and meter providers (set by telemetry start-up).
+    pub(crate) fn from_global() -> Self {
+        let meter = opentelemetry::global::meter("items-repository");
+        let query_duration = meter
+            .f64_histogram("db.client.operation.duration")
+            .with_unit("s")
+            .with_description("Duration of database client operations.")
+            .with_boundaries(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ])
+            .build();
+        Self(Arc::new(Inner {
+            tracer: opentelemetry::global::tracer("items-repository"),
+            query_duration,
+            gauges: std::sync::Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub(crate) async fn traced<T, E>(
+        &self,
+        query: &Query,
+        statement: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let tracer = &self.0.tracer;
+        let parent = Context::current();
+        let span = tracer
+            .span_builder(query.name)
+            .with_kind(SpanKind::Client)
+            .start_with_context(tracer, &parent);
+        let cx = parent.with_span(span);
+        let started = Instant::now();
+        let result = statement.await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let span = cx.span();
+        let recording = span.is_recording();
+        if recording || query.operation.is_some() {
+            let mut attributes = query.attributes();
+            if result.is_err() {
+                attributes.push(KeyValue::new("error.type", "db_error"));
+            }
+            if query.operation.is_some() {
+                self.0.query_duration.record(elapsed, &attributes);
+            }
+            if recording {
+                span.set_attributes(attributes);
+                if result.is_err() {
+                    span.set_status(Status::error("database error"));
+                }
+            }
+        }
+        span.end();
+        result
+    }
+
+    pub(crate) fn register_pool_gauges(&self, pool: &Pool) {
+        let meter = opentelemetry::global::meter("items-repository");
+        let name = || KeyValue::new("db.client.connection.pool.name", "items");
+        let p = pool.clone();
+        let count = meter
+            .u64_observable_gauge("db.client.connection.count")
+            .with_unit("{connection}")
+            .with_description("Connections in the pool, by state (idle, used).")
+            .with_callback(move |o| {
+                let s = p.status();
+                o.observe(
+                    s.available as u64,
+                    &[name(), KeyValue::new("db.client.connection.state", "idle")],
+                );
+                o.observe(
+                    s.size.saturating_sub(s.available) as u64,
+                    &[name(), KeyValue::new("db.client.connection.state", "used")],
+                );
+            })
+            .build();
+        let p = pool.clone();
+        let max = meter
+            .u64_observable_gauge("db.client.connection.max")
+            .with_unit("{connection}")
+            .with_description("The pool's maximum size.")
+            .with_callback(move |o| o.observe(p.status().max_size as u64, &[name()]))
+            .build();
+        let p = pool.clone();
+        let waiting = meter
+            .u64_observable_gauge("db.client.connection.pending_requests")
+            .with_unit("{request}")
+            .with_description("Requests waiting for a connection.")
+            .with_callback(move |o| o.observe(p.status().waiting as u64, &[name()]))
+            .build();
+        if let Ok(mut gauges) = self.0.gauges.lock() {
+            gauges.extend([count, max, waiting]);
+        }
+    }
+}
