@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use items_gateway_spec::Environment;
-use items_local_gateway::LOCAL_API_KEY;
+use items_local_gateway::{LOCAL_API_KEY, Spec, TokenRequest, user_token};
 use serde_json::json;
 
 use super::wrk::{self, Summary};
@@ -38,7 +38,7 @@ pub(super) async fn compare(
     eprintln!("xtask: building the local gateway (release example {EXAMPLE})");
     let gateway_bin = build_gateway().await?;
     let config = render_bench_config(&args.gateway_env, work)?;
-    let token = token(&args.gateway_env).await?;
+    let token = token(&config)?;
     let headers = [
         format!("x-api-key: {LOCAL_API_KEY}"),
         format!("Authorization: Bearer {token}"),
@@ -165,21 +165,25 @@ fn render_bench_config(env: &str, work: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A JWT from `cargo xtask token` (this very binary), for the config's issuer and audience.
-async fn token(env: &str) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("finding the xtask executable")?;
-    let out = tokio::process::Command::new(exe)
-        .args(["token", "--env", env])
-        .output()
-        .await
-        .context("running xtask token")?;
-    if !out.status.success() {
-        bail!(
-            "xtask token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// A JWT for the config's first provider (its issuer and first audience), signed by the local
+/// issuer key as `cargo xtask token` signs.
+fn token(config: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(config).with_context(|| format!("reading {}", config.display()))?;
+    let spec = Spec::parse(&bytes)?;
+    let provider = spec
+        .provider(None)
+        .context("the config has no JWT provider")?;
+    let audience = provider
+        .audiences
+        .as_ref()
+        .and_then(|a| a.first().cloned())
+        .context("the config's JWT provider has no x-google-audiences")?;
+    user_token(&TokenRequest {
+        issuer: provider.issuer.clone(),
+        audience,
+        subject: "bench".into(),
+        lifetime_secs: 3600,
+    })
 }
 
 async fn start_gateway(
