@@ -34,6 +34,11 @@ pub mod types {
             if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\x21-\\x7E]{1,255}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\x21-\\x7E]{1,255}$\"".into());
+            }
             Ok(Self(value.to_string()))
         }
     }
@@ -103,6 +108,19 @@ pub mod types {
             if value.chars().count() > 2000usize {
                 return Err("longer than 2000 characters".into());
             }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$\""
+                        .into(),
+                );
+            }
             Ok(Self(value.to_string()))
         }
     }
@@ -160,6 +178,19 @@ pub mod types {
             }
             if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$\""
+                        .into(),
+                );
             }
             Ok(Self(value.to_string()))
         }
@@ -409,6 +440,64 @@ pub mod types {
                 })
         }
     }
+    ///`ListItemsPageToken`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListItemsPageToken(::std::string::String);
+    impl ::std::ops::Deref for ListItemsPageToken {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<ListItemsPageToken> for ::std::string::String {
+        fn from(value: ListItemsPageToken) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for ListItemsPageToken {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^A[Q-Za-f][A-Za-z0-9_-]{31}[AQgw]$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^A[Q-Za-f][A-Za-z0-9_-]{31}[AQgw]$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ListItemsPageToken {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ListItemsPageToken {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for ListItemsPageToken {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     /**Body of `PATCH /items/{id}`: a JSON merge patch (RFC 7396). A member set to `null` removes it;
 an absent member is left alone.*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
@@ -448,6 +537,19 @@ an absent member is left alone.*/
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             if value.chars().count() > 2000usize {
                 return Err("longer than 2000 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$\""
+                        .into(),
+                );
             }
             Ok(Self(value.to_string()))
         }
@@ -505,6 +607,19 @@ an absent member is left alone.*/
             }
             if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$\""
+                        .into(),
+                );
             }
             Ok(Self(value.to_string()))
         }
@@ -1272,7 +1387,7 @@ Sends a `GET` request to `/items`
 
 Arguments:
 - `page_size`: Items per page, 1 to 100 (default 50).
-- `page_token`: `next_page_token` of the previous page.
+- `page_token`: `next_page_token` of the previous page, exactly as this API returned it: a token it did not issue (or that was altered) is a 400. Each parameter at most once.
 ```ignore
 let response = client.list_items()
     .page_size(page_size)
@@ -1291,7 +1406,7 @@ With an `Idempotency-Key`, repeating the same request replays the first answer
 Sends a `POST` request to `/items`
 
 Arguments:
-- `idempotency_key`: Visible ASCII, at most 255 characters: makes retries of this create safe.
+- `idempotency_key`: 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed or deleted (for `database.idempotency_key_ttl_hours`); the same key with another body is a 422. Never reuse a key for a different request.
 - `body`
 ```ignore
 let response = client.create_item()
@@ -1311,7 +1426,7 @@ Sends a `GET` request to `/items/{id}`
 
 Arguments:
 - `id`: The item's id: a positive integer.
-- `if_none_match`: ETags the client holds (comma-separated) or `*`: 304 when one is current.
+- `if_none_match`: ETags the client holds (comma-separated, weak `W/` tags allowed) or `*`: 304 when one is current.
 ```ignore
 let response = client.get_item()
     .id(id)
@@ -1346,7 +1461,7 @@ Sends a `PATCH` request to `/items/{id}`
 
 Arguments:
 - `id`: The item's id: a positive integer.
-- `if_match`: The ETag the change is based on (or `*`): 412 when the item has changed since.
+- `if_match`: The item's current ETag as returned by this API (`"<version>"`), several comma-separated, or `*`: 412 when none is current. Strong comparison: a weak `W/` tag, or a value that is not an entity tag, never matches.
 - `body`
 ```ignore
 let response = client.update_item()
@@ -1594,7 +1709,7 @@ pub mod builder {
     pub struct ListItems<'a> {
         client: &'a super::Client,
         page_size: Result<Option<::std::num::NonZeroU32>, String>,
-        page_token: Result<Option<::std::string::String>, String>,
+        page_token: Result<Option<types::ListItemsPageToken>, String>,
     }
     impl<'a> ListItems<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1619,13 +1734,13 @@ pub mod builder {
         }
         pub fn page_token<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::ListItemsPageToken>,
         {
             self.page_token = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_token failed"
+                    "conversion to `ListItemsPageToken` for page_token failed"
                         .to_string()
                 });
             self
@@ -1783,6 +1898,13 @@ pub mod builder {
             match response.status().as_u16() {
                 201u16 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,

@@ -105,6 +105,11 @@ pub fn for_client_generators(document: &mut Value) {
         if let Some(c) = r.get_mut("content") {
             json_only(c, false);
         }
+        // Links drive stateful testing, not code: progenitor's `openapiv3` model fails to read a
+        // link's `operationId` through its two flattened fields, so they are left out here.
+        if let Some(r) = r.as_object_mut() {
+            r.remove("links");
+        }
     }
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut() {

@@ -53,11 +53,20 @@ pub struct ItemList {
 #[serde(deny_unknown_fields)]
 pub struct CreateItemRequest {
     /// 1 to 200 characters after trimming, no control characters.
-    #[schema(min_length = 1, max_length = 200, example = "first item")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$",
+        example = "first item"
+    )]
     pub name: String,
     /// Up to 2000 characters; line breaks and tabs allowed, other control characters not.
     #[serde(default)]
-    #[schema(max_length = 2000, example = "hello")]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$",
+        example = "hello"
+    )]
     pub description: Option<String>,
 }
 
@@ -84,11 +93,11 @@ impl TryFrom<CreateItemRequest> for NewItem {
 pub struct PatchItemRequest {
     /// A new name (1 to 200 characters after trimming); cannot be `null`.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 200)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$")]
     pub name: Option<Option<String>>,
     /// A new description, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = false, max_length = 2000)]
+    #[schema(value_type = Option<String>, required = false, max_length = 2000, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$")]
     pub description: Option<Option<String>>,
 }
 

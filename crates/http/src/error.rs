@@ -22,6 +22,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     PreconditionFailed,
     IdempotencyConflict,
+    /// A retry with an `Idempotency-Key` whose item has since been deleted (409): the create was
+    /// carried out, and what it created is gone.
+    IdempotentItemGone,
     /// The store cannot answer now: 503 with `Retry-After`.
     Unavailable(StoreError),
     /// A bug or an unexpected failure: a generic 500; the cause chain goes to the log.
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotentItemGone => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,6 +154,17 @@ impl ApiError {
                 vec![InvalidParam {
                     name: "Idempotency-Key".to_owned(),
                     reason: "already used with a different request".to_owned(),
+                }],
+            ),
+            ApiError::IdempotentItemGone => (
+                "idempotent-item-gone",
+                "Created item deleted",
+                "a create with this Idempotency-Key was carried out, but its item has since been \
+                 deleted; use a new key to create another"
+                    .to_owned(),
+                vec![InvalidParam {
+                    name: "Idempotency-Key".to_owned(),
+                    reason: "its item has been deleted".to_owned(),
                 }],
             ),
             ApiError::Unavailable(_) => (

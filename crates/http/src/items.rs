@@ -5,18 +5,22 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use items_domain::{
     DomainError, ETag, IdempotencyKey, Item, ItemId, ItemPatch, ItemStore, NewItem, PageRequest,
-    PageSize, Precondition,
+    PageSize, Precondition, StoreError,
 };
 
 use crate::dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 use crate::extract::{parse_json, read_body, require_json};
 use crate::openapi::{
-    BadRequest, NotFound, PayloadTooLarge, PreconditionFailed, Unavailable, Unprocessable,
-    UnsupportedMediaType,
+    BadRequest, IdempotentItemGone, NotFound, PayloadTooLarge, PreconditionFailed, Unavailable,
+    Unprocessable, UnsupportedMediaType,
 };
 use crate::{ApiError, ApiState};
 
 const JSON: &str = "application/json";
+
+// Header and parameter formats are written into the spec as `pattern`s (ECMA-262 and Python
+// `re` agree on their syntax) so that what the spec allows is what the handlers accept;
+// tests/spec_patterns.rs checks each against the domain parsers and the page-token codec.
 const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
 
 fn item_id(req: &HttpRequest) -> Result<ItemId, ApiError> {
@@ -46,6 +50,7 @@ fn header_name(name: &str) -> &'static str {
     match name {
         "idempotency-key" => "Idempotency-Key",
         "if-match" => "If-Match",
+        "if-none-match" => "If-None-Match",
         _ => "header",
     }
 }
@@ -61,7 +66,7 @@ fn header_name(name: &str) -> &'static str {
     params(
         ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
         ("If-None-Match" = Option<String>, Header, nullable = false,
-            description = "ETags the client holds (comma-separated) or `*`: 304 when one is current."),
+            description = "ETags the client holds (comma-separated, weak `W/` tags allowed) or `*`: 304 when one is current."),
     ),
     responses(
         (status = 200, description = "The item.", body = ItemResponse, headers(("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."))),
@@ -102,8 +107,9 @@ pub(crate) async fn get<S: ItemStore>(
     params(
         ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100,
             description = "Items per page, 1 to 100 (default 50)."),
-        ("page_token" = Option<String>, Query,
-            description = "`next_page_token` of the previous page."),
+        ("page_token" = Option<String>, Query, pattern = "^A[Q-Za-f][A-Za-z0-9_-]{31}[AQgw]$",
+            description = "`next_page_token` of the previous page, exactly as this API returned it: a token \
+                it did not issue (or that was altered) is a 400. Each parameter at most once."),
     ),
     responses(
         (status = 200, description = "One page of items.", body = ItemList),
@@ -162,18 +168,28 @@ pub(crate) async fn list<S: ItemStore>(
     tag = "items",
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
-            description = "Visible ASCII, at most 255 characters: makes retries of this create safe."),
+            pattern = r"^[\x21-\x7E]{1,255}$",
+            description = "1 to 255 visible ASCII characters, unique per create the client means: \
+                retrying the same request with the same key replays the first answer, also after the \
+                item was changed or deleted (for `database.idempotency_key_ttl_hours`); the same key \
+                with another body is a 422. Never reuse a key for a different request."),
     ),
     request_body(content = CreateItemRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The new item (or the replay of an earlier create with this key).",
-            body = ItemResponse, headers(
+            body = ItemResponse, links(
+                ("GetItem" = (operation_id = "get_item", parameters(("id" = "$response.body#/id")))),
+                ("UpdateItem" = (operation_id = "update_item", parameters(
+                    ("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))),
+                ("DeleteItem" = (operation_id = "delete_item", parameters(("id" = "$response.body#/id")))),
+            ), headers(
                 ("ETag" = String, description = "The item's entity tag, for `If-Match` and `If-None-Match`."),
                 ("Location" = String, description = "The item's URL: `/items/{id}`."),
                 ("Idempotent-Replayed" = String,
                     description = "`true` when this answer replays an earlier create."),
             )),
         (status = 400, response = BadRequest),
+        (status = 409, response = IdempotentItemGone),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
@@ -193,6 +209,16 @@ pub(crate) async fn create<S: ItemStore>(
     let body = read_body(&req, payload).await?;
     let new_item = NewItem::try_from(parse_json::<CreateItemRequest>(&body)?)?;
     let outcome = state.store.create(new_item, key).await?;
+    // A replay answers with the item as first created; if that item has been deleted since, the
+    // replayed 201 would name a resource that no longer exists: say so instead (409).
+    if outcome.replayed
+        && matches!(
+            state.store.get(outcome.item.id).await,
+            Err(StoreError::NotFound)
+        )
+    {
+        return Err(ApiError::IdempotentItemGone);
+    }
     let location = format!("/items/{}", outcome.item.id);
     let mut response = item_response(StatusCode::CREATED, &outcome.item);
     let headers = response.headers_mut();
@@ -220,7 +246,9 @@ pub(crate) async fn create<S: ItemStore>(
     params(
         ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
         ("If-Match" = Option<String>, Header, nullable = false,
-            description = "The ETag the change is based on (or `*`): 412 when the item has changed since."),
+            description = "The item's current ETag as returned by this API (`\"<version>\"`), several \
+                comma-separated, or `*`: 412 when none is current. Strong comparison: a weak `W/` tag, \
+                or a value that is not an entity tag, never matches."),
     ),
     request_body(content(
         (PatchItemRequest = "application/merge-patch+json"),

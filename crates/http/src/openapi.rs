@@ -71,6 +71,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
             Unprocessable,
             Unavailable,
             NoSuchFile,
+            IdempotentItemGone,
         )
     ),
     tags(
@@ -84,7 +85,12 @@ pub struct ApiDoc;
 static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
 
 static SPEC_JSON: LazyLock<String> = LazyLock::new(|| {
-    let mut json = serde_json::to_string_pretty(&*SPEC).unwrap_or_default();
+    // utoipa 5.5 serializes a response link's `operationId` as `operation_id` (its `Link` lacks
+    // the camelCase rename), which OpenAPI tools then reject or ignore; the key occurs nowhere
+    // else in the document (operations serialize `operationId` correctly).
+    let mut json = serde_json::to_string_pretty(&*SPEC)
+        .unwrap_or_default()
+        .replace("\"operation_id\": ", "\"operationId\": ");
     json.push('\n');
     json
 });
@@ -282,4 +288,5 @@ problem_responses! {
     Unprocessable => "The body is JSON but breaks a rule, or the Idempotency-Key was used with another body.",
     Unavailable => "The database cannot be reached right now; retry after `Retry-After` seconds.",
     NoSuchFile => "The API reference page has no file of this name.",
+    IdempotentItemGone => "A retry with this `Idempotency-Key`: the create was carried out, but its item has been deleted since.",
 }

@@ -76,3 +76,26 @@ async fn concurrent_duplicates_create_exactly_one_row() {
     assert_eq!(app.count("items").await, 1);
     assert_eq!(app.count("idempotency_keys").await, 1);
 }
+
+#[tokio::test]
+async fn a_retry_after_the_item_was_deleted_is_a_409_and_creates_nothing() {
+    let app = spawn_app().await;
+    let body = json!({ "name": "short-lived" });
+    let first = post_with_key(&app, "key-gone", &body).await;
+    assert_eq!(first.status(), 201);
+    let created: Value = first.json().await.unwrap();
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/items/{}", created["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    // A replayed 201 would name a resource that no longer exists.
+    let retry = post_with_key(&app, "key-gone", &body).await;
+    let problem = assert_problem(retry, 409).await;
+    assert_eq!(problem["type"], "/problems/idempotent-item-gone");
+    assert_eq!(invalid_names(&problem), ["Idempotency-Key"]);
+    assert_eq!(app.count("items").await, 0);
+}

@@ -259,6 +259,15 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description A retry with this `Idempotency-Key`: the create was carried out, but its item has been deleted since. */
+        IdempotentItemGone: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The API reference page has no file of this name. */
         NoSuchFile: {
             headers: {
@@ -424,7 +433,7 @@ export interface operations {
             query?: {
                 /** @description Items per page, 1 to 100 (default 50). */
                 page_size?: number;
-                /** @description `next_page_token` of the previous page. */
+                /** @description `next_page_token` of the previous page, exactly as this API returned it: a token it did not issue (or that was altered) is a 400. Each parameter at most once. */
                 page_token?: string;
             };
             header?: never;
@@ -450,7 +459,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Visible ASCII, at most 255 characters: makes retries of this create safe. */
+                /** @description 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed or deleted (for `database.idempotency_key_ttl_hours`); the same key with another body is a 422. Never reuse a key for a different request. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -478,6 +487,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            409: components["responses"]["IdempotentItemGone"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
@@ -488,7 +498,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description ETags the client holds (comma-separated) or `*`: 304 when one is current. */
+                /** @description ETags the client holds (comma-separated, weak `W/` tags allowed) or `*`: 304 when one is current. */
                 "If-None-Match"?: string;
             };
             path: {
@@ -552,7 +562,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The ETag the change is based on (or `*`): 412 when the item has changed since. */
+                /** @description The item's current ETag as returned by this API (`"<version>"`), several comma-separated, or `*`: 412 when none is current. Strong comparison: a weak `W/` tag, or a value that is not an entity tag, never matches. */
                 "If-Match"?: string;
             };
             path: {
