@@ -264,10 +264,7 @@ fn the_rules_catch_a_forbidden_dependency() {
                     edge("items-repository", "dev"),
                 ],
             ),
-            (
-                "items-domain".to_owned(),
-                vec![edge("time-ext", "normal")],
-            ),
+            ("items-domain".to_owned(), vec![edge("time-ext", "normal")]),
             ("time-ext".to_owned(), vec![edge("tokio", "normal")]),
             ("items-repository".to_owned(), vec![]),
             ("items-telemetry".to_owned(), vec![]),

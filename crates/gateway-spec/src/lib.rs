@@ -18,7 +18,7 @@ pub mod openapi30;
 pub mod render;
 
 pub use env::{EnvError, Environment, GATEWAY_REGIONS};
-pub use render::{RenderError, Rendered, config_id, render, render_all};
+pub use render::{RenderError, Rendered, config_id, render, render_all, to_sorted_json_pretty};
 
 /// The media type of the API's error bodies.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";

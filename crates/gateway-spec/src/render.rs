@@ -110,6 +110,14 @@ impl Serialize for Sorted<'_> {
     }
 }
 
+/// `value` as pretty JSON (two-space indent, final newline) with every object's keys sorted,
+/// whatever serde_json's `preserve_order` feature: the bytes `cargo xtask render` commits.
+pub fn to_sorted_json_pretty(value: &Value) -> Result<String, serde_json::Error> {
+    let mut text = serde_json::to_string_pretty(&Sorted(value))?;
+    text.push('\n');
+    Ok(text)
+}
+
 fn sorted_value<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
     Sorted(value).serialize(serializer)
 }
@@ -397,6 +405,10 @@ pub fn render(
         env = env.name,
         region = region.name,
     );
+    // Sorted: the order in which the conversion meets them follows serde_json's map order,
+    // which depends on the build's features (see [`Sorted`]).
+    warnings.0.sort();
+    warnings.0.dedup();
     if !warnings.0.is_empty() {
         yaml.push_str("#\n# Simplified for OpenAPI 2.0:\n");
         for warning in &warnings.0 {

@@ -23,7 +23,10 @@ pub(crate) const TS_SCHEMA: &str = "openapi/clients/typescript/src/schema.d.ts";
 pub(crate) fn rust_client(openapi30: &Value) -> anyhow::Result<String> {
     let mut document = openapi30.clone();
     items_gateway_spec::openapi30::for_client_generators(&mut document);
-    let spec: openapiv3::OpenAPI = serde_json::from_value(document)
+    // Read from sorted JSON text: `openapiv3` keeps the order it reads, and the order of a
+    // `serde_json::Value` depends on the build's features (`preserve_order`).
+    let sorted = items_gateway_spec::to_sorted_json_pretty(&document)?;
+    let spec: openapiv3::OpenAPI = serde_json::from_str(&sorted)
         .context("the OpenAPI 3.0 document does not parse as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     settings
