@@ -377,10 +377,20 @@ fn plan_makes_no_mutating_call() {
             "5",
             "--keep-api-configs",
             "2",
+            "--slo-p95-ms",
+            "250",
         ],
     );
     assert_eq!(mutating_calls(&fake), Vec::<String>::new());
     assert!(fake.with(|s| s.probes.is_empty()), "--plan checked URLs");
+    // The SLO gate is planned after each gateway's check, and not run.
+    assert_eq!(
+        output
+            .matches("then load it 10 s at 10 connections (GET one item, GET a page): p95 ≤ 250 ms")
+            .count(),
+        2,
+        "{output}"
+    );
     let rev = revision('9');
     for expected in [
         "Plan for dev",
