@@ -37,8 +37,9 @@ pub(crate) fn convert_ref(reference: &str) -> String {
     }
 }
 
-/// Schema keywords that mean the same in 2.0 and are copied as they are.
-const SAME: [&str; 16] = [
+/// Schema keywords that mean the same in 3.1, 3.0 and 2.0 and are copied as they are
+/// (`openapi30` adds those that 3.0 shares with 3.1 only).
+pub(crate) const SAME: [&str; 16] = [
     "title",
     "description",
     "format",

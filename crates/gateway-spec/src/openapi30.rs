@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::convert::Warnings;
+use crate::convert::{self, Warnings};
 
 /// The `openapi` version written.
 pub const OPENAPI_30_VERSION: &str = "3.0.3";
@@ -275,25 +275,10 @@ fn content(value: &Value, at: &str, w: &mut Warnings) -> Value {
     })
 }
 
-/// Keywords that mean the same in both dialects.
-const SAME: [&str; 27] = [
-    "title",
-    "description",
-    "format",
-    "default",
-    "multipleOf",
-    "maximum",
-    "minimum",
-    "maxLength",
-    "minLength",
-    "pattern",
-    "maxItems",
-    "minItems",
-    "uniqueItems",
-    "maxProperties",
-    "minProperties",
+/// Keywords that mean the same in 3.1 and 3.0, beyond those all three versions share
+/// ([`convert::SAME`]).
+const SAME_IN_30: [&str; 11] = [
     "required",
-    "enum",
     "readOnly",
     "writeOnly",
     "deprecated",
@@ -405,7 +390,7 @@ pub(crate) fn schema(value: &Value, at: &str, w: &mut Warnings) -> Value {
                     out.insert(key.clone(), v.clone());
                 }
             }
-            k if SAME.contains(&k) || k.starts_with("x-") => {
+            k if convert::SAME.contains(&k) || SAME_IN_30.contains(&k) || k.starts_with("x-") => {
                 out.insert(key.clone(), v.clone());
             }
             "contentMediaType" | "contentEncoding" | "$comment" | "$schema" | "$id" => {}
