@@ -75,14 +75,14 @@ pub(crate) async fn check_credentials(timeout: Duration) -> Result<(), String> {
         .map_err(|e| format!("Application Default Credentials could not be loaded ({e})"))?;
     match tokio::time::timeout(timeout, credentials.headers(http::Extensions::new())).await {
         Ok(Ok(_)) => Ok(()),
+        // Either an ADC file whose credentials give no token, or none and no metadata server.
         Ok(Err(e)) => Err(format!(
-            "no Google credentials: no Application Default Credentials file, and no token \
-             from the metadata server ({})",
+            "no Google credentials: Application Default Credentials gave no token ({})",
             first_sentence(&e.to_string())
         )),
         Err(_) => Err(format!(
-            "no Google credentials: no Application Default Credentials file, and the metadata \
-             server did not answer within {timeout:?}"
+            "no Google credentials: Application Default Credentials gave no token within \
+             {timeout:?} (no credentials file, and no metadata server answered)"
         )),
     }
 }
