@@ -10,7 +10,7 @@ use std::path::Path;
 use common::*;
 use items_gateway_spec::Environment;
 use items_local_gateway::{LOCAL_API_KEY, SigningKey, TokenRequest, spec::Spec, user_token};
-use items_service::{Application, Settings, SettingsSources};
+use items_service::{Application, PlatformIdentity, Settings, SettingsSources};
 use serde_json::{Value, json};
 
 const KEY: &str = LOCAL_API_KEY;
@@ -27,7 +27,9 @@ async fn spawn_service() -> String {
         pool: settings.database.pool.clone(),
         ..items_repository::DatabaseSettings::from_url(&db_url)
     };
-    let app = Application::build(&settings).await.expect("app builds");
+    let app = Application::build(&settings, &PlatformIdentity::default())
+        .await
+        .expect("app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run());
     url

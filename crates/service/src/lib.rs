@@ -8,9 +8,10 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
 use items_http::{ApiState, PageTokenCodec, RequestTelemetry};
 use items_repository::PgStore;
-use items_telemetry::{HttpInstruments, Platform, ServiceInfo, Telemetry};
+use items_telemetry::{HttpInstruments, ServiceInfo, Telemetry};
 use secrecy::ExposeSecret as _;
 
+pub use items_telemetry::PlatformIdentity;
 pub use settings::{
     ApiSettings, AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, PageTokenKeys,
     ServerSettings, Settings, SettingsSources,
@@ -38,15 +39,12 @@ pub fn service_info() -> ServiceInfo {
 pub struct BuildOptions {
     /// Routes registered after the API's (tests add failing handlers here).
     pub extra_routes: Option<fn(&mut web::ServiceConfig)>,
-    /// The platform, instead of detecting it (tests).
-    pub platform: Option<Platform>,
 }
 
 impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuildOptions")
             .field("extra_routes", &self.extra_routes.is_some())
-            .field("platform", &self.platform)
             .finish()
     }
 }
@@ -60,19 +58,21 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Starts telemetry, applies migrations (when enabled), builds the pool and binds the
-    /// listener.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, BuildOptions::default()).await
+    /// Starts telemetry for the platform `identity` names (read once at start-up, see
+    /// [`PlatformIdentity::detect`]), applies migrations (when enabled), builds the pool and binds
+    /// the listener.
+    pub async fn build(settings: &Settings, identity: &PlatformIdentity) -> anyhow::Result<Self> {
+        Self::build_with(settings, identity, BuildOptions::default()).await
     }
 
     /// [`Application::build`] with test hooks.
-    pub async fn build_with(settings: &Settings, options: BuildOptions) -> anyhow::Result<Self> {
-        let telemetry = match options.platform {
-            Some(platform) => Telemetry::start_on(&settings.telemetry, &service_info(), platform),
-            None => Telemetry::start(&settings.telemetry, &service_info()).await,
-        }
-        .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
+    pub async fn build_with(
+        settings: &Settings,
+        identity: &PlatformIdentity,
+        options: BuildOptions,
+    ) -> anyhow::Result<Self> {
+        let telemetry = Telemetry::start(&settings.telemetry, &service_info(), identity)
+            .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
         if settings.database.migrate_on_start {
             let applied = items_repository::migrate(&settings.database)
                 .await

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use items_service::{Application, Settings, SettingsSources};
+use items_telemetry::PlatformIdentity;
 
 /// The items HTTP service.
 #[derive(Debug, Parser)]
@@ -37,21 +38,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Held to the end of `main`: dropping it writes out the buffered log lines.
-    let _log_guard = match items_telemetry::init(
-        &settings.log,
-        &settings.telemetry,
-        &items_service::service_info(),
-    ) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("items-service: cannot initialise logging: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    for warning in &settings.origins.warnings {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,10 +48,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Read once; logging and the OpenTelemetry pipeline get it as a value.
+    let identity = runtime.block_on(PlatformIdentity::detect(&settings.telemetry));
+    // Held to the end of `main`: dropping it writes out the buffered log lines.
+    let _log_guard =
+        match items_telemetry::init(&settings.log, &identity, &items_service::service_info()) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("items-service: cannot initialise logging: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    for warning in &settings.origins.warnings {
+        tracing::warn!("{warning}");
+    }
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
-                let app = Application::build(&settings).await?;
+                let app = Application::build(&settings, &identity).await?;
                 tracing::info!(port = app.port(), "listening");
                 app.run_until_stopped().await
             }
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             }
             Command::CheckConfig => {
                 println!("{settings:#?}");
-                println!("{}", settings.describe_telemetry());
+                println!("{}", settings.describe_telemetry(&identity));
                 Ok(())
             }
         }

@@ -3,19 +3,23 @@
 //! - [`logging`]: Cloud Logging structured JSON on stdout (or a readable format), Error
 //!   Reporting events for ERROR lines and panics ([`panic`]).
 //! - [`propagation`]: incoming trace context (`traceparent`, then `X-Cloud-Trace-Context`).
-//! - [`Telemetry`]: the OpenTelemetry tracer and meter providers and their OTLP/HTTP exporters
-//!   (`none`, `otlp` to a collector, `gcp` straight to Google's Telemetry API); flushed by
-//!   [`Telemetry::shutdown`].
+//! - [`PlatformIdentity`] and [`ServiceInfo`]: who and where the service is, read once at
+//!   start-up ([`PlatformIdentity::detect`]) and passed to [`init`] and [`Telemetry::start`].
+//! - [`Telemetry`] (`providers`): the OpenTelemetry tracer and meter providers and their
+//!   exporters (`none`, `otlp` to a collector, `gcp` straight to Google's Telemetry API);
+//!   flushed by [`Telemetry::shutdown`]. `otlp` is our span exporter (protobuf encoder and
+//!   sender), `export_client` the HTTP client every export goes through.
 //! - [`HttpInstruments`]: what the HTTP middleware uses per request.
 //! - [`env`]: the OpenTelemetry specification's `OTEL_*` variables and the settings they feed.
 
 pub mod env;
+mod export_client;
+mod identity;
 pub mod logging;
-mod otel;
 mod otlp;
 pub mod panic;
-mod platform;
 pub mod propagation;
+mod providers;
 mod server;
 mod settings;
 pub mod writer;
@@ -25,15 +29,18 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use logging::{Latency, ServiceContext, project_id, set_project_id};
-pub use otel::{Error, ServiceInfo, Telemetry};
-pub use platform::Platform;
+pub use identity::{PlatformIdentity, ServiceInfo};
+pub use logging::{Latency, ServiceContext};
+pub use providers::Telemetry;
 pub use server::{DURATION_BUCKETS, HttpInstruments, current_trace_id};
 pub use settings::{
     Compression, Exporter, LogFormat, LogSettings, OtlpHeaders, SamplerKind, SpanExporterKind,
     TelemetrySettings,
 };
 pub use writer::{BatchGuard, BatchWriter};
+
+/// Errors while setting up telemetry.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Makes ring the process's rustls crypto provider. reqwest and google-cloud-auth are built
 /// without a provider of their own (no aws-lc in the build), so this must run before the first
@@ -47,28 +54,28 @@ pub fn install_crypto_provider() {
 /// ends: dropping it writes out the lines still buffered.
 pub fn init(
     log: &LogSettings,
-    telemetry: &TelemetrySettings,
+    identity: &PlatformIdentity,
     service: &ServiceInfo,
 ) -> Result<BatchGuard, Error> {
-    init_batched(log, telemetry, service, std::io::stdout())
+    init_batched(log, identity, service, std::io::stdout())
 }
 
 /// Like [`init`], writing the batches to `out` instead of stdout (tests capture the output).
 pub fn init_batched<W: std::io::Write + Send + 'static>(
     log: &LogSettings,
-    telemetry: &TelemetrySettings,
+    identity: &PlatformIdentity,
     service: &ServiceInfo,
     out: W,
 ) -> Result<BatchGuard, Error> {
     let (writer, guard) = BatchWriter::new(out)?;
-    init_with_writer(log, telemetry, service, writer)?;
+    init_with_writer(log, identity, service, writer)?;
     Ok(guard)
 }
 
 /// Like [`init`], writing to `make_writer` (tests capture the output).
 pub fn init_with_writer<W>(
     log: &LogSettings,
-    telemetry: &TelemetrySettings,
+    identity: &PlatformIdentity,
     service: &ServiceInfo,
     make_writer: W,
 ) -> Result<(), Error>
@@ -77,19 +84,17 @@ where
 {
     install_crypto_provider();
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&log.level))?;
-    if let Some(project) = telemetry.project_id.clone().or_else(|| {
-        std::env::var("GOOGLE_CLOUD_PROJECT")
-            .ok()
-            .filter(|p| !p.is_empty())
-    }) {
-        set_project_id(&project);
-    }
     let registry = tracing_subscriber::registry().with(filter);
     match log.format {
         LogFormat::Json => {
-            let context = ServiceContext::from_env(&service.name, &service.version);
+            let context = ServiceContext::new(identity, service);
+            let project = identity.project_id.as_deref();
             registry
-                .with(logging::CloudLoggingLayer::new(make_writer, context))
+                .with(logging::CloudLoggingLayer::new(
+                    make_writer,
+                    &context,
+                    project,
+                ))
                 .try_init()?;
         }
         LogFormat::Pretty => registry

@@ -15,7 +15,6 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use opentelemetry::trace::TraceContextExt as _;
 use time::format_description::well_known::Rfc3339;
@@ -25,28 +24,11 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::{PlatformIdentity, ServiceInfo};
+
 /// Error Reporting's type marker.
 pub const REPORTED_ERROR_EVENT: &str =
     "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent";
-
-static PROJECT_ID: OnceLock<String> = OnceLock::new();
-/// `"logging.googleapis.com/trace":"projects/{project}/traces/` with the project JSON-escaped.
-static TRACE_KEY_AND_PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
-
-/// Sets the project used in `logging.googleapis.com/trace` (first call wins).
-pub fn set_project_id(project: &str) {
-    if PROJECT_ID.set(project.to_owned()).is_ok() {
-        let mut prefix = br#""logging.googleapis.com/trace":"#.to_vec();
-        json_str(&mut prefix, &format!("projects/{project}/traces/"));
-        prefix.pop(); // the closing quote: the trace id follows
-        let _ = TRACE_KEY_AND_PREFIX.set(prefix);
-    }
-}
-
-/// The project id the logs use, once known.
-pub fn project_id() -> Option<&'static str> {
-    PROJECT_ID.get().map(String::as_str)
-}
 
 /// `serviceContext` of Error Reporting events.
 #[derive(Debug, Clone)]
@@ -56,11 +38,17 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
-    /// `K_SERVICE` and `K_REVISION` on Cloud Run, else the given defaults.
-    pub fn from_env(default_service: &str, default_version: &str) -> Self {
+    /// The Cloud Run service and revision, else the build's name and version.
+    pub fn new(identity: &PlatformIdentity, service: &ServiceInfo) -> Self {
         Self {
-            service: std::env::var("K_SERVICE").unwrap_or_else(|_| default_service.to_owned()),
-            version: std::env::var("K_REVISION").unwrap_or_else(|_| default_version.to_owned()),
+            service: identity
+                .service
+                .clone()
+                .unwrap_or_else(|| service.name.clone()),
+            version: identity
+                .revision
+                .clone()
+                .unwrap_or_else(|| service.version.clone()),
         }
     }
 }
@@ -71,10 +59,15 @@ pub struct CloudLoggingLayer<W> {
     make_writer: W,
     /// `,"@type":…,"serviceContext":{…}` of Error Reporting events, encoded once.
     error_event: Vec<u8>,
+    /// `,"logging.googleapis.com/trace":"projects/{project}/traces/` with the project
+    /// JSON-escaped, when the project is known.
+    trace_prefix: Option<Vec<u8>>,
 }
 
 impl<W> CloudLoggingLayer<W> {
-    pub fn new(make_writer: W, service: ServiceContext) -> Self {
+    /// `project` is the one of `logging.googleapis.com/trace`: without it, lines inside a request
+    /// carry the span id but no trace.
+    pub fn new(make_writer: W, service: &ServiceContext, project: Option<&str>) -> Self {
         let mut error_event = br#","@type":"#.to_vec();
         json_str(&mut error_event, REPORTED_ERROR_EVENT);
         error_event.extend_from_slice(br#","serviceContext":{"service":"#);
@@ -82,9 +75,16 @@ impl<W> CloudLoggingLayer<W> {
         error_event.extend_from_slice(br#","version":"#);
         json_str(&mut error_event, &service.version);
         error_event.push(b'}');
+        let trace_prefix = project.map(|project| {
+            let mut prefix = br#","logging.googleapis.com/trace":"#.to_vec();
+            json_str(&mut prefix, &format!("projects/{project}/traces/"));
+            prefix.pop(); // the closing quote: the trace id follows
+            prefix
+        });
         Self {
             make_writer,
             error_event,
+            trace_prefix,
         }
     }
 }
@@ -118,6 +118,23 @@ where
     }
 }
 
+/// Where an event was logged: for `sourceLocation` and Error Reporting's `reportLocation`.
+struct Location {
+    file: &'static str,
+    line: u32,
+    function: &'static str,
+}
+
+impl Location {
+    fn of(meta: &'static Metadata<'static>) -> Self {
+        Self {
+            file: meta.file().unwrap_or("<unknown>"),
+            line: meta.line().unwrap_or(0),
+            function: meta.module_path().unwrap_or(meta.target()),
+        }
+    }
+}
+
 impl<W> CloudLoggingLayer<W> {
     /// Encodes one line into `scratch.out`, its fields already recorded.
     fn encode(&self, meta: &'static Metadata<'static>, scratch: &mut Scratch) {
@@ -129,56 +146,13 @@ impl<W> CloudLoggingLayer<W> {
             order,
             open,
         } = scratch;
-        let file = meta.file().unwrap_or("<unknown>");
-        let line = meta.line().unwrap_or(0);
-        let function = meta.module_path().unwrap_or(meta.target());
+        let location = Location::of(meta);
         let error = *meta.level() == Level::ERROR;
-
-        out.extend_from_slice(br#"{"severity":""#);
-        out.extend_from_slice(severity(meta.level()).as_bytes());
-        out.extend_from_slice(br#"","message":"#);
-        json_str(out, message.clone().map_or("", |m| &text[m]));
-        out.extend_from_slice(br#","time":""#);
-        let _ = time::OffsetDateTime::now_utc().format_into(out, &Rfc3339);
-        out.extend_from_slice(br#"","logging.googleapis.com/sourceLocation":{"file":"#);
-        json_str(out, file);
-        let _ = write!(out, r#","line":"{line}","function":"#);
-        json_str(out, function);
-        out.push(b'}');
-        opentelemetry::Context::map_current(|cx| {
-            let span = cx.span();
-            let sc = span.span_context();
-            if sc.is_valid() {
-                if let Some(prefix) = TRACE_KEY_AND_PREFIX.get() {
-                    out.push(b',');
-                    out.extend_from_slice(prefix);
-                    let _ = write!(out, "{}\"", sc.trace_id());
-                }
-                let _ = write!(
-                    out,
-                    r#","logging.googleapis.com/spanId":"{}","logging.googleapis.com/trace_sampled":{}"#,
-                    sc.span_id(),
-                    sc.is_sampled()
-                );
-            }
-        });
-
-        if error
-            && !fields
-                .iter()
-                .any(|(name, _)| name.starts_with("context.reportLocation."))
-        {
-            fields.extend([
-                ("context.reportLocation.filePath", Scalar::Static(file)),
-                (
-                    "context.reportLocation.lineNumber",
-                    Scalar::U64(line.into()),
-                ),
-                (
-                    "context.reportLocation.functionName",
-                    Scalar::Static(function),
-                ),
-            ]);
+        let message = message.clone().map_or("", |m| &text[m]);
+        encode_head(out, meta.level(), message, &location);
+        self.encode_trace(out);
+        if error {
+            add_report_location(fields, &location);
         }
         // Plain fields in the order given; nested ones grouped by path.
         order.clear();
@@ -194,42 +168,115 @@ impl<W> CloudLoggingLayer<W> {
             }
         }
         order.sort_by_key(|&(name, ..)| name);
-        open.clear();
-        // Whether the innermost open object has no key yet (the root already has some).
-        let mut fresh = false;
-        for &(_, top, rest, i) in order.iter() {
-            let value = &fields[i].1;
-            let (parents, leaf) = match rest.rsplit_once('.') {
-                Some((parents, leaf)) => (Some(parents), leaf),
-                None => (None, rest),
-            };
-            let path =
-                || std::iter::once(top).chain(parents.into_iter().flat_map(|p| p.split('.')));
-            // Close the objects this field is not in, open the ones it is in.
-            let common = open
-                .iter()
-                .zip(path())
-                .take_while(|(a, b)| **a == *b)
-                .count();
-            if open.len() > common {
-                close(out, open, common);
-                fresh = false;
-            }
-            for segment in path().skip(common) {
-                key(out, segment, &mut fresh);
-                out.push(b'{');
-                open.push(segment);
-                fresh = true;
-            }
-            key(out, leaf, &mut fresh);
-            value.encode(out, text);
-        }
-        close(out, open, 0);
+        encode_nested(out, text, fields, order, open);
         if error {
             out.extend_from_slice(&self.error_event);
         }
         out.extend_from_slice(b"}\n");
     }
+
+    /// `logging.googleapis.com/trace`, `…/spanId` and `…/trace_sampled` of the current span.
+    fn encode_trace(&self, out: &mut Vec<u8>) {
+        opentelemetry::Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            if sc.is_valid() {
+                if let Some(prefix) = &self.trace_prefix {
+                    out.extend_from_slice(prefix);
+                    let _ = write!(out, "{}\"", sc.trace_id());
+                }
+                let _ = write!(
+                    out,
+                    r#","logging.googleapis.com/spanId":"{}","logging.googleapis.com/trace_sampled":{}"#,
+                    sc.span_id(),
+                    sc.is_sampled()
+                );
+            }
+        });
+    }
+}
+
+/// Closes `time` and opens `sourceLocation` up to its `file` value.
+const SOURCE_LOCATION_FILE: &[u8] = br#"","logging.googleapis.com/sourceLocation":{"file":"#;
+
+/// `{"severity":…,"message":…,"time":…,"logging.googleapis.com/sourceLocation":{…}` (the object
+/// left open).
+fn encode_head(out: &mut Vec<u8>, level: &Level, message: &str, location: &Location) {
+    out.extend_from_slice(br#"{"severity":""#);
+    out.extend_from_slice(severity(level).as_bytes());
+    out.extend_from_slice(br#"","message":"#);
+    json_str(out, message);
+    out.extend_from_slice(br#","time":""#);
+    let _ = time::OffsetDateTime::now_utc().format_into(out, &Rfc3339);
+    out.extend_from_slice(SOURCE_LOCATION_FILE);
+    json_str(out, location.file);
+    let _ = write!(out, r#","line":"{}","function":"#, location.line);
+    json_str(out, location.function);
+    out.push(b'}');
+}
+
+/// Error Reporting's `context.reportLocation`, from the call site unless the event gives its own.
+fn add_report_location(fields: &mut Vec<(&'static str, Scalar)>, location: &Location) {
+    if fields
+        .iter()
+        .any(|(name, _)| name.starts_with("context.reportLocation."))
+    {
+        return;
+    }
+    fields.extend([
+        (
+            "context.reportLocation.filePath",
+            Scalar::Static(location.file),
+        ),
+        (
+            "context.reportLocation.lineNumber",
+            Scalar::U64(location.line.into()),
+        ),
+        (
+            "context.reportLocation.functionName",
+            Scalar::Static(location.function),
+        ),
+    ]);
+}
+
+/// The nested fields, `order` sorted by name, as objects: each path's objects opened once.
+fn encode_nested(
+    out: &mut Vec<u8>,
+    text: &str,
+    fields: &[(&'static str, Scalar)],
+    order: &[(&'static str, &'static str, &'static str, usize)],
+    open: &mut Vec<&'static str>,
+) {
+    open.clear();
+    // Whether the innermost open object has no key yet (the root already has some).
+    let mut fresh = false;
+    for &(_, top, rest, i) in order {
+        let value = &fields[i].1;
+        let (parents, leaf) = match rest.rsplit_once('.') {
+            Some((parents, leaf)) => (Some(parents), leaf),
+            None => (None, rest),
+        };
+        let path = || std::iter::once(top).chain(parents.into_iter().flat_map(|p| p.split('.')));
+        // Close the objects this field is not in, open the ones it is in.
+        let common = open
+            .iter()
+            .zip(path())
+            .take_while(|(a, b)| **a == *b)
+            .count();
+        if open.len() > common {
+            close(out, open, common);
+            fresh = false;
+        }
+        for segment in path().skip(common) {
+            key(out, segment, &mut fresh);
+            out.push(b'{');
+            open.push(segment);
+            fresh = true;
+        }
+        key(out, leaf, &mut fresh);
+        value.encode(out, text);
+    }
+    close(out, open, 0);
 }
 
 /// Closes the open objects deeper than `depth`.
@@ -452,6 +499,11 @@ mod tests {
 
     /// The lines `emit` logs through the layer, parsed.
     fn lines(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        lines_in_project(Some("p"), emit)
+    }
+
+    /// [`lines`] with the trace's project given.
+    fn lines_in_project(project: Option<&str>, emit: impl FnOnce()) -> Vec<serde_json::Value> {
         use std::sync::{Arc, Mutex};
         use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -470,10 +522,11 @@ mod tests {
         let writer = sink.clone();
         let layer = CloudLoggingLayer::new(
             move || writer.clone(),
-            ServiceContext {
+            &ServiceContext {
                 service: "svc".into(),
                 version: "v\"1".into(),
             },
+            project,
         );
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, emit);
@@ -549,5 +602,65 @@ mod tests {
         assert_eq!(warn["severity"], "WARNING");
         assert_eq!(warn["n"], -3);
         assert!(warn.get("@type").is_none());
+    }
+
+    #[test]
+    fn lines_inside_a_span_name_the_trace_in_the_project_given() {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        let span = SpanContext::new(
+            TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+            SpanId::from(0x00f0_67aa_0ba9_02b7),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let in_span = || {
+            let _cx = opentelemetry::Context::new()
+                .with_remote_span_context(span.clone())
+                .attach();
+            tracing::info!("inside");
+        };
+        let with = lines_in_project(Some("my-\"project"), in_span);
+        assert_eq!(
+            with[0]["logging.googleapis.com/trace"],
+            "projects/my-\"project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(with[0]["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+        assert_eq!(with[0]["logging.googleapis.com/trace_sampled"], true);
+        let without = lines_in_project(None, in_span);
+        assert!(
+            without[0].get("logging.googleapis.com/trace").is_none(),
+            "{}",
+            without[0]
+        );
+        assert_eq!(
+            without[0]["logging.googleapis.com/spanId"],
+            "00f067aa0ba902b7"
+        );
+    }
+
+    #[test]
+    fn the_service_context_is_cloud_runs_else_the_builds() {
+        let build = ServiceInfo {
+            name: "items-service".into(),
+            version: "1.2.3".into(),
+        };
+        let off = ServiceContext::new(&PlatformIdentity::default(), &build);
+        assert_eq!(
+            (off.service.as_str(), off.version.as_str()),
+            ("items-service", "1.2.3")
+        );
+        let cloud_run = PlatformIdentity {
+            service: Some("items".into()),
+            revision: Some("items-00042-abc".into()),
+            ..PlatformIdentity::default()
+        };
+        let on = ServiceContext::new(&cloud_run, &build);
+        assert_eq!(
+            (on.service.as_str(), on.version.as_str()),
+            ("items", "items-00042-abc")
+        );
     }
 }

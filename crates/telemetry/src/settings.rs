@@ -1,13 +1,14 @@
-//! The `log` and `telemetry` settings sections.
+//! The `log` and `telemetry` settings sections. Their defaults are written once, in the
+//! service's `config/base.toml`: a key it lacks is an error, not a value made up here. Only
+//! optional keys (unset means "none") may be absent.
 
 use serde::Deserialize;
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line in Cloud Logging's structured-logging shape.
-    #[default]
     Json,
     /// Human-readable lines for a terminal.
     Pretty,
@@ -17,45 +18,21 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    #[serde(default)]
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `items_http=debug`; `RUST_LOG` wins when set.
-    #[serde(default = "default_level")]
     pub level: String,
     /// One access-log entry (with `httpRequest`) per request.
-    #[serde(default = "yes")]
     pub access_log: bool,
     /// Share of health-probe requests (`/health/live`, `/health/ready`) that get an access-log entry:
     /// 0 silences them, 1 logs every one.
-    #[serde(default)]
     pub health_probe_sample_ratio: f64,
 }
 
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_level(),
-            access_log: true,
-            health_probe_sample_ratio: 0.0,
-        }
-    }
-}
-
-fn default_level() -> String {
-    "info".to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// Where traces and metrics go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Exporter {
     /// Nothing is exported; trace ids are still made for log correlation and problem bodies.
-    #[default]
     None,
     /// OTLP/HTTP (protobuf) to `otlp_endpoint`, by default the collector sidecar on localhost.
     Otlp,
@@ -65,7 +42,7 @@ pub enum Exporter {
 
 /// `telemetry.sampler`: the specification's built-in samplers (`OTEL_TRACES_SAMPLER`). The ratio
 /// samplers use `telemetry.sample_ratio` (`OTEL_TRACES_SAMPLER_ARG`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerKind {
     AlwaysOn,
@@ -74,17 +51,15 @@ pub enum SamplerKind {
     TraceIdRatio,
     ParentbasedAlwaysOn,
     ParentbasedAlwaysOff,
-    /// The default: a caller's decision is followed, new traces are sampled at `sample_ratio`.
-    #[default]
+    /// A caller's decision is followed, new traces are sampled at `sample_ratio`.
     #[serde(rename = "parentbased_traceidratio")]
     ParentbasedTraceIdRatio,
 }
 
 /// `telemetry.otlp_compression` (`OTEL_EXPORTER_OTLP_COMPRESSION`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    #[default]
     None,
     Gzip,
 }
@@ -109,11 +84,10 @@ impl std::fmt::Debug for OtlpHeaders {
 
 /// Which span exporter encodes OTLP (`telemetry.span_exporter`; for measuring one against the
 /// other with `cargo xtask bench --telemetry-overhead-only --compare-span-exporters`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanExporterKind {
     /// Our encoder (`otlp`), straight from the SDK's span data.
-    #[default]
     Own,
     /// `opentelemetry-otlp`'s span exporter.
     Library,
@@ -123,11 +97,9 @@ pub enum SpanExporterKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
-    #[serde(default)]
     pub exporter: Exporter,
     /// Base URL of an OTLP/HTTP receiver; `/v1/traces` and `/v1/metrics` are appended
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`).
-    #[serde(default = "default_otlp_endpoint")]
     pub otlp_endpoint: String,
     /// Full URL for spans, used as is; wins over `otlp_endpoint`
     /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
@@ -141,14 +113,12 @@ pub struct TelemetrySettings {
     #[serde(default)]
     pub otlp_headers: OtlpHeaders,
     /// `gzip` or `none` (`OTEL_EXPORTER_OTLP_COMPRESSION`).
-    #[serde(default)]
     pub otlp_compression: Compression,
     /// Extra resource attributes, `key=value,…` percent-encoded (`OTEL_RESOURCE_ATTRIBUTES`);
     /// its `service.name` counts only when `service_name` is unset.
     #[serde(default)]
     pub resource_attributes: String,
     /// Base URL of Google's Telemetry API (the `gcp` exporter).
-    #[serde(default = "default_gcp_endpoint")]
     pub gcp_endpoint: String,
     /// Google Cloud project; else `GOOGLE_CLOUD_PROJECT`, else the metadata server on Cloud Run.
     #[serde(default)]
@@ -162,58 +132,22 @@ pub struct TelemetrySettings {
     pub service_name: Option<String>,
     /// The sampler (`OTEL_TRACES_SAMPLER`); the parent-based ones follow a caller's decision
     /// (traceparent flags, `X-Cloud-Trace-Context` `o=`).
-    #[serde(default)]
     pub sampler: SamplerKind,
     /// Share of new traces that the ratio samplers sample (0..=1; `OTEL_TRACES_SAMPLER_ARG`).
-    #[serde(default = "one")]
     pub sample_ratio: f64,
     /// How often metrics are exported.
-    #[serde(default = "default_metrics_interval")]
     pub metrics_interval_secs: u64,
     /// Longest wait before a batch of spans is sent.
-    #[serde(default = "default_batch_delay")]
     pub batch_delay_ms: u64,
     /// Spans buffered before new ones are dropped.
-    #[serde(default = "default_queue_size")]
     pub max_queue_size: usize,
     /// Timeout of one export request.
-    #[serde(default = "default_export_timeout")]
     pub export_timeout_ms: u64,
     /// Budget for flushing everything at shutdown (Cloud Run kills 10 s after SIGTERM).
-    #[serde(default = "default_flush_timeout")]
     pub flush_timeout_ms: u64,
     /// Budget for metadata-server look-ups on Cloud Run (project, region, instance).
-    #[serde(default = "default_metadata_timeout")]
     pub metadata_timeout_ms: u64,
-    #[serde(default)]
     pub span_exporter: SpanExporterKind,
-}
-
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        Self {
-            exporter: Exporter::None,
-            otlp_endpoint: default_otlp_endpoint(),
-            otlp_traces_endpoint: None,
-            otlp_metrics_endpoint: None,
-            otlp_headers: OtlpHeaders::default(),
-            otlp_compression: Compression::None,
-            resource_attributes: String::new(),
-            gcp_endpoint: default_gcp_endpoint(),
-            project_id: None,
-            region: None,
-            service_name: None,
-            sampler: SamplerKind::default(),
-            sample_ratio: 1.0,
-            metrics_interval_secs: default_metrics_interval(),
-            batch_delay_ms: default_batch_delay(),
-            max_queue_size: default_queue_size(),
-            export_timeout_ms: default_export_timeout(),
-            flush_timeout_ms: default_flush_timeout(),
-            metadata_timeout_ms: default_metadata_timeout(),
-            span_exporter: SpanExporterKind::Own,
-        }
-    }
 }
 
 impl TelemetrySettings {
@@ -294,32 +228,4 @@ impl TelemetrySettings {
             None => (default.to_owned(), "built-in default"),
         }
     }
-}
-
-fn default_otlp_endpoint() -> String {
-    "http://localhost:4318".to_owned()
-}
-fn default_gcp_endpoint() -> String {
-    "https://telemetry.googleapis.com".to_owned()
-}
-fn one() -> f64 {
-    1.0
-}
-fn default_metrics_interval() -> u64 {
-    60
-}
-fn default_batch_delay() -> u64 {
-    1000
-}
-fn default_queue_size() -> usize {
-    8192
-}
-fn default_export_timeout() -> u64 {
-    5000
-}
-fn default_flush_timeout() -> u64 {
-    1500
-}
-fn default_metadata_timeout() -> u64 {
-    500
 }

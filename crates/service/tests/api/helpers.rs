@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use items_service::{Application, Settings, SettingsSources};
+use items_service::{Application, PlatformIdentity, Settings, SettingsSources};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -41,7 +41,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     items_repository::migrate(&items_repository::DatabaseSettings::from_url(&db_url))
         .await
         .expect("migrations");
-    let app = Application::build(&settings)
+    let app = Application::build(&settings, &PlatformIdentity::default())
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpResponse, web};
 use items_http::ApiError;
 use items_service::{Application, BuildOptions, Settings, SettingsSources};
-use items_telemetry::{LogFormat, LogSettings, Platform, TelemetrySettings};
+use items_telemetry::{LogFormat, LogSettings, PlatformIdentity};
 use serde_json::Value;
 
 pub const PROJECT: &str = "test-project";
@@ -27,8 +27,8 @@ pub async fn settings(customise: impl FnOnce(&mut Settings)) -> Settings {
     settings
 }
 
-pub fn platform() -> Platform {
-    Platform {
+pub fn platform() -> PlatformIdentity {
+    PlatformIdentity {
         project_id: Some(PROJECT.to_owned()),
         region: Some("europe-west1".to_owned()),
         service: Some("items".to_owned()),
@@ -38,12 +38,12 @@ pub fn platform() -> Platform {
 }
 
 /// Starts the real server with the test-only routes; returns its base URL.
-pub async fn spawn(settings: &Settings, platform: Platform) -> String {
+pub async fn spawn(settings: &Settings, platform: PlatformIdentity) -> String {
     let app = Application::build_with(
         settings,
+        &platform,
         BuildOptions {
             extra_routes: Some(test_routes),
-            platform: Some(platform),
         },
     )
     .await
@@ -109,18 +109,14 @@ pub fn capture_logs() {
             access_log: true,
             health_probe_sample_ratio: 0.0,
         };
-        let telemetry = TelemetrySettings {
+        let identity = PlatformIdentity {
             project_id: Some(PROJECT.to_owned()),
-            ..TelemetrySettings::default()
+            ..PlatformIdentity::default()
         };
         // The service's own path: lines reach `Capture` through the batching writer thread.
-        let guard = items_telemetry::init_batched(
-            &log,
-            &telemetry,
-            &items_service::service_info(),
-            Capture,
-        )
-        .unwrap();
+        let guard =
+            items_telemetry::init_batched(&log, &identity, &items_service::service_info(), Capture)
+                .unwrap();
         std::mem::forget(guard); // logs for the whole test process
     });
 }

@@ -1,18 +1,29 @@
-//! Layered settings: built-in defaults → the environment's file → an optional explicit file →
-//! Cloud Run's `PORT` → the OpenTelemetry specification's `OTEL_*` variables → `APP__SECTION__KEY`
-//! variables (so an `APP__…` setting wins over its `OTEL_*` twin). Environment files are compiled
-//! in, so the binary needs no files at run time.
+//! Layered settings: defaults (`config/base.toml`, the only place a default is written) → the
+//! environment's file → an optional explicit file → Cloud Run's `PORT` → the OpenTelemetry
+//! specification's `OTEL_*` variables → `APP__SECTION__KEY` variables (so an `APP__…` setting
+//! wins over its `OTEL_*` twin). Environment files are compiled in, so the binary needs no files
+//! at run time. README's settings tables are checked against these files (`defaults_tests`).
+
+mod api;
+#[cfg(test)]
+mod defaults_tests;
+mod origins;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use config::{Config, Environment, File, FileFormat, Map, Source, Value};
+use config::{Config, Environment, File, FileFormat};
 use items_repository::DatabaseSettings;
 use items_telemetry::{LogSettings, TelemetrySettings};
-use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+
+pub use api::{ApiSettings, DEVELOPMENT_PAGE_TOKEN_SECRET, PageTokenKeys};
+pub use origins::Origins;
+use origins::{OtelSource, origins};
+
+/// The defaults of every environment.
+const BASE_TOML: &str = include_str!("../../config/base.toml");
 
 /// All settings of the service.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,8 +32,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub log: LogSettings,
-    #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// Only optional keys: absent when no environment sets one.
     #[serde(default)]
     pub api: ApiSettings,
     /// Where the telemetry settings came from, and ignored `OTEL_*` variables (`check-config`).
@@ -40,113 +51,6 @@ pub struct ServerSettings {
     #[serde(default)]
     pub workers: Option<usize>,
     pub shutdown_timeout_secs: u64,
-}
-
-/// The page-token key of `config/local.toml`: public, so refused outside `local`.
-pub const DEVELOPMENT_PAGE_TOKEN_SECRET: &str = "items-local-page-token-secret";
-
-/// Shortest page-token key accepted outside `local` (HMAC-SHA256: 32 bytes or more).
-pub const MIN_PAGE_TOKEN_SECRET_BYTES: usize = 32;
-
-/// `api.*` settings: the HMAC keys of page tokens. One key signs; earlier keys still verify, so
-/// that rotating the key does not break clients that are paging.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSettings {
-    /// The signing key (plain, for local use; `APP__API__PAGE_TOKEN_SECRET`).
-    #[serde(default)]
-    pub page_token_secret: Option<SecretString>,
-    /// A file holding the signing key (a Secret Manager mount; trailing newline stripped); wins
-    /// over `page_token_secret`.
-    #[serde(default)]
-    pub page_token_secret_file: Option<PathBuf>,
-    /// Earlier keys that still verify tokens (`APP__API__PAGE_TOKEN_PREVIOUS_SECRETS`,
-    /// comma-separated).
-    #[serde(default)]
-    pub page_token_previous_secrets: Vec<SecretString>,
-    /// Files holding earlier keys (`APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES`, comma-separated).
-    #[serde(default)]
-    pub page_token_previous_secret_files: Vec<PathBuf>,
-}
-
-/// The resolved page-token keys.
-#[derive(Debug, Clone)]
-pub struct PageTokenKeys {
-    /// Signs new tokens (and verifies).
-    pub current: SecretString,
-    /// Only verify.
-    pub previous: Vec<SecretString>,
-}
-
-impl ApiSettings {
-    /// Reads the keys (files included). Every error names `api.page_token_secret`.
-    pub fn page_token_keys(&self) -> anyhow::Result<PageTokenKeys> {
-        let current = match (&self.page_token_secret_file, &self.page_token_secret) {
-            (Some(path), _) => read_key(path, "api.page_token_secret_file")?,
-            (None, Some(secret)) => secret.clone(),
-            (None, None) => bail!(
-                "api.page_token_secret: no page-token key is set: set api.page_token_secret_file \
-                 to a file holding it (on Cloud Run the Secret Manager mount Terraform creates) \
-                 or api.page_token_secret (APP__API__PAGE_TOKEN_SECRET)"
-            ),
-        };
-        if current.expose_secret().is_empty() {
-            bail!("api.page_token_secret: the page-token key is empty");
-        }
-        let mut previous: Vec<SecretString> = self
-            .page_token_previous_secrets
-            .iter()
-            .filter(|k| !k.expose_secret().is_empty())
-            .cloned()
-            .collect();
-        for path in self
-            .page_token_previous_secret_files
-            .iter()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            previous.push(read_key(path, "api.page_token_previous_secret_files")?);
-        }
-        Ok(PageTokenKeys { current, previous })
-    }
-
-    /// The keys must exist; outside `local` the signing key must not be the public development
-    /// key nor shorter than [`MIN_PAGE_TOKEN_SECRET_BYTES`].
-    fn check(&self, environment: AppEnvironment) -> anyhow::Result<()> {
-        let keys = self.page_token_keys()?;
-        if environment == AppEnvironment::Local {
-            return Ok(());
-        }
-        let key = keys.current.expose_secret();
-        let name = environment.name();
-        if key == DEVELOPMENT_PAGE_TOKEN_SECRET {
-            bail!(
-                "api.page_token_secret: {name} must not sign page tokens with the built-in \
-                 development key, which anyone can read in the repository; set \
-                 api.page_token_secret_file (Terraform mounts a generated key) or \
-                 api.page_token_secret"
-            );
-        }
-        if key.len() < MIN_PAGE_TOKEN_SECRET_BYTES {
-            bail!(
-                "api.page_token_secret: the page-token key of {name} has {} bytes; use at least \
-                 {MIN_PAGE_TOKEN_SECRET_BYTES} random bytes",
-                key.len()
-            );
-        }
-        Ok(())
-    }
-}
-
-fn read_key(path: &Path, key: &str) -> anyhow::Result<SecretString> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!(
-            "api.page_token_secret: cannot read {key} {}: {e}",
-            path.display()
-        )
-    })?;
-    Ok(SecretString::from(
-        text.trim_end_matches(['\r', '\n']).to_owned(),
-    ))
 }
 
 /// The deployment environment, from `APP_ENVIRONMENT`.
@@ -182,10 +86,10 @@ impl AppEnvironment {
 
     fn file(self) -> (&'static str, &'static str) {
         match self {
-            Self::Local => ("local.toml", include_str!("../config/local.toml")),
-            Self::Dev => ("dev.toml", include_str!("../config/dev.toml")),
-            Self::Stage => ("stage.toml", include_str!("../config/stage.toml")),
-            Self::Prod => ("prod.toml", include_str!("../config/prod.toml")),
+            Self::Local => ("local.toml", include_str!("../../config/local.toml")),
+            Self::Dev => ("dev.toml", include_str!("../../config/dev.toml")),
+            Self::Stage => ("stage.toml", include_str!("../../config/stage.toml")),
+            Self::Prod => ("prod.toml", include_str!("../../config/prod.toml")),
         }
     }
 }
@@ -240,66 +144,12 @@ const LIST_KEYS: [&str; 2] = [
     "api.page_token_previous_secret_files",
 ];
 
-/// The `OTEL_*` variables as a settings source, between the files and `APP__…`.
-#[derive(Debug, Clone)]
-struct OtelSource(Vec<(&'static str, String, &'static str)>);
-
-impl Source for OtelSource {
-    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
-        Ok(self
-            .0
-            .iter()
-            .map(|(key, value, var)| {
-                let origin = (*var).to_owned();
-                ((*key).to_owned(), Value::new(Some(&origin), value.as_str()))
-            })
-            .collect())
-    }
-}
-
-/// Where each telemetry setting with an `OTEL_*` twin came from, for `check-config`.
-#[derive(Debug, Clone, Default)]
-pub struct Origins {
-    /// `(setting key, origin)`: an `APP__…` or `OTEL_*` variable, a file, or the built-in default.
-    pub telemetry: Vec<(&'static str, String)>,
-    /// `OTEL_*` variables that were set but ignored, and why.
-    pub warnings: Vec<String>,
-}
-
-impl Origins {
-    fn of(&self, key: &str) -> &str {
-        self.telemetry
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or("built-in default", |(_, o)| o.as_str())
-    }
-}
-
-/// `telemetry.otlp_endpoint` → `APP__TELEMETRY__OTLP_ENDPOINT`.
-fn app_variable(key: &str) -> String {
-    format!("APP__{}", key.to_ascii_uppercase().replace('.', "__"))
-}
-
-fn has_key(text: &str, key: &str) -> bool {
-    Config::builder()
-        .add_source(File::from_str(text, FileFormat::Toml))
-        .build()
-        .is_ok_and(|c| c.get::<Value>(key).is_ok())
-}
-
 impl Settings {
     pub fn load(sources: &SettingsSources) -> anyhow::Result<Self> {
         let env = AppEnvironment::parse(sources.environment.as_deref().unwrap_or("local"))?;
         let (env_name, env_text) = env.file();
         let mut builder = Config::builder()
-            .add_source(File::from_str(
-                include_str!("../config/base.toml"),
-                FileFormat::Toml,
-            ))
+            .add_source(File::from_str(BASE_TOML, FileFormat::Toml))
             .add_source(File::from_str(env_text, FileFormat::Toml));
         if let Some(path) = &sources.file {
             builder = builder.add_source(
@@ -363,147 +213,13 @@ impl Settings {
         settings.origins = origins(sources, env, &otel);
         Ok(settings)
     }
-
-    /// The effective telemetry settings that have an `OTEL_*` twin, each with its origin, and
-    /// the ignored `OTEL_*` variables (`items-service check-config`).
-    pub fn describe_telemetry(&self) -> String {
-        let t = &self.telemetry;
-        let k_service = std::env::var("K_SERVICE").ok();
-        let (service_name, from) =
-            t.service_name_and_origin(k_service.as_deref(), env!("CARGO_PKG_NAME"));
-        let service_origin = match from {
-            "telemetry.service_name" | "telemetry.resource_attributes" => {
-                format!("{from}, from {}", self.origins.of(from))
-            }
-            other => other.to_owned(),
-        };
-        let headers = items_telemetry::env::parse_key_values(&t.otlp_headers.0)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, _)| format!("{k}=[redacted]"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let base = match t.exporter {
-            items_telemetry::Exporter::Gcp => "telemetry.gcp_endpoint",
-            _ => "telemetry.otlp_endpoint",
-        };
-        let rows: Vec<(&str, String, String)> = vec![
-            ("service.name", format!("{service_name:?}"), service_origin),
-            row(self, "telemetry.exporter", format!("{:?}", t.exporter)),
-            row(
-                self,
-                "telemetry.otlp_endpoint",
-                format!("{:?}", t.otlp_endpoint),
-            ),
-            (
-                "traces URL",
-                format!("{:?}", t.traces_url()),
-                if t.traces_url().is_none() {
-                    "nothing is exported".to_owned()
-                } else if t.exporter == items_telemetry::Exporter::Otlp
-                    && t.otlp_traces_endpoint.is_some()
-                {
-                    format!(
-                        "telemetry.otlp_traces_endpoint, from {}",
-                        self.origins.of("telemetry.otlp_traces_endpoint")
-                    )
-                } else {
-                    format!("{base} + v1/traces")
-                },
-            ),
-            (
-                "metrics URL",
-                format!("{:?}", t.metrics_url()),
-                if t.metrics_url().is_none() {
-                    "nothing is exported".to_owned()
-                } else if t.exporter == items_telemetry::Exporter::Otlp
-                    && t.otlp_metrics_endpoint.is_some()
-                {
-                    format!(
-                        "telemetry.otlp_metrics_endpoint, from {}",
-                        self.origins.of("telemetry.otlp_metrics_endpoint")
-                    )
-                } else {
-                    format!("{base} + v1/metrics")
-                },
-            ),
-            row(self, "telemetry.otlp_headers", format!("{headers:?}")),
-            row(
-                self,
-                "telemetry.otlp_compression",
-                format!("{:?}", t.otlp_compression),
-            ),
-            row(
-                self,
-                "telemetry.resource_attributes",
-                format!("{:?}", t.resource_attributes),
-            ),
-            row(self, "telemetry.sampler", format!("{:?}", t.sampler)),
-            row(
-                self,
-                "telemetry.sample_ratio",
-                format!("{}", t.sample_ratio),
-            ),
-        ];
-        fn row(s: &Settings, key: &'static str, value: String) -> (&'static str, String, String) {
-            (key, value, s.origins.of(key).to_owned())
-        }
-        let mut out = String::from("Telemetry (effective value, from where):\n");
-        for (key, value, origin) in rows {
-            let _ = writeln!(out, "  {key} = {value}  (from {origin})");
-        }
-        for warning in &self.origins.warnings {
-            let _ = writeln!(out, "  warning: {warning}");
-        }
-        out
-    }
-}
-
-/// The origin of each telemetry setting that has an `OTEL_*` twin: the highest source that sets
-/// it.
-fn origins(
-    sources: &SettingsSources,
-    env: AppEnvironment,
-    otel: &items_telemetry::env::OtelEnv,
-) -> Origins {
-    let (env_name, env_text) = env.file();
-    let file_text = sources
-        .file
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok());
-    let mut telemetry: Vec<(&'static str, String)> = Vec::new();
-    for (_, key) in items_telemetry::env::OTEL_VARIABLES {
-        if telemetry.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
-        let app = app_variable(key);
-        let origin = if sources.overrides.iter().any(|(k, _)| k == key) {
-            "an override".to_owned()
-        } else if sources.reads_variables() && sources.var(&app).is_some() {
-            app
-        } else if let Some((_, _, var)) = otel.values.iter().find(|(k, ..)| *k == key) {
-            (*var).to_owned()
-        } else if let (Some(path), Some(text)) = (&sources.file, &file_text)
-            && has_key(text, key)
-        {
-            path.display().to_string()
-        } else if has_key(env_text, key) {
-            format!("config/{env_name}")
-        } else if has_key(include_str!("../config/base.toml"), key) {
-            "config/base.toml".to_owned()
-        } else {
-            "built-in default".to_owned()
-        };
-        telemetry.push((key, origin));
-    }
-    Origins {
-        telemetry,
-        warnings: otel.warnings.clone(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use items_telemetry::PlatformIdentity;
+    use secrecy::ExposeSecret as _;
+
     use super::*;
 
     fn sources(overrides: &[(&str, &str)]) -> SettingsSources {
@@ -730,7 +446,7 @@ mod tests {
             "OTEL_EXPORTER_OTLP_ENDPOINT"
         );
         assert_eq!(s.origins.of("telemetry.sampler"), "OTEL_TRACES_SAMPLER");
-        let described = s.describe_telemetry();
+        let described = s.describe_telemetry(&PlatformIdentity::default());
         assert!(
             described.contains(
                 "service.name = \"x\"  (from telemetry.service_name, from OTEL_SERVICE_NAME)"
