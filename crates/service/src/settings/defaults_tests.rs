@@ -267,3 +267,29 @@ fn the_repositorys_fallback_defaults_are_the_configured_ones() {
         )
     );
 }
+
+#[test]
+fn secrets_have_no_default_outside_local() {
+    let secrets = [
+        "api.page_token_secret",
+        "api.page_token_previous_secrets",
+        "database.url",
+        "database.password",
+    ];
+    let files = std::iter::once(("base", BASE_TOML)).chain(
+        ENVIRONMENTS
+            .iter()
+            .filter(|env| **env != AppEnvironment::Local)
+            .map(|env| (env.name(), env.file().1)),
+    );
+    for (name, text) in files {
+        let keys = keys_of(text);
+        for secret in secrets {
+            assert!(
+                !keys.contains_key(secret),
+                "config/{name}.toml sets {secret}"
+            );
+        }
+    }
+    assert!(keys_of(AppEnvironment::Local.file().1).contains_key("api.page_token_secret"));
+}
