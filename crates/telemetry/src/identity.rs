@@ -175,4 +175,75 @@ mod tests {
         assert_eq!(off, PlatformIdentity::default());
         assert!(!off.on_cloud_run());
     }
+
+    /// A metadata server on localhost answering `paths`, and how many requests it got.
+    async fn metadata_server(
+        paths: &'static [(&'static str, &'static str)],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = vec![0; 4096];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).into_owned();
+                let flavoured = request.contains("Metadata-Flavor: Google")
+                    || request.contains("metadata-flavor: Google");
+                let body = paths
+                    .iter()
+                    .find(|(path, _)| {
+                        request.starts_with(&format!("GET /computeMetadata/v1/{path} "))
+                    })
+                    .filter(|_| flavoured)
+                    .map(|(_, body)| *body);
+                let response = match body {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_owned()
+                    }
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (host, hits)
+    }
+
+    #[tokio::test]
+    async fn the_metadata_server_fills_only_what_settings_and_environment_left_open() {
+        let (host, hits) = metadata_server(&[
+            ("project/project-id", "meta-project\n"),
+            ("instance/region", "projects/123456/regions/europe-west1"),
+            ("instance/id", "instance-7"),
+        ])
+        .await;
+        let metadata = Metadata::new(&host, Duration::from_secs(5));
+        let on_cloud_run = PlatformIdentity::read(None, None, env(&[("K_SERVICE", "items")]));
+        let filled = on_cloud_run.with_metadata(&metadata).await;
+        assert_eq!(filled.project_id.as_deref(), Some("meta-project"));
+        assert_eq!(filled.region.as_deref(), Some("europe-west1"));
+        assert_eq!(filled.instance.as_deref(), Some("instance-7"));
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let configured = PlatformIdentity::read(
+            Some("from-settings"),
+            Some("us-east1"),
+            env(&[("K_SERVICE", "items")]),
+        );
+        let filled = configured.with_metadata(&metadata).await;
+        assert_eq!(filled.project_id.as_deref(), Some("from-settings"));
+        assert_eq!(filled.region.as_deref(), Some("us-east1"));
+        assert_eq!(filled.instance.as_deref(), Some("instance-7"));
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "only instance/id asked"
+        );
+    }
 }
