@@ -188,7 +188,7 @@ impl Settings {
         })?;
         let mut settings: Settings = config.try_deserialize().map_err(|e| {
             anyhow::anyhow!(
-                "invalid setting: {e} (sources: built-in defaults, config/{env_name}, {}APP__* environment variables)",
+                "invalid setting: {e} (sources: config/base.toml, config/{env_name}, {}APP__* environment variables)",
                 sources
                     .file
                     .as_ref()
