@@ -22,22 +22,18 @@ pub struct DatabaseSettings {
     pub password_file: Option<PathBuf>,
     pub dbname: Option<String>,
     /// Per-statement limit, enforced by the server (`statement_timeout`).
-    #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
     /// Apply pending migrations at start-up (under an advisory lock).
-    #[serde(default = "default_true")]
     pub migrate_on_start: bool,
     /// How long an `Idempotency-Key` is remembered; older keys are pruned, after which a retry
     /// with the same key creates a new item.
-    #[serde(default = "default_idempotency_key_ttl_hours")]
     pub idempotency_key_ttl_hours: u64,
-    #[serde(default)]
     pub pool: PoolSettings,
 }
 
 /// `database.pool.*` settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct PoolSettings {
     pub max_size: usize,
     /// How long a request waits for a free connection before it gets a 503.
@@ -46,33 +42,10 @@ pub struct PoolSettings {
     pub recycle_timeout_ms: u64,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_size: 16,
-            wait_timeout_ms: 1000,
-            create_timeout_ms: 1000,
-            recycle_timeout_ms: 1000,
-        }
-    }
-}
-
 impl PoolSettings {
     pub fn wait_timeout(&self) -> Duration {
         Duration::from_millis(self.wait_timeout_ms)
     }
-}
-
-fn default_statement_timeout_ms() -> u64 {
-    5000
-}
-
-fn default_idempotency_key_ttl_hours() -> u64 {
-    24
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl DatabaseSettings {
@@ -80,7 +53,12 @@ impl DatabaseSettings {
         Duration::from_secs(self.idempotency_key_ttl_hours * 3600)
     }
 
-    /// Settings for a URL with every other value at its default.
+    /// Settings for a URL, for tests and tools that run without the service's config files.
+    ///
+    /// The service itself has no built-in defaults: every `database.*` key comes from its
+    /// `config/base.toml` (deserializing fails on a missing one). The values below are the ones
+    /// that file sets; `items-service`'s test `the_repositorys_fallback_defaults_are_the_configured_ones`
+    /// fails when the two drift apart.
     pub fn from_url(url: &str) -> Self {
         Self {
             url: Some(SecretString::from(url.to_owned())),
@@ -90,10 +68,15 @@ impl DatabaseSettings {
             password: None,
             password_file: None,
             dbname: None,
-            statement_timeout_ms: default_statement_timeout_ms(),
+            statement_timeout_ms: 5000,
             migrate_on_start: true,
-            idempotency_key_ttl_hours: default_idempotency_key_ttl_hours(),
-            pool: PoolSettings::default(),
+            idempotency_key_ttl_hours: 24,
+            pool: PoolSettings {
+                max_size: 16,
+                wait_timeout_ms: 1000,
+                create_timeout_ms: 1000,
+                recycle_timeout_ms: 1000,
+            },
         }
     }
 
