@@ -24,6 +24,3 @@ pub use config_id::config_id;
 pub use environment::{EnvError, Environment, GATEWAY_REGIONS};
 pub use render::{RenderError, Rendered, render, render_all};
 pub use sorted_json::to_sorted_json_pretty;
-
-/// The media type of the API's error bodies.
-pub(crate) const PROBLEM_JSON: &str = "application/problem+json";

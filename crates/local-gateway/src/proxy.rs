@@ -9,109 +9,26 @@
 mod jwt_authn;
 mod limits;
 mod path_rewrite;
+mod reply;
+mod request;
 mod router;
 mod routing;
 mod service_control;
+mod state;
 mod trace;
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody as _;
-use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use serde_json::json;
 
-use crate::GatewayConfig;
-use crate::jwt;
-use crate::keys::{self, SigningKey};
 use crate::log::{self, Entry};
 use crate::path;
-use crate::quota::Quotas;
-use crate::spec::Spec;
-
-/// Shared by every worker.
-#[derive(Debug)]
-pub struct State {
-    pub spec: Spec,
-    pub config_bytes: Vec<u8>,
-    pub config: GatewayConfig,
-    quotas: Quotas,
-    jwt_cache: jwt::Cache,
-    google: SigningKey,
-    /// audience → (ID token, expiry in seconds since the epoch).
-    id_tokens: Mutex<HashMap<String, (String, u64)>>,
-    log: log::Context,
-    backend_base: String,
-    consumer_number: String,
-}
-
-impl State {
-    pub fn new(
-        spec: Spec,
-        config_bytes: Vec<u8>,
-        config: GatewayConfig,
-        _addr: SocketAddr,
-    ) -> Self {
-        let log = log::Context {
-            service_name: spec.service_name().to_owned(),
-            api_version: spec.version.clone(),
-            config_id: config.config_id.clone(),
-            producer_project: config.producer_project.clone(),
-        };
-        let backend_base = config.backend_url.trim_end_matches('/').to_owned();
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, config.producer_project.as_bytes());
-        let consumer_number = digest.as_ref()[..6]
-            .iter()
-            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-            .to_string();
-        keys::install_crypto_provider();
-        Self {
-            spec,
-            config_bytes,
-            config,
-            quotas: Quotas::default(),
-            jwt_cache: jwt::Cache::default(),
-            google: SigningKey::local_google(),
-            id_tokens: Mutex::new(HashMap::new()),
-            log,
-            backend_base,
-            consumer_number,
-        }
-    }
-
-    /// The cached backend ID token for `audience` (ESPv2 caches the token it gets from the
-    /// metadata server until shortly before it expires).
-    fn id_token(&self, audience: &str) -> anyhow::Result<String> {
-        let now = keys::now_secs();
-        let mut cache = self.id_tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((token, exp)) = cache.get(audience)
-            && *exp > now + 300
-        {
-            return Ok(token.clone());
-        }
-        let token = keys::backend_id_token(
-            &self.google,
-            audience,
-            &self.config.gateway_service_account,
-            now,
-        )?;
-        cache.insert(audience.to_owned(), (token.clone(), now + 3600));
-        Ok(token)
-    }
-
-    fn api_method(&self, operation_id: &str) -> String {
-        format!(
-            "1.{}.{operation_id}",
-            self.spec.service_name().replace(['.', '-'], "_")
-        )
-    }
-}
+use reply::Refusal;
+use request::{header, query_pairs};
+pub use state::State;
 
 pub fn server(
     state: Arc<State>,
@@ -139,81 +56,6 @@ pub fn server(
     .shutdown_timeout(2)
     .listen(listener)?
     .run())
-}
-
-/// An ESPv2/Envoy local reply: `{"code":<status>,"message":"..."}` as application/json.
-fn local_reply(status: u16, message: &str) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .content_type("application/json")
-        .body(json!({"code": status, "message": message}).to_string())
-}
-
-/// Why a filter refused a request: the local reply and what ESPv2 logs for it.
-struct Refusal {
-    status: u16,
-    message: Cow<'static, str>,
-    /// ESPv2's `response_code_detail`.
-    detail: Cow<'static, str>,
-    /// ESPv2's `error_cause`, where it sets one.
-    cause: Option<&'static str>,
-    /// `WWW-Authenticate`, for JWT refusals.
-    challenge: Option<String>,
-}
-
-impl Refusal {
-    fn new(
-        detail: impl Into<Cow<'static, str>>,
-        status: u16,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            detail: detail.into(),
-            cause: None,
-            challenge: None,
-        }
-    }
-
-    fn cause(self, cause: &'static str) -> Self {
-        Self {
-            cause: Some(cause),
-            ..self
-        }
-    }
-
-    /// The local reply, with the refusal recorded in the log entry.
-    fn into_response(self, entry: &mut Entry) -> HttpResponse {
-        entry.response_code_detail = self.detail.into_owned();
-        if let Some(cause) = self.cause {
-            entry.error_cause = Some(cause.to_owned());
-        }
-        let mut response = local_reply(self.status, &self.message);
-        if let Some(challenge) = self.challenge
-            && let Ok(value) = HeaderValue::from_str(&challenge)
-        {
-            response.headers_mut().insert(WWW_AUTHENTICATE, value);
-        }
-        response
-    }
-}
-
-fn header(req: &HttpRequest, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (p.to_owned(), String::new()),
-        })
-        .collect()
 }
 
 async fn handle(

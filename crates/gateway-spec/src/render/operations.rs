@@ -12,6 +12,9 @@ use crate::environment::Environment;
 use crate::sorted_json::sorted_entries as sorted;
 use crate::to_swagger2;
 
+/// The media type of the API's error bodies.
+const PROBLEM_JSON: &str = "application/problem+json";
+
 /// Every operation of `api`'s paths for `env`, sent to `backend_url`; with the operationIds met,
 /// in order.
 pub(crate) fn paths(
@@ -155,7 +158,7 @@ fn responses(op: &Value, at: &str, warnings: &mut Warnings) -> (Map<String, Valu
     // Shared responses ($ref) produce problem+json; name every media type in use.
     for r in responses.values() {
         if r.get("$ref").is_some() {
-            produces.push(crate::PROBLEM_JSON.to_owned());
+            produces.push(PROBLEM_JSON.to_owned());
         }
     }
     produces.sort();

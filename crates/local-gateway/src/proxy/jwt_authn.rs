@@ -6,7 +6,9 @@ use std::sync::Arc;
 use actix_web::HttpRequest;
 use serde_json::json;
 
-use super::{Refusal, State, header};
+use super::reply::Refusal;
+use super::request::header;
+use super::state::State;
 use crate::jwt::{self, JwtError, TokenSources, Verified};
 use crate::keys;
 use crate::log::Entry;
@@ -69,16 +71,14 @@ fn refusal(req: &HttpRequest, e: &JwtError, url: &str) -> Refusal {
     } else {
         format!("Bearer realm=\"{uri}\", error=\"invalid_token\"")
     };
-    Refusal {
-        challenge: Some(challenge),
-        ..Refusal::new(
-            format!(
-                "jwt_authn_access_denied{{{}}}",
-                e.message().replace(' ', "_")
-            ),
-            e.status(),
-            e.message(),
-        )
-        .cause("JWT")
-    }
+    Refusal::new(
+        format!(
+            "jwt_authn_access_denied{{{}}}",
+            e.message().replace(' ', "_")
+        ),
+        e.status(),
+        e.message(),
+    )
+    .cause("JWT")
+    .challenge(challenge)
 }

@@ -5,7 +5,8 @@
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt as _;
 
-use super::{Refusal, header};
+use super::reply::Refusal;
+use super::request::header;
 
 /// API Gateway's request size limit ("Quotas and limits").
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;

@@ -1,7 +1,7 @@
 //! path_rewrite (esp-v2 `http/path_rewrite/filter.cc`), on routes with a translation: the path
 //! the backend gets.
 
-use super::Refusal;
+use super::reply::Refusal;
 use crate::path;
 use crate::path::Translation;
 use crate::spec::Backend;

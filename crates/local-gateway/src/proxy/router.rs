@@ -10,7 +10,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::path_rewrite::Paths;
-use super::{Refusal, State, trace};
+use super::reply::Refusal;
+use super::state::State;
+use super::trace;
 use crate::jwt::Verified;
 use crate::log::Entry;
 use crate::spec::Backend;

@@ -7,7 +7,8 @@ use std::cmp::Reverse;
 
 use actix_web::HttpRequest;
 
-use super::{Refusal, State};
+use super::reply::Refusal;
+use super::state::State;
 use crate::spec::Operation;
 
 const NOT_DEFINED: &str = "The current request is not defined by this API.";

@@ -2,8 +2,10 @@
 
 use actix_web::HttpRequest;
 
+use super::reply::Refusal;
+use super::request::header;
 use super::routing::Matched;
-use super::{Refusal, State, header};
+use super::state::State;
 use crate::keys;
 use crate::log::Entry;
 

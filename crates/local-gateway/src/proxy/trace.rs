@@ -4,7 +4,7 @@
 use actix_web::HttpRequest;
 use ring::rand::SecureRandom as _;
 
-use super::header;
+use super::request::header;
 
 /// The trace (incoming or new), the gateway's span id and whether the trace is sampled.
 pub(super) fn ids(req: &HttpRequest) -> (String, String, bool) {
