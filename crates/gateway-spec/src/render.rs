@@ -1,7 +1,7 @@
 //! One API Gateway config (Swagger 2.0 YAML) for one environment and region: the consumer spec's
-//! operations ([`operations`]) with the environment's authentication, quota and CORS
-//! ([`policy`]), in the typed [`document`], checked by [`checks`] and written with a header that
-//! says where it comes from.
+//! operations (`operations`) with the environment's authentication, quota and CORS (`policy`), in
+//! the typed Swagger 2.0 document (`document`), checked by [`checks`] and written with a header
+//! that says where it comes from.
 
 mod document;
 mod operations;

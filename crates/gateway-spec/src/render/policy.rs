@@ -12,7 +12,7 @@ use crate::downgrade::Warnings;
 use crate::environment::Environment;
 
 /// The quota metric every operation is charged to. Renaming it breaks gateways still serving an
-/// older config: the render check refuses (see [`checks::quota_metrics_kept`]).
+/// older config: the render check refuses (see [`crate::checks::quota_metrics_kept`]).
 pub const REQUESTS_METRIC: &str = "requests";
 /// The quota limit on [`REQUESTS_METRIC`].
 pub const REQUESTS_LIMIT: &str = "requests-per-minute";
