@@ -152,13 +152,14 @@ fn document(
     region: &Region,
     warnings: &mut Warnings,
 ) -> Result<Document, RenderError> {
-    let (paths, operation_ids) = operations::paths(api, env, &region.backend_url, warnings);
-    if let Some(operation) = env
-        .backend
-        .deadlines
-        .keys()
-        .find(|operation| !operation_ids.contains(operation))
-    {
+    let paths = operations::paths(api, env, &region.backend_url, warnings);
+    let known = |id: &str| {
+        paths
+            .values()
+            .flat_map(|operations| operations.values())
+            .any(|operation| operation.operation_id == id)
+    };
+    if let Some(operation) = env.backend.deadlines.keys().find(|id| !known(id)) {
         return Err(RenderError::UnknownOperation {
             file: env.file.clone(),
             operation: operation.clone(),

@@ -15,21 +15,19 @@ use crate::to_swagger2;
 /// The media type of the API's error bodies.
 const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Every operation of `api`'s paths for `env`, sent to `backend_url`; with the operationIds met,
-/// in order.
+/// Every operation of `api`'s paths for `env`, sent to `backend_url`.
 pub(crate) fn paths(
     api: &Value,
     env: &Environment,
     backend_url: &str,
     warnings: &mut Warnings,
-) -> (Paths, Vec<String>) {
+) -> Paths {
     let empty = Map::new();
     let source = api
         .get("paths")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let mut out = BTreeMap::new();
-    let mut operation_ids = Vec::new();
     for (path, item) in sorted(source) {
         let item = item.as_object().unwrap_or(&empty);
         let shared_parameters: Vec<&Value> = item
@@ -54,15 +52,13 @@ pub(crate) fn paths(
                 shared_parameters: &shared_parameters,
                 at: &at,
             };
-            let operation = operation(&source, env, backend_url, warnings);
-            operation_ids.push(operation.operation_id.clone());
-            operations.insert(method, operation);
+            operations.insert(method, operation(&source, env, backend_url, warnings));
         }
         if !operations.is_empty() {
             out.insert(path.clone(), operations);
         }
     }
-    (out, operation_ids)
+    out
 }
 
 /// One 3.1 operation with what it inherits from its path item.
