@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::convert::{self, Warnings};
+use crate::downgrade::{self, Convert, SAME, Warnings};
 
 /// The `openapi` version written.
 pub const OPENAPI_30_VERSION: &str = "3.0.3";
@@ -33,10 +33,8 @@ pub enum Openapi30Error {
 
 /// Converts an OpenAPI 3.1 document to OpenAPI 3.0.3.
 pub fn to_openapi30(api: &Value) -> Result<Converted, Openapi30Error> {
-    let version = api.get("openapi").and_then(Value::as_str).unwrap_or("");
-    if !version.starts_with("3.1") {
-        return Err(Openapi30Error::NotOpenApi31(version.to_owned()));
-    }
+    downgrade::openapi31_version(api)
+        .map_err(|version| Openapi30Error::NotOpenApi31(version.to_owned()))?;
     let mut w = Warnings::default();
     let mut out = Map::new();
     for (key, value) in api.as_object().into_iter().flatten() {
@@ -214,8 +212,6 @@ fn components(value: &Value, w: &mut Warnings) -> Value {
     Value::Object(out)
 }
 
-type Convert = fn(&Value, &str, &mut Warnings) -> Value;
-
 fn map(value: &Value, at: &str, w: &mut Warnings, f: Convert) -> Value {
     let mut out = Map::new();
     for (key, v) in value.as_object().into_iter().flatten() {
@@ -276,7 +272,7 @@ fn content(value: &Value, at: &str, w: &mut Warnings) -> Value {
 }
 
 /// Keywords that mean the same in 3.1 and 3.0, beyond those all three versions share
-/// ([`convert::SAME`]).
+/// ([`SAME`]).
 const SAME_IN_30: [&str; 11] = [
     "required",
     "readOnly",
@@ -306,29 +302,7 @@ pub(crate) fn schema(value: &Value, at: &str, w: &mut Warnings) -> Value {
     for (key, v) in object {
         let here = format!("{at}/{key}");
         match key.as_str() {
-            "type" => match v {
-                Value::Array(types) => {
-                    let non_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
-                    nullable |= non_null.len() < types.len();
-                    match non_null.as_slice() {
-                        [] => {}
-                        [one] => {
-                            out.insert(key.clone(), (*one).clone());
-                        }
-                        many => {
-                            let any: Vec<Value> = many
-                                .iter()
-                                .map(|t| serde_json::json!({ "type": t }))
-                                .collect();
-                            out.insert("anyOf".to_owned(), Value::Array(any));
-                        }
-                    }
-                }
-                Value::String(t) if t == "null" => nullable = true,
-                _ => {
-                    out.insert(key.clone(), v.clone());
-                }
-            },
+            "type" => nullable |= schema_type(v, &mut out),
             "properties" => {
                 out.insert(key.clone(), map(v, &here, w, schema));
             }
@@ -336,61 +310,19 @@ pub(crate) fn schema(value: &Value, at: &str, w: &mut Warnings) -> Value {
                 out.insert(key.clone(), schema(v, &here, w));
             }
             "additionalProperties" => {
-                let converted = match v {
-                    Value::Bool(_) => v.clone(),
-                    _ => schema(v, &here, w),
-                };
+                let converted = downgrade::additional_properties(v, &here, w, schema);
                 out.insert(key.clone(), converted);
             }
-            "allOf" | "oneOf" | "anyOf" => {
-                let mut parts = Vec::new();
-                for (i, part) in v.as_array().into_iter().flatten().enumerate() {
-                    if part.get("type").is_some_and(|t| t == "null")
-                        && part.as_object().is_some_and(|o| o.len() == 1)
-                    {
-                        nullable = true;
-                    } else {
-                        parts.push(schema(part, &format!("{here}/{i}"), w));
-                    }
-                }
-                match (key.as_str(), parts.len()) {
-                    // `oneOf: [X, null]` is a nullable X.
-                    ("oneOf" | "anyOf", 1) => {
-                        let only = parts.remove(0);
-                        merge_single(&mut out, only);
-                    }
-                    _ => {
-                        out.insert(key.clone(), Value::Array(parts));
-                    }
-                }
-            }
+            "allOf" | "oneOf" | "anyOf" => nullable |= alternatives(key, v, &here, &mut out, w),
             "$ref" => {
                 out.insert(key.clone(), v.clone());
             }
             "const" => {
                 out.insert("enum".to_owned(), Value::Array(vec![v.clone()]));
             }
-            "examples" => {
-                if let Some(first) = v.as_array().and_then(|a| a.first())
-                    && !object.contains_key("example")
-                {
-                    out.insert("example".to_owned(), first.clone());
-                }
-            }
-            "exclusiveMinimum" | "exclusiveMaximum" => {
-                let bound = if key == "exclusiveMinimum" {
-                    "minimum"
-                } else {
-                    "maximum"
-                };
-                if v.is_number() {
-                    out.insert(bound.to_owned(), v.clone());
-                    out.insert(key.clone(), Value::Bool(true));
-                } else {
-                    out.insert(key.clone(), v.clone());
-                }
-            }
-            k if convert::SAME.contains(&k) || SAME_IN_30.contains(&k) || k.starts_with("x-") => {
+            "examples" => downgrade::first_example(v, object, &mut out),
+            "exclusiveMinimum" | "exclusiveMaximum" => downgrade::exclusive_bound(key, v, &mut out),
+            k if SAME.contains(&k) || SAME_IN_30.contains(&k) || k.starts_with("x-") => {
                 out.insert(key.clone(), v.clone());
             }
             "contentMediaType" | "contentEncoding" | "$comment" | "$schema" | "$id" => {}
@@ -403,7 +335,73 @@ pub(crate) fn schema(value: &Value, at: &str, w: &mut Warnings) -> Value {
     if nullable {
         out.insert("nullable".to_owned(), Value::Bool(true));
     }
-    // 3.0 ignores the siblings of `$ref`: keep them around an `allOf`.
+    ref_without_siblings(out)
+}
+
+/// `type`: a name as it is, `"null"` or `[T, "null"]` as nullable, `[T, U]` as `anyOf`. Returns
+/// whether `null` was among the types.
+fn schema_type(v: &Value, out: &mut Map<String, Value>) -> bool {
+    match v {
+        Value::Array(types) => {
+            let non_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+            match non_null.as_slice() {
+                [] => {}
+                [one] => {
+                    out.insert("type".to_owned(), (*one).clone());
+                }
+                many => {
+                    let any: Vec<Value> = many
+                        .iter()
+                        .map(|t| serde_json::json!({ "type": t }))
+                        .collect();
+                    out.insert("anyOf".to_owned(), Value::Array(any));
+                }
+            }
+            non_null.len() < types.len()
+        }
+        Value::String(t) if t == "null" => true,
+        _ => {
+            out.insert("type".to_owned(), v.clone());
+            false
+        }
+    }
+}
+
+/// `allOf`/`oneOf`/`anyOf` (`key`): a `{type: null}` alternative makes the schema nullable (the
+/// return value), and a `oneOf`/`anyOf` left with one alternative is that alternative.
+fn alternatives(
+    key: &str,
+    v: &Value,
+    here: &str,
+    out: &mut Map<String, Value>,
+    w: &mut Warnings,
+) -> bool {
+    let mut nullable = false;
+    let mut parts = Vec::new();
+    for (i, part) in v.as_array().into_iter().flatten().enumerate() {
+        if part.get("type").is_some_and(|t| t == "null")
+            && part.as_object().is_some_and(|o| o.len() == 1)
+        {
+            nullable = true;
+        } else {
+            parts.push(schema(part, &format!("{here}/{i}"), w));
+        }
+    }
+    match (key, parts.len()) {
+        // `oneOf: [X, null]` is a nullable X.
+        ("oneOf" | "anyOf", 1) => {
+            let only = parts.remove(0);
+            merge_single(out, only);
+        }
+        _ => {
+            out.insert(key.to_owned(), Value::Array(parts));
+        }
+    }
+    nullable
+}
+
+/// 3.0 ignores the siblings of `$ref`: keep them around an `allOf`.
+fn ref_without_siblings(mut out: Map<String, Value>) -> Value {
     if out.contains_key("$ref") && out.len() > 1 {
         let reference = out.remove("$ref").unwrap_or_default();
         let mut wrapped = Map::new();

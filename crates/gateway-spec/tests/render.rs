@@ -421,7 +421,7 @@ fn arb_environment() -> impl Strategy<Value = Environment> {
             env.regions = regions
                 .iter()
                 .enumerate()
-                .map(|(i, r)| items_gateway_spec::env::Region {
+                .map(|(i, r)| items_gateway_spec::environment::Region {
                     name: (*r).to_owned(),
                     gateway_id: format!("gw-{i}"),
                     backend_url: format!("https://{host}-{i}.{r}.run.app"),

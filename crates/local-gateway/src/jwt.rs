@@ -206,10 +206,7 @@ struct Parsed {
     payload: Value,
     signed: String,
     signature: String,
-    iss: String,
-    audiences: Vec<String>,
-    nbf: i64,
-    exp: i64,
+    claims: Claims,
 }
 
 fn b64_json(segment: &str) -> Option<Value> {
@@ -220,14 +217,40 @@ fn b64_json(segment: &str) -> Option<Value> {
 
 /// jwt_verify_lib's `Jwt::parseFromString`, with its messages.
 fn parse(token: &str) -> Result<Parsed, JwtError> {
-    use JwtError::Invalid;
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
-        return Err(Invalid(
+        return Err(JwtError::Invalid(
             "Jwt is not in the form of Header.Payload.Signature",
         ));
     }
-    let header = b64_json(parts[0]).ok_or(Invalid(
+    let (alg, kid) = parse_header(parts[0])?;
+    let payload = b64_json(parts[1]).ok_or(JwtError::Invalid(
+        "Jwt payload is an invalid Base64url input or an invalid JSON",
+    ))?;
+    let claims = parse_claims(&payload)?;
+    if URL_SAFE_NO_PAD
+        .decode(parts[2].trim_end_matches('='))
+        .is_err()
+    {
+        return Err(JwtError::Invalid(
+            "Jwt signature is an invalid Base64url input",
+        ));
+    }
+    Ok(Parsed {
+        alg,
+        kid,
+        payload_segment: parts[1].to_owned(),
+        signed: format!("{}.{}", parts[0], parts[1]),
+        signature: parts[2].trim_end_matches('=').to_owned(),
+        payload,
+        claims,
+    })
+}
+
+/// The header segment's `alg` and `kid`.
+fn parse_header(segment: &str) -> Result<(Algorithm, Option<String>), JwtError> {
+    use JwtError::Invalid;
+    let header = b64_json(segment).ok_or(Invalid(
         "Jwt header is an invalid Base64url input or an invalid JSON",
     ))?;
     let alg = match header.get("alg") {
@@ -256,9 +279,19 @@ fn parse(token: &str) -> Result<Parsed, JwtError> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(Invalid("Jwt header [kid] field is not a string")),
     };
-    let payload = b64_json(parts[1]).ok_or(Invalid(
-        "Jwt payload is an invalid Base64url input or an invalid JSON",
-    ))?;
+    Ok((alg, kid))
+}
+
+/// The registered claims jwt_verify_lib reads, each checked for its type.
+struct Claims {
+    iss: String,
+    audiences: Vec<String>,
+    nbf: i64,
+    exp: i64,
+}
+
+fn parse_claims(payload: &Value) -> Result<Claims, JwtError> {
+    use JwtError::Invalid;
     let string_claim = |name: &str, msg: &'static str| match payload.get(name) {
         None => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -290,19 +323,7 @@ fn parse(token: &str) -> Result<Parsed, JwtError> {
             ));
         }
     };
-    if URL_SAFE_NO_PAD
-        .decode(parts[2].trim_end_matches('='))
-        .is_err()
-    {
-        return Err(Invalid("Jwt signature is an invalid Base64url input"));
-    }
-    Ok(Parsed {
-        alg,
-        kid,
-        payload_segment: parts[1].to_owned(),
-        payload,
-        signed: format!("{}.{}", parts[0], parts[1]),
-        signature: parts[2].trim_end_matches('=').to_owned(),
+    Ok(Claims {
         iss,
         audiences,
         nbf,
@@ -323,9 +344,9 @@ pub fn verify(
     let jwt = parse(token)?;
     let provider = providers
         .iter()
-        .find(|p| p.issuer == jwt.iss)
+        .find(|p| p.issuer == jwt.claims.iss)
         .ok_or(JwtError::Invalid("Jwt issuer is not configured"))?;
-    check_time(jwt.nbf, jwt.exp, now)?;
+    check_time(jwt.claims.nbf, jwt.claims.exp, now)?;
     let allowed: Vec<String> = match (&provider.audiences, service_name) {
         (Some(list), _) => list.clone(),
         (None, Some(service)) => vec![format!("https://{service}")],
@@ -333,7 +354,7 @@ pub fn verify(
         // with; the local gateway then does not check the audience.
         (None, None) => vec![],
     };
-    if !allowed.is_empty() && !jwt.audiences.iter().any(|a| allowed.contains(a)) {
+    if !allowed.is_empty() && !jwt.claims.audiences.iter().any(|a| allowed.contains(a)) {
         return Err(JwtError::AudienceNotAllowed);
     }
     let set = jwks
@@ -358,8 +379,8 @@ pub fn verify(
                 provider: provider.name.clone(),
                 payload_segment: jwt.payload_segment,
                 payload: jwt.payload,
-                nbf: jwt.nbf,
-                exp: jwt.exp,
+                nbf: jwt.claims.nbf,
+                exp: jwt.claims.exp,
             });
         }
     }

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
 pub mod jwt;
 pub mod keys;
 mod log;
@@ -26,76 +27,16 @@ mod proxy;
 pub mod quota;
 pub mod spec;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use serde_json::Value;
 
+pub use config::{GatewayConfig, LOCAL_API_KEY, LogSink};
 pub use jwt::{JwksSource, LocalJwks};
 pub use keys::{SigningKey, TokenRequest, user_token};
 pub use spec::Spec;
-
-/// The API key the local gateway accepts unless told otherwise.
-pub const LOCAL_API_KEY: &str = "local-dev-api-key";
-
-/// Where the per-request log lines go.
-#[derive(Debug, Clone, Default)]
-pub enum LogSink {
-    /// One JSON line per request on stdout (Cloud Logging's structured form).
-    #[default]
-    Stdout,
-    /// Kept in memory, for tests.
-    Memory(Arc<Mutex<Vec<Value>>>),
-    Off,
-}
-
-/// How to start a gateway.
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// The rendered config file, served byte for byte.
-    pub config_path: PathBuf,
-    /// Base URL of the local service (`http://127.0.0.1:N`): replaces scheme, host and port of
-    /// every `x-google-backend.address`; the address path and everything else stay the config's.
-    pub backend_url: String,
-    /// Where to listen (127.0.0.1, port 0 by default: any free port).
-    pub listen: SocketAddr,
-    /// The API keys that pass the key check.
-    pub api_keys: Vec<String>,
-    /// The identity in the backend ID token's `email` (the config's gateway service account,
-    /// given to API Gateway with the config and therefore not in the file).
-    pub gateway_service_account: String,
-    /// The producer project: the quota consumer of requests without a key, and the log's
-    /// `producer_project_id`.
-    pub producer_project: String,
-    /// The config id for logs (`service_config_id`).
-    pub config_id: String,
-    /// Where a provider's `x-google-jwks_uri` is fetched from (the local issuer by default).
-    pub jwks: Arc<dyn JwksSource>,
-    pub log: LogSink,
-    /// actix worker threads.
-    pub workers: usize,
-}
-
-impl GatewayConfig {
-    /// Defaults: 127.0.0.1:0, the key [`LOCAL_API_KEY`], the local issuer's JWKS for every
-    /// provider, logs on stdout, one worker per CPU.
-    pub fn new(config_path: impl Into<PathBuf>, backend_url: impl Into<String>) -> Self {
-        Self {
-            config_path: config_path.into(),
-            backend_url: backend_url.into(),
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            api_keys: vec![LOCAL_API_KEY.to_owned()],
-            gateway_service_account: "local-gateway@local-project.iam.gserviceaccount.com".into(),
-            producer_project: "local-project".into(),
-            config_id: "local".into(),
-            jwks: Arc::new(LocalJwks::default()),
-            log: LogSink::Stdout,
-            workers: std::thread::available_parallelism().map_or(1, usize::from),
-        }
-    }
-}
 
 /// A running local gateway.
 #[derive(Debug)]

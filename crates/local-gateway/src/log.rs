@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::LogSink;
+use crate::config::LogSink;
 
 /// What the gateway learnt about one request.
 #[derive(Debug, Default)]

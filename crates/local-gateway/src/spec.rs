@@ -184,146 +184,23 @@ impl Spec {
             return Err(SpecError::NotSwagger2(swagger.to_owned()));
         }
         let host = doc.get("host").and_then(Value::as_str).map(str::to_owned);
-        let allow_cors = doc
-            .get("x-google-endpoints")
-            .and_then(Value::as_array)
-            .is_some_and(|eps| {
-                eps.iter().any(|ep| {
-                    ep.get("allowCors").and_then(Value::as_bool) == Some(true)
-                        && host.is_some()
-                        && ep.get("name").and_then(Value::as_str) == host.as_deref()
-                })
-            });
-
-        let mut providers = BTreeMap::new();
-        let mut key_schemes = Vec::new();
-        if let Some(defs) = doc.get("securityDefinitions").and_then(Value::as_object) {
-            for (name, def) in defs {
-                match def.get("type").and_then(Value::as_str) {
-                    Some("apiKey") => key_schemes.push(name.clone()),
-                    Some("oauth2") => {
-                        let Some(issuer) = def.get("x-google-issuer").and_then(Value::as_str)
-                        else {
-                            continue;
-                        };
-                        providers.insert(name.clone(), parse_provider(name, issuer, def)?);
-                    }
-                    _ => {}
-                }
-            }
-        }
-
-        let requirements = |security: &Value| -> Result<Requirements, SpecError> {
-            let alternatives = security.as_array().cloned().unwrap_or_default();
-            let mut req = Requirements::default();
-            let mut every_has_key = !alternatives.is_empty();
-            for alternative in &alternatives {
-                let Some(schemes) = alternative.as_object() else {
-                    continue;
-                };
-                every_has_key &= schemes.keys().any(|s| key_schemes.contains(s));
-                for scheme in schemes.keys() {
-                    if providers.contains_key(scheme) {
-                        if !req.jwt_providers.contains(scheme) {
-                            req.jwt_providers.push(scheme.clone());
-                        }
-                    } else if !key_schemes.contains(scheme) {
-                        return Err(SpecError::Invalid(format!(
-                            "security names {scheme:?}, which securityDefinitions lacks"
-                        )));
-                    }
-                }
-            }
-            req.api_key = every_has_key;
-            Ok(req)
+        let allow_cors = allow_cors(&doc, host.as_deref());
+        let schemes = Schemes::parse(&doc)?;
+        let routes = routes(&doc, &schemes)?;
+        let text = |pointer: &str| {
+            doc.pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
         };
-        let top_security = doc.get("security").cloned().unwrap_or(Value::Null);
-        // A top-level backend translates APPEND_PATH_TO_ADDRESS and an operation's
-        // CONSTANT_ADDRESS when path_translation is absent [not confirmed in the facts; ESPv2's
-        // and Google's documented defaults]. Our renderer always sets it explicitly.
-        let top_backend = doc
-            .get("x-google-backend")
-            .map(|b| Backend::parse(b, Translation::AppendPathToAddress))
-            .transpose()?;
-
-        let mut routes = Vec::new();
-        if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
-            for (template, item) in paths {
-                let mut operations = BTreeMap::new();
-                for method in METHODS {
-                    let Some(op) = item.get(method) else {
-                        continue;
-                    };
-                    let operation_id = op
-                        .get("operationId")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let backend = match op.get("x-google-backend") {
-                        Some(b) => Some(Backend::parse(b, Translation::ConstantAddress)?),
-                        None => top_backend.clone(),
-                    };
-                    let metric_costs = op
-                        .pointer("/x-google-quota/metricCosts")
-                        .and_then(Value::as_object)
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let requirements = requirements(op.get("security").unwrap_or(&top_security))?;
-                    operations.insert(
-                        method.to_ascii_uppercase(),
-                        Operation {
-                            method: method.to_ascii_uppercase(),
-                            operation_id,
-                            backend,
-                            requirements,
-                            metric_costs,
-                        },
-                    );
-                }
-                routes.push(Route {
-                    template: Template::parse(template),
-                    operations,
-                });
-            }
-        }
-
-        let limits = doc
-            .pointer("/x-google-management/quota/limits")
-            .and_then(Value::as_array)
-            .map(|limits| {
-                limits
-                    .iter()
-                    .filter_map(|l| {
-                        Some(QuotaLimit {
-                            name: l.get("name")?.as_str()?.to_owned(),
-                            metric: l.get("metric")?.as_str()?.to_owned(),
-                            per_minute: l.pointer("/values/STANDARD")?.as_i64()?,
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-
         Ok(Self {
             host,
-            title: doc
-                .pointer("/info/title")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            version: doc
-                .pointer("/info/version")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            title: text("/info/title"),
+            version: text("/info/version"),
             allow_cors,
             routes,
-            providers,
-            limits,
+            providers: schemes.providers,
+            limits: limits(&doc),
         })
     }
 
@@ -341,6 +218,155 @@ impl Spec {
             None => self.providers.values().next(),
         }
     }
+}
+
+/// `x-google-endpoints[]` names the service (`host`) with `allowCors: true`.
+fn allow_cors(doc: &Value, host: Option<&str>) -> bool {
+    doc.get("x-google-endpoints")
+        .and_then(Value::as_array)
+        .is_some_and(|eps| {
+            eps.iter().any(|ep| {
+                ep.get("allowCors").and_then(Value::as_bool) == Some(true)
+                    && host.is_some()
+                    && ep.get("name").and_then(Value::as_str) == host
+            })
+        })
+}
+
+/// The config's `securityDefinitions`: API key schemes and JWT providers.
+struct Schemes {
+    providers: BTreeMap<String, Provider>,
+    key_schemes: Vec<String>,
+}
+
+impl Schemes {
+    fn parse(doc: &Value) -> Result<Self, SpecError> {
+        let mut providers = BTreeMap::new();
+        let mut key_schemes = Vec::new();
+        if let Some(defs) = doc.get("securityDefinitions").and_then(Value::as_object) {
+            for (name, def) in defs {
+                match def.get("type").and_then(Value::as_str) {
+                    Some("apiKey") => key_schemes.push(name.clone()),
+                    Some("oauth2") => {
+                        let Some(issuer) = def.get("x-google-issuer").and_then(Value::as_str)
+                        else {
+                            continue;
+                        };
+                        providers.insert(name.clone(), parse_provider(name, issuer, def)?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            providers,
+            key_schemes,
+        })
+    }
+
+    /// What a `security` list requires.
+    fn requirements(&self, security: &Value) -> Result<Requirements, SpecError> {
+        let alternatives = security.as_array().cloned().unwrap_or_default();
+        let mut req = Requirements::default();
+        let mut every_has_key = !alternatives.is_empty();
+        for alternative in &alternatives {
+            let Some(schemes) = alternative.as_object() else {
+                continue;
+            };
+            every_has_key &= schemes.keys().any(|s| self.key_schemes.contains(s));
+            for scheme in schemes.keys() {
+                if self.providers.contains_key(scheme) {
+                    if !req.jwt_providers.contains(scheme) {
+                        req.jwt_providers.push(scheme.clone());
+                    }
+                } else if !self.key_schemes.contains(scheme) {
+                    return Err(SpecError::Invalid(format!(
+                        "security names {scheme:?}, which securityDefinitions lacks"
+                    )));
+                }
+            }
+        }
+        req.api_key = every_has_key;
+        Ok(req)
+    }
+}
+
+/// Every path template with its operations.
+fn routes(doc: &Value, schemes: &Schemes) -> Result<Vec<Route>, SpecError> {
+    let top_security = doc.get("security").cloned().unwrap_or(Value::Null);
+    // A top-level backend translates APPEND_PATH_TO_ADDRESS and an operation's
+    // CONSTANT_ADDRESS when path_translation is absent [not confirmed in the facts; ESPv2's
+    // and Google's documented defaults]. Our renderer always sets it explicitly.
+    let top_backend = doc
+        .get("x-google-backend")
+        .map(|b| Backend::parse(b, Translation::AppendPathToAddress))
+        .transpose()?;
+    let mut routes = Vec::new();
+    for (template, item) in doc
+        .get("paths")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let mut operations = BTreeMap::new();
+        for method in METHODS {
+            let Some(op) = item.get(method) else {
+                continue;
+            };
+            let backend = match op.get("x-google-backend") {
+                Some(b) => Some(Backend::parse(b, Translation::ConstantAddress)?),
+                None => top_backend.clone(),
+            };
+            let metric_costs = op
+                .pointer("/x-google-quota/metricCosts")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let requirements = schemes.requirements(op.get("security").unwrap_or(&top_security))?;
+            operations.insert(
+                method.to_ascii_uppercase(),
+                Operation {
+                    method: method.to_ascii_uppercase(),
+                    operation_id: op
+                        .get("operationId")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    backend,
+                    requirements,
+                    metric_costs,
+                },
+            );
+        }
+        routes.push(Route {
+            template: Template::parse(template),
+            operations,
+        });
+    }
+    Ok(routes)
+}
+
+/// `x-google-management.quota.limits[]` with a per-minute `STANDARD` value.
+fn limits(doc: &Value) -> Vec<QuotaLimit> {
+    doc.pointer("/x-google-management/quota/limits")
+        .and_then(Value::as_array)
+        .map(|limits| {
+            limits
+                .iter()
+                .filter_map(|l| {
+                    Some(QuotaLimit {
+                        name: l.get("name")?.as_str()?.to_owned(),
+                        metric: l.get("metric")?.as_str()?.to_owned(),
+                        per_minute: l.pointer("/values/STANDARD")?.as_i64()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_provider(name: &str, issuer: &str, def: &Value) -> Result<Provider, SpecError> {

@@ -171,7 +171,7 @@ impl Environment {
             );
         }
         // `<api>-<env>-<10 hex>` must fit the 63 characters of an API config id.
-        let id_len = self.api_id.len() + self.name.len() + 2 + crate::render::HASH_LEN;
+        let id_len = self.api_id.len() + self.name.len() + 2 + crate::config_id::HASH_LEN;
         if id_len > 63 {
             return err(
                 "api_id",

@@ -6,22 +6,8 @@
 
 use serde_json::{Map, Value};
 
-/// Collects the warnings of one conversion.
-#[derive(Debug, Default)]
-pub(crate) struct Warnings(pub(crate) Vec<String>);
-
-impl Warnings {
-    pub(crate) fn add(&mut self, at: &str, what: impl std::fmt::Display) {
-        self.0.push(format!("{at}: {what}"));
-    }
-}
-
-/// A map with its keys in sorted order.
-fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
-}
+use crate::downgrade::{self, SAME, Warnings};
+use crate::sorted_json::sorted_entries as sorted;
 
 /// Rewrites a 3.1 `$ref` to its 2.0 place; external references are kept as they are (the
 /// built-in checks reject them with a clear message).
@@ -37,26 +23,12 @@ pub(crate) fn convert_ref(reference: &str) -> String {
     }
 }
 
-/// Schema keywords that mean the same in 3.1, 3.0 and 2.0 and are copied as they are
-/// (`openapi30` adds those that 3.0 shares with 3.1 only).
-pub(crate) const SAME: [&str; 16] = [
-    "title",
-    "description",
-    "format",
-    "default",
-    "multipleOf",
-    "maximum",
-    "minimum",
-    "maxLength",
-    "minLength",
-    "pattern",
-    "maxItems",
-    "minItems",
-    "uniqueItems",
-    "maxProperties",
-    "minProperties",
-    "enum",
-];
+/// `{"$ref": …}` pointing at the 2.0 place of a 3.1 reference.
+fn reference_object(reference: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("$ref".to_owned(), Value::String(convert_ref(reference)));
+    Value::Object(out)
+}
 
 /// Converts a JSON Schema (OpenAPI 3.1 dialect) to a Swagger 2.0 schema.
 pub(crate) fn schema(value: &Value, at: &str, warnings: &mut Warnings) -> Value {
@@ -84,40 +56,7 @@ pub(crate) fn schema(value: &Value, at: &str, warnings: &mut Warnings) -> Value 
             k if k.starts_with("x-") => {
                 out.insert(key.clone(), v.clone());
             }
-            "type" => match v {
-                Value::String(_) => {
-                    out.insert(key.clone(), v.clone());
-                }
-                Value::Array(types) => {
-                    let non_null: Vec<&Value> = types
-                        .iter()
-                        .filter(|t| t.as_str() != Some("null"))
-                        .collect();
-                    if non_null.len() < types.len() {
-                        out.insert("x-nullable".to_owned(), Value::Bool(true));
-                    }
-                    match non_null.as_slice() {
-                        [one] => {
-                            if non_null.len() < types.len() {
-                                warnings.add(
-                                    at,
-                                    format!(
-                                        "type [{}, null] became type {} with x-nullable: true",
-                                        one.as_str().unwrap_or_default(),
-                                        one.as_str().unwrap_or_default()
-                                    ),
-                                );
-                            }
-                            out.insert(key.clone(), (*one).clone());
-                        }
-                        _ => warnings.add(
-                            at,
-                            format!("type {v} has no 2.0 form; the type constraint was dropped"),
-                        ),
-                    }
-                }
-                _ => warnings.add(&here, "a malformed type was dropped"),
-            },
+            "type" => schema_type(v, at, &here, &mut out, warnings),
             "properties" => {
                 let mut props = Map::new();
                 for (name, prop) in sorted(v.as_object().unwrap_or(&Map::new())) {
@@ -132,10 +71,7 @@ pub(crate) fn schema(value: &Value, at: &str, warnings: &mut Warnings) -> Value 
                 out.insert(key.clone(), schema(v, &here, warnings));
             }
             "additionalProperties" => {
-                let converted = match v {
-                    Value::Bool(_) => v.clone(),
-                    _ => schema(v, &here, warnings),
-                };
+                let converted = downgrade::additional_properties(v, &here, warnings, schema);
                 out.insert(key.clone(), converted);
             }
             "allOf" => {
@@ -150,50 +86,93 @@ pub(crate) fn schema(value: &Value, at: &str, warnings: &mut Warnings) -> Value 
                     .unwrap_or_default();
                 out.insert(key.clone(), Value::Array(parts));
             }
-            "oneOf" | "anyOf" => {
-                warnings.add(
-                    at,
-                    format!("{key} has no 2.0 form; the schema became unconstrained"),
-                );
-            }
-            "const" => {
-                warnings.add(at, "const became a one-value enum");
-                out.insert("enum".to_owned(), Value::Array(vec![v.clone()]));
-            }
-            "examples" => {
-                if let Some(first) = v.as_array().and_then(|a| a.first()) {
-                    if !object.contains_key("example") {
-                        out.insert("example".to_owned(), first.clone());
-                    }
-                    if v.as_array().is_some_and(|a| a.len() > 1) {
-                        warnings.add(at, "examples kept only the first one as example");
-                    }
-                }
-            }
-            "exclusiveMinimum" | "exclusiveMaximum" => {
-                // 3.1: a number; 2.0: a flag on minimum/maximum.
-                let bound = if key == "exclusiveMinimum" {
-                    "minimum"
-                } else {
-                    "maximum"
-                };
-                if v.is_number() {
-                    out.insert(bound.to_owned(), v.clone());
-                    out.insert(key.clone(), Value::Bool(true));
-                } else {
-                    out.insert(key.clone(), v.clone());
-                }
-            }
-            "writeOnly" | "deprecated" | "contentMediaType" | "contentEncoding" => {
-                warnings.add(at, format!("{key} has no 2.0 form and was left out"));
-            }
-            other => warnings.add(
-                at,
-                format!("the keyword {other} has no 2.0 form and was left out"),
-            ),
+            _ => dropped_or_rewritten(key, v, object, at, &mut out, warnings),
         }
     }
     Value::Object(out)
+}
+
+/// `type`: a name as it is; `[T, "null"]` as `T` with `x-nullable`; any other list has no
+/// 2.0 form.
+fn schema_type(
+    v: &Value,
+    at: &str,
+    here: &str,
+    out: &mut Map<String, Value>,
+    warnings: &mut Warnings,
+) {
+    match v {
+        Value::String(_) => {
+            out.insert("type".to_owned(), v.clone());
+        }
+        Value::Array(types) => {
+            let non_null: Vec<&Value> = types
+                .iter()
+                .filter(|t| t.as_str() != Some("null"))
+                .collect();
+            if non_null.len() < types.len() {
+                out.insert("x-nullable".to_owned(), Value::Bool(true));
+            }
+            match non_null.as_slice() {
+                [one] => {
+                    if non_null.len() < types.len() {
+                        warnings.add(
+                            at,
+                            format!(
+                                "type [{}, null] became type {} with x-nullable: true",
+                                one.as_str().unwrap_or_default(),
+                                one.as_str().unwrap_or_default()
+                            ),
+                        );
+                    }
+                    out.insert("type".to_owned(), (*one).clone());
+                }
+                _ => warnings.add(
+                    at,
+                    format!("type {v} has no 2.0 form; the type constraint was dropped"),
+                ),
+            }
+        }
+        _ => warnings.add(here, "a malformed type was dropped"),
+    }
+}
+
+/// The keywords 2.0 spells another way (`const`, `examples`, exclusive bounds) or cannot say;
+/// `object` is the whole schema.
+fn dropped_or_rewritten(
+    key: &str,
+    v: &Value,
+    object: &Map<String, Value>,
+    at: &str,
+    out: &mut Map<String, Value>,
+    warnings: &mut Warnings,
+) {
+    match key {
+        "oneOf" | "anyOf" => {
+            warnings.add(
+                at,
+                format!("{key} has no 2.0 form; the schema became unconstrained"),
+            );
+        }
+        "const" => {
+            warnings.add(at, "const became a one-value enum");
+            out.insert("enum".to_owned(), Value::Array(vec![v.clone()]));
+        }
+        "examples" => {
+            downgrade::first_example(v, object, out);
+            if v.as_array().is_some_and(|a| a.len() > 1) {
+                warnings.add(at, "examples kept only the first one as example");
+            }
+        }
+        "exclusiveMinimum" | "exclusiveMaximum" => downgrade::exclusive_bound(key, v, out),
+        "writeOnly" | "deprecated" | "contentMediaType" | "contentEncoding" => {
+            warnings.add(at, format!("{key} has no 2.0 form and was left out"));
+        }
+        other => warnings.add(
+            at,
+            format!("the keyword {other} has no 2.0 form and was left out"),
+        ),
+    }
 }
 
 /// Converts a 3.1 parameter object (not `in: body`) to a 2.0 parameter.
@@ -202,9 +181,7 @@ pub(crate) fn parameter(value: &Value, at: &str, warnings: &mut Warnings) -> Val
         return value.clone();
     };
     if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
-        let mut out = Map::new();
-        out.insert("$ref".to_owned(), Value::String(convert_ref(reference)));
-        return Value::Object(out);
+        return reference_object(reference);
     }
     let mut out = Map::new();
     for (key, v) in sorted(object) {
@@ -264,9 +241,7 @@ pub(crate) fn response(value: &Value, at: &str, warnings: &mut Warnings) -> (Val
         return (value.clone(), vec![]);
     };
     if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
-        let mut out = Map::new();
-        out.insert("$ref".to_owned(), Value::String(convert_ref(reference)));
-        return (Value::Object(out), vec![]);
+        return (reference_object(reference), vec![]);
     }
     let mut out = Map::new();
     out.insert(
@@ -278,20 +253,8 @@ pub(crate) fn response(value: &Value, at: &str, warnings: &mut Warnings) -> (Val
     );
     let mut produces = Vec::new();
     if let Some(content) = object.get("content").and_then(Value::as_object) {
-        let entries = sorted(content);
-        let mut chosen: Option<&Value> = None;
-        for (media_type, media) in &entries {
-            produces.push((*media_type).clone());
-            let s = media.get("schema");
-            match (chosen, s) {
-                (None, Some(s)) => chosen = Some(s),
-                (Some(c), Some(s)) if c != s => warnings.add(
-                    at,
-                    format!("{media_type} has its own schema; 2.0 keeps one schema per response"),
-                ),
-                _ => {}
-            }
-        }
+        let (types, chosen) = media_types(content, at, "one schema per response", warnings);
+        produces = types;
         if let Some(s) = chosen {
             out.insert(
                 "schema".to_owned(),
@@ -300,28 +263,10 @@ pub(crate) fn response(value: &Value, at: &str, warnings: &mut Warnings) -> (Val
         }
     }
     if let Some(headers) = object.get("headers").and_then(Value::as_object) {
-        let mut converted = Map::new();
-        for (name, header) in sorted(headers) {
-            let here = format!("{at}/headers/{name}");
-            let mut h = Map::new();
-            if let Some(d) = header.get("description") {
-                h.insert("description".to_owned(), d.clone());
-            }
-            let s = header
-                .get("schema")
-                .map(|s| schema(s, &here, warnings))
-                .unwrap_or_default();
-            let ty = s
-                .get("type")
-                .cloned()
-                .unwrap_or_else(|| Value::String("string".to_owned()));
-            h.insert("type".to_owned(), ty);
-            if let Some(f) = s.get("format") {
-                h.insert("format".to_owned(), f.clone());
-            }
-            converted.insert(name.clone(), Value::Object(h));
-        }
-        out.insert("headers".to_owned(), Value::Object(converted));
+        out.insert(
+            "headers".to_owned(),
+            response_headers(headers, at, warnings),
+        );
     }
     for key in object.keys() {
         if !["description", "content", "headers"].contains(&key.as_str()) {
@@ -332,6 +277,56 @@ pub(crate) fn response(value: &Value, at: &str, warnings: &mut Warnings) -> (Val
         }
     }
     (Value::Object(out), produces)
+}
+
+/// The media types of a `content` map and the one schema 2.0 keeps for all of them (the first);
+/// a media type with another schema is named in a warning saying that 2.0 `keeps`.
+fn media_types<'a>(
+    content: &'a Map<String, Value>,
+    at: &str,
+    keeps: &str,
+    warnings: &mut Warnings,
+) -> (Vec<String>, Option<&'a Value>) {
+    let mut types = Vec::new();
+    let mut chosen: Option<&Value> = None;
+    for (media_type, media) in sorted(content) {
+        types.push(media_type.clone());
+        match (chosen, media.get("schema")) {
+            (None, Some(s)) => chosen = Some(s),
+            (Some(c), Some(s)) if c != s => warnings.add(
+                at,
+                format!("{media_type} has its own schema; 2.0 keeps {keeps}"),
+            ),
+            _ => {}
+        }
+    }
+    (types, chosen)
+}
+
+/// A response's headers: 2.0 gives each a primitive type (and format) inline.
+fn response_headers(headers: &Map<String, Value>, at: &str, warnings: &mut Warnings) -> Value {
+    let mut converted = Map::new();
+    for (name, header) in sorted(headers) {
+        let here = format!("{at}/headers/{name}");
+        let mut h = Map::new();
+        if let Some(d) = header.get("description") {
+            h.insert("description".to_owned(), d.clone());
+        }
+        let s = header
+            .get("schema")
+            .map(|s| schema(s, &here, warnings))
+            .unwrap_or_default();
+        let ty = s
+            .get("type")
+            .cloned()
+            .unwrap_or_else(|| Value::String("string".to_owned()));
+        h.insert("type".to_owned(), ty);
+        if let Some(f) = s.get("format") {
+            h.insert("format".to_owned(), f.clone());
+        }
+        converted.insert(name.clone(), Value::Object(h));
+    }
+    Value::Object(converted)
 }
 
 /// Converts a 3.1 request body into a 2.0 `in: body` parameter and the media types it consumes.
@@ -350,21 +345,10 @@ pub(crate) fn request_body(
         "required".to_owned(),
         value.get("required").cloned().unwrap_or(Value::Bool(false)),
     );
-    let mut consumes = Vec::new();
-    let mut chosen: Option<&Value> = None;
-    if let Some(content) = value.get("content").and_then(Value::as_object) {
-        for (media_type, media) in sorted(content) {
-            consumes.push(media_type.clone());
-            match (chosen, media.get("schema")) {
-                (None, Some(s)) => chosen = Some(s),
-                (Some(c), Some(s)) if c != s => warnings.add(
-                    at,
-                    format!("{media_type} has its own schema; 2.0 keeps one body schema"),
-                ),
-                _ => {}
-            }
-        }
-    }
+    let (consumes, chosen) = match value.get("content").and_then(Value::as_object) {
+        Some(content) => media_types(content, at, "one body schema", warnings),
+        None => (Vec::new(), None),
+    };
     if value.get("$ref").is_some() {
         warnings.add(at, "a referenced request body became an unconstrained body");
     }

@@ -1,0 +1,251 @@
+//! backend_auth and the router: the headers the backend gets (gateway-facts §3), then the call to
+//! the backend with the route's deadline and one retry on connect failure (ESPv2 defaults), and
+//! the backend's answer relayed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::path_rewrite::Paths;
+use super::reply::Refusal;
+use super::state::State;
+use super::trace;
+use crate::jwt::Verified;
+use crate::log::Entry;
+use crate::spec::Backend;
+
+const USERINFO: &str = "x-apigateway-api-userinfo";
+
+const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
+
+/// Hop-by-hop headers and those the HTTP client sets itself: never copied across.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "host",
+    "expect",
+];
+
+/// What the earlier filters learnt about the caller.
+pub(super) struct Caller<'a> {
+    /// The verified JWT (jwt_authn).
+    pub(super) verified: Option<&'a Arc<Verified>>,
+    /// Whether the operation has JWT requirements (and this is no CORS preflight).
+    pub(super) jwt_route: bool,
+    /// Whether the API key was checked (service_control).
+    pub(super) key_checked: bool,
+}
+
+/// The headers the backend gets (gateway-facts §3); `Err` names the audience whose ID token is
+/// missing. The trace ids are the log entry's.
+pub(super) fn upstream_headers(
+    req: &HttpRequest,
+    state: &State,
+    backend: &Backend,
+    caller: &Caller<'_>,
+    paths: &Paths,
+    entry: &Entry,
+) -> Result<HeaderMap, String> {
+    let mut out = client_headers(req, caller.jwt_route);
+    if let Some(v) = caller.verified {
+        set(&mut out, USERINFO, &v.payload_segment);
+    }
+    if caller.key_checked {
+        set(&mut out, "x-apigateway-api-consumer-type", "PROJECT");
+        set(
+            &mut out,
+            "x-apigateway-api-consumer-number",
+            &state.consumer_number,
+        );
+    }
+    if !backend.disable_auth {
+        backend_auth(&mut out, state, backend)?;
+    }
+    if let Some(path) = &paths.original {
+        set(&mut out, "x-envoy-original-path", path);
+    }
+    forwarding(&mut out, req);
+    trace_headers(&mut out, entry);
+    if !out.contains_key("x-request-id") {
+        set(&mut out, "x-request-id", &trace::uuid_v4());
+    }
+    Ok(out)
+}
+
+fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        out.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The client's headers but the hop-by-hop ones.
+fn client_headers(req: &HttpRequest, jwt_route: bool) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in req.headers() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) {
+            continue;
+        }
+        // A client's copy of the userinfo header is removed only on routes with JWT
+        // requirements (envoy `extractor.cc sanitizeHeaders`).
+        if jwt_route && n == USERINFO {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append(n, v);
+        }
+    }
+    out
+}
+
+/// backend_auth (esp-v2 `http/backend_auth/filter.cc`): the client's Authorization moves to
+/// X-Forwarded-Authorization (a client-sent one is removed first); disable_auth leaves
+/// Authorization alone. Without jwt_audience the audience is the address's scheme and host.
+fn backend_auth(out: &mut HeaderMap, state: &State, backend: &Backend) -> Result<(), String> {
+    out.remove("x-forwarded-authorization");
+    if let Some(auth) = out.remove("authorization") {
+        out.insert(HeaderName::from_static("x-forwarded-authorization"), auth);
+    }
+    let audience = backend
+        .jwt_audience
+        .clone()
+        .unwrap_or_else(|| backend.address_origin().to_owned());
+    let token = state
+        .id_token(&audience)
+        .map_err(|_| format!("Token not found for audience: {audience}"))?;
+    set(out, "authorization", &format!("Bearer {token}"));
+    Ok(())
+}
+
+/// Set by Google's front end on API Gateway: the client's address and the scheme it used.
+fn forwarding(out: &mut HeaderMap, req: &HttpRequest) {
+    let client_ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let xff = match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip.clone(),
+    };
+    set(out, "x-forwarded-for", &xff);
+    let scheme = req.connection_info().scheme().to_owned();
+    set(out, "x-forwarded-proto", &scheme);
+    set(
+        out,
+        "forwarded",
+        &format!("for=\"{client_ip}\";proto={scheme}"),
+    );
+}
+
+/// Trace context out in both formats, with the gateway's span as parent.
+fn trace_headers(out: &mut HeaderMap, entry: &Entry) {
+    let (trace_id, span_id, sampled) = (&entry.trace_id, &entry.span_id, entry.sampled);
+    set(
+        out,
+        "traceparent",
+        &format!(
+            "00-{trace_id}-{span_id}-{}",
+            if sampled { "01" } else { "00" }
+        ),
+    );
+    let span_decimal = u64::from_str_radix(span_id, 16).unwrap_or_default();
+    set(
+        out,
+        "x-cloud-trace-context",
+        &format!("{trace_id}/{span_decimal};o={}", u8::from(sampled)),
+    );
+}
+
+/// The router: sends the request to `url` within the route's deadline and relays the answer, or
+/// refuses as Envoy does on a timeout, a failed connection or a reset.
+pub(super) async fn forward(
+    client: &reqwest::Client,
+    req: &HttpRequest,
+    backend: &Backend,
+    url: &str,
+    headers: HeaderMap,
+    body: web::Bytes,
+) -> Result<HttpResponse, Refusal> {
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let deadline = backend.deadline;
+    let begun = Instant::now();
+    let mut attempt = 0;
+    let upstream = loop {
+        let remaining = deadline.saturating_sub(begun.elapsed());
+        let sent = client
+            .request(method.clone(), url)
+            .headers(headers.clone())
+            .body(reqwest::Body::from(body.clone()))
+            .timeout(remaining)
+            .send()
+            .await;
+        match sent {
+            Err(e) if e.is_connect() && attempt == 0 => attempt += 1,
+            other => break other,
+        }
+    };
+    let upstream = match upstream {
+        Ok(r) => r,
+        Err(e) => return Err(send_failure(&e)),
+    };
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in upstream.headers() {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        response.append_header((name.as_str(), value.as_bytes()));
+    }
+    let remaining = deadline.saturating_sub(begun.elapsed());
+    match tokio::time::timeout(remaining, upstream.bytes()).await {
+        Ok(Ok(bytes)) => Ok(response.body(bytes)),
+        Ok(Err(_)) => Err(Refusal::new(
+            "upstream_reset_after_response_started",
+            502,
+            "upstream reset after response started",
+        )),
+        Err(_) => Err(Refusal::new(
+            "upstream_response_timeout",
+            504,
+            "upstream request timeout",
+        )),
+    }
+}
+
+/// Envoy's refusal when no response headers came back.
+fn send_failure(e: &reqwest::Error) -> Refusal {
+    if e.is_timeout() {
+        return Refusal::new("upstream_response_timeout", 504, "upstream request timeout");
+    }
+    if e.is_connect() {
+        return Refusal::new(
+            "upstream_reset_before_response_started{remote_connection_failure}",
+            503,
+            CONNECT_FAILURE,
+        );
+    }
+    // A reset after connecting: Envoy's text for it is [not confirmed] in the facts.
+    Refusal::new(
+        "upstream_reset_before_response_started{connection_termination}",
+        503,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+    )
+}

@@ -1,0 +1,92 @@
+//! What every worker shares: the config, the quota counts, the JWT cache, the backend ID tokens
+//! and the log's fixed fields.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use crate::config::GatewayConfig;
+use crate::jwt;
+use crate::keys::{self, SigningKey};
+use crate::log;
+use crate::quota::Quotas;
+use crate::spec::Spec;
+
+/// Shared by every worker.
+#[derive(Debug)]
+pub struct State {
+    pub spec: Spec,
+    pub config_bytes: Vec<u8>,
+    pub config: GatewayConfig,
+    pub(super) quotas: Quotas,
+    pub(super) jwt_cache: jwt::Cache,
+    google: SigningKey,
+    /// audience → (ID token, expiry in seconds since the epoch).
+    id_tokens: Mutex<HashMap<String, (String, u64)>>,
+    pub(super) log: log::Context,
+    pub(super) backend_base: String,
+    pub(super) consumer_number: String,
+}
+
+impl State {
+    pub fn new(
+        spec: Spec,
+        config_bytes: Vec<u8>,
+        config: GatewayConfig,
+        _addr: SocketAddr,
+    ) -> Self {
+        let log = log::Context {
+            service_name: spec.service_name().to_owned(),
+            api_version: spec.version.clone(),
+            config_id: config.config_id.clone(),
+            producer_project: config.producer_project.clone(),
+        };
+        let backend_base = config.backend_url.trim_end_matches('/').to_owned();
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, config.producer_project.as_bytes());
+        let consumer_number = digest.as_ref()[..6]
+            .iter()
+            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+            .to_string();
+        keys::install_crypto_provider();
+        Self {
+            spec,
+            config_bytes,
+            config,
+            quotas: Quotas::default(),
+            jwt_cache: jwt::Cache::default(),
+            google: SigningKey::local_google(),
+            id_tokens: Mutex::new(HashMap::new()),
+            log,
+            backend_base,
+            consumer_number,
+        }
+    }
+
+    /// The cached backend ID token for `audience` (ESPv2 caches the token it gets from the
+    /// metadata server until shortly before it expires).
+    pub(super) fn id_token(&self, audience: &str) -> anyhow::Result<String> {
+        let now = keys::now_secs();
+        let mut cache = self.id_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, exp)) = cache.get(audience)
+            && *exp > now + 300
+        {
+            return Ok(token.clone());
+        }
+        let token = keys::backend_id_token(
+            &self.google,
+            audience,
+            &self.config.gateway_service_account,
+            now,
+        )?;
+        cache.insert(audience.to_owned(), (token.clone(), now + 3600));
+        Ok(token)
+    }
+
+    pub(super) fn api_method(&self, operation_id: &str) -> String {
+        format!(
+            "1.{}.{operation_id}",
+            self.spec.service_name().replace(['.', '-'], "_")
+        )
+    }
+}
