@@ -1,6 +1,7 @@
 //! Runs a [`Plan`]'s steps in order, journaling each change before it is sent so that a failure
 //! can be rolled back exactly (`journal.rs`). It decides nothing the plan has not: where the
-//! world no longer matches what the plan was computed from, the step fails.
+//! world no longer matches what the plan was computed from, the step fails (a config planned for
+//! reuse is gone or not ACTIVE) or, for pruning, is left out (a gateway serves the config by now).
 
 use std::time::Duration;
 
@@ -330,7 +331,7 @@ impl<'a> Executor<'a> {
     async fn delete_config(&mut self, name: &str) -> Result<bool, Failure> {
         let step = "prune API configs";
         if self.served.is_none() {
-            let served = state::served_configs(&self.cloud, self.env)
+            let served = state::served_configs(&self.cloud, self.env, &[])
                 .await
                 .step(step, "global")?;
             self.served = Some(served);

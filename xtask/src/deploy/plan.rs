@@ -191,7 +191,7 @@ impl Plan {
         self.steps.iter().any(|s| s.phase() < 6 && !s.unchanged())
     }
 
-    /// The steps of phase 6 (pruning) and those before it.
+    /// The roll-out's steps (phases 2–4) and, apart, the pruning's (phase 6), which follow it.
     pub(crate) fn roll_out_and_prune(&self) -> (&[Step], &[Step]) {
         let split = self
             .steps

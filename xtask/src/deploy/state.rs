@@ -72,11 +72,7 @@ pub(crate) async fn read(
         );
     }
     let configs = configs_newest_first(cloud, env).await?;
-    let mut served_elsewhere = Vec::new();
-    for r in env.regions.iter().filter(|r| !regions.contains(&r.name)) {
-        let gateway = gateway_name(env, &r.name, &r.gateway_id);
-        served_elsewhere.push(cloud.get_gateway(&gateway).await?.api_config);
-    }
+    let served_elsewhere = served_configs(cloud, env, regions).await?;
     Ok(State {
         regions: read,
         configs,
@@ -84,13 +80,15 @@ pub(crate) async fn read(
     })
 }
 
-/// The configs every gateway of the environment serves now (read fresh, for pruning).
+/// The configs the gateways of the environment serve now, except those of the regions in
+/// `except`.
 pub(crate) async fn served_configs(
     cloud: &Cloud,
     env: &Environment,
+    except: &[String],
 ) -> anyhow::Result<Vec<String>> {
     let mut served = Vec::new();
-    for r in &env.regions {
+    for r in env.regions.iter().filter(|r| !except.contains(&r.name)) {
         let gateway = gateway_name(env, &r.name, &r.gateway_id);
         served.push(cloud.get_gateway(&gateway).await?.api_config);
     }
