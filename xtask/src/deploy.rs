@@ -137,17 +137,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs the plan: the roll-out (rolled back on failure), then pruning.
 async fn execute(plan: &Plan, mut executor: Executor<'_>) -> anyhow::Result<ExitCode> {
-    let (roll_out, prune) = plan.roll_out_and_prune();
     if !plan.changes_anything() {
         println!("{}", nothing_to_do(plan));
-        // The roll-out steps are the "unchanged" ones here; they only report.
-        let ran = match executor.run(roll_out).await {
-            Ok(()) => executor.run(prune).await,
-            Err(failure) => Err(failure),
-        };
-        ran.map_err(|f| f.error.context(format!("step 6 ({}) failed", f.step)))?;
+        // Before the pruning there are only "unchanged" steps, which report and cannot fail.
+        executor
+            .run(&plan.steps)
+            .await
+            .map_err(|f| f.error.context(format!("step 6 ({}) failed", f.step)))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let (roll_out, prune) = plan.roll_out_and_prune();
     if let Err(failure) = executor.run(roll_out).await {
         eprintln!(
             "error: step {} failed in {}: {:#}",

@@ -5,6 +5,7 @@ mod fake_gcp;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fake_gcp::{FailAs, Fake};
@@ -37,17 +38,22 @@ fn tag(fill: char) -> String {
     format!("deploy-{}", &digest(fill)[..12])
 }
 
-/// The dev environment as committed, in a directory of its own.
+/// The dev environment as committed, in a directory of its own. Written once: a copy made while
+/// a deploy of a parallel test reads the file would show it a truncated environment.
 fn environments() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("deploy/environments/dev.toml"),
-        dir.join("dev.toml"),
-    )
-    .expect("copying dev.toml");
-    dir
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::copy(
+            root.join("deploy/environments/dev.toml"),
+            dir.join("dev.toml"),
+        )
+        .expect("copying dev.toml");
+        dir
+    })
+    .clone()
 }
 
 /// The dev environment's two regions, each serving the old revision and the old config.
