@@ -732,3 +732,61 @@ fn the_deploy_runs_the_printed_plan_when_regions_differ() {
         "{steps:#?}"
     );
 }
+
+#[test]
+fn a_failed_canary_restores_each_service_once_to_its_first_traffic() {
+    let fake = fake();
+    // us-central1's second patch (the canary, after the staging) fails.
+    fake.inject(
+        "PATCH",
+        USC1,
+        1,
+        FailAs::Operation(14, "The service is temporarily unavailable".into()),
+    );
+    let out = deploy(
+        &fake,
+        &[
+            "--image",
+            &image('6'),
+            "--canary",
+            "10",
+            "--canary-wait",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "deploy should have failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rev = revision('6');
+    assert!(
+        stderr.contains(&format!(
+            "step 3 (canary 10% to {rev}) failed in us-central1"
+        )),
+        "{stderr}"
+    );
+    // Staged and moved to the canary, europe-west1 still gets one restore: its traffic before
+    // the roll-out; newest change first.
+    let restores: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("rolled back: "))
+        .collect();
+    assert_eq!(
+        restores,
+        [
+            format!("rolled back: us-central1: restoring traffic {OLD_REVISION} 100%"),
+            format!("rolled back: europe-west1: restoring traffic {OLD_REVISION} 100%"),
+        ],
+        "{stderr}"
+    );
+    for service in [EUW1, USC1] {
+        assert_eq!(
+            fake.traffic(service),
+            [t(OLD_REVISION, 100, "")],
+            "{service}"
+        );
+    }
+    assert!(
+        !mutating_calls(&fake)
+            .iter()
+            .any(|c| c.contains("/gateways/") || c.contains("/configs"))
+    );
+}
