@@ -5,6 +5,7 @@ mod fake_gcp;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fake_gcp::{FailAs, Fake};
@@ -37,17 +38,22 @@ fn tag(fill: char) -> String {
     format!("deploy-{}", &digest(fill)[..12])
 }
 
-/// The dev environment as committed, in a directory of its own.
+/// The dev environment as committed, in a directory of its own. Written once: a copy made while
+/// a deploy of a parallel test reads the file would show it a truncated environment.
 fn environments() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("deploy/environments/dev.toml"),
-        dir.join("dev.toml"),
-    )
-    .expect("copying dev.toml");
-    dir
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::copy(
+            root.join("deploy/environments/dev.toml"),
+            dir.join("dev.toml"),
+        )
+        .expect("copying dev.toml");
+        dir
+    })
+    .clone()
 }
 
 /// The dev environment's two regions, each serving the old revision and the old config.
@@ -578,4 +584,209 @@ fn a_missed_slo_in_region_two_rolls_the_regions_back() {
         .filter(|c| c == &format!("PATCH /v1/{GW_USC1}"))
         .count();
     assert_eq!(patches, 2);
+}
+
+/// The step lines of `--plan`'s output: those under the phase headings.
+fn planned_steps(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The steps a deploy reports as done, in order.
+fn executed_steps(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("  done: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a planned step does to the fake, read from its line: the mutating call it makes and the
+/// paths it checks.
+fn effects(step: &str, tag: &str) -> (Vec<String>, Vec<String>) {
+    let (region, what) = step.split_once(": ").unwrap_or(("", step));
+    let resource = what
+        .split_whitespace()
+        .find(|w| w.starts_with("projects/"))
+        .unwrap_or("");
+    let call = |method: &str, path: &str| (vec![format!("{method} {path}")], Vec::new());
+    if what.ends_with("unchanged") || what.starts_with("then load it") {
+        (Vec::new(), Vec::new())
+    } else if let Some(config) = what.strip_prefix("create config ") {
+        let api = config.rsplit_once('/').map_or("", |(api, _)| api);
+        call("POST", &format!("/v1/{api}"))
+    } else if what.starts_with("create ")
+        || what.contains(" exists; tag it on ")
+        || what.starts_with("traffic on ")
+    {
+        call("PATCH", &format!("/v2/{resource}"))
+    } else if what.starts_with("point ") {
+        call("PATCH", &format!("/v1/{resource}"))
+    } else if let Some(config) = step.strip_prefix("delete ") {
+        call("DELETE", &format!("/v1/{config}"))
+    } else if what.contains("tagged URL /health/ready") {
+        let base = format!("/run/{region}/{tag}");
+        (
+            Vec::new(),
+            vec![format!("{base}/health/ready"), format!("{base}/items")],
+        )
+    } else if let Some(base) = what.strip_prefix("check a request through ") {
+        let gateway = base.split_once("/gw/").map_or("", |(_, g)| g);
+        (Vec::new(), vec![format!("/gw/{gateway}/items")])
+    } else if what.starts_with("hold the canary") || what.contains(" exists; reusing it") {
+        (Vec::new(), Vec::new())
+    } else {
+        panic!("a step this test does not know: {step}")
+    }
+}
+
+/// Prints the plan for `args`, then deploys with the same arguments from the same state, and
+/// asserts that the deploy ran exactly the planned steps, in order, and made exactly the calls and
+/// checks those steps name. Returns the steps.
+fn assert_runs_as_planned(fake: &Fake, fill: char, args: &[&str]) -> Vec<String> {
+    let image = image(fill);
+    let args = [&["--image", image.as_str()], args].concat();
+    let plan = deploy(fake, &[&["--plan"], args.as_slice()].concat());
+    assert!(plan.status.success(), "--plan failed");
+    let planned = planned_steps(&String::from_utf8_lossy(&plan.stdout));
+    let calls_before = mutating_calls(fake).len();
+    let probes_before = fake.with(|s| s.probes.len());
+
+    let out = deploy(fake, &args);
+    assert!(out.status.success(), "deploy failed");
+    let executed = executed_steps(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(executed, planned, "the deploy did not run the plan");
+
+    let (mut calls, mut probes) = (Vec::new(), Vec::new());
+    for step in &planned {
+        let (c, p) = effects(step, &tag(fill));
+        calls.extend(c);
+        probes.extend(p);
+    }
+    assert_eq!(mutating_calls(fake)[calls_before..], calls);
+    assert_eq!(fake.with(|s| s.probes[probes_before..].to_vec()), probes);
+    planned
+}
+
+#[test]
+fn the_deploy_runs_the_printed_plan_with_a_canary_and_pruning() {
+    let fake = fake();
+    for n in 0..3 {
+        fake.add_config(API, &format!("items-api-dev-older{n:03}"), 100 + n);
+    }
+    let steps = assert_runs_as_planned(
+        &fake,
+        '3',
+        &[
+            "--canary",
+            "5",
+            "--canary-wait",
+            "1",
+            "--keep-api-configs",
+            "2",
+        ],
+    );
+    // Per region: stage, check, canary, check again, all traffic, config, gateway, its check;
+    // the hold; four configs pruned.
+    assert_eq!(steps.len(), 2 * 8 + 1 + 4, "{steps:#?}");
+    assert!(
+        steps.contains(&"hold the canary 1 s".to_owned()),
+        "{steps:#?}"
+    );
+    assert!(
+        steps.contains(&format!("delete {API}/configs/{OLD_CONFIG}")),
+        "{steps:#?}"
+    );
+}
+
+#[test]
+fn the_deploy_runs_the_printed_plan_when_regions_differ() {
+    let fake = fake();
+    // europe-west1 gets image 4 first; then both regions image 5; then image 4 again, whose
+    // revision exists in europe-west1 only, with the spec (and so the configs) unchanged.
+    let only_euw1 = ["--canary-wait", "0", "--region", "europe-west1"];
+    deploy_ok(
+        &fake,
+        &[&["--image", image('4').as_str()], &only_euw1[..]].concat(),
+    );
+    deploy_ok(&fake, &["--image", &image('5'), "--canary-wait", "0"]);
+    let steps = assert_runs_as_planned(&fake, '4', &["--canary-wait", "0"]);
+    let rev = revision('4');
+    assert!(
+        steps[0].starts_with(&format!("europe-west1: {rev} exists; tag it on {EUW1}")),
+        "{steps:#?}"
+    );
+    assert!(
+        steps[2].starts_with(&format!("us-central1: create {rev} on {USC1}")),
+        "{steps:#?}"
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s.ends_with(": unchanged") && s.contains("/gateways/"))
+            .count(),
+        2,
+        "{steps:#?}"
+    );
+}
+
+#[test]
+fn a_failed_canary_restores_each_service_once_to_its_first_traffic() {
+    let fake = fake();
+    // us-central1's second patch (the canary, after the staging) fails.
+    fake.inject(
+        "PATCH",
+        USC1,
+        1,
+        FailAs::Operation(14, "The service is temporarily unavailable".into()),
+    );
+    let out = deploy(
+        &fake,
+        &[
+            "--image",
+            &image('6'),
+            "--canary",
+            "10",
+            "--canary-wait",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "deploy should have failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rev = revision('6');
+    assert!(
+        stderr.contains(&format!(
+            "step 3 (canary 10% to {rev}) failed in us-central1"
+        )),
+        "{stderr}"
+    );
+    // Staged and moved to the canary, europe-west1 still gets one restore: its traffic before
+    // the roll-out; newest change first.
+    let restores: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("rolled back: "))
+        .collect();
+    assert_eq!(
+        restores,
+        [
+            format!("rolled back: us-central1: restoring traffic {OLD_REVISION} 100%"),
+            format!("rolled back: europe-west1: restoring traffic {OLD_REVISION} 100%"),
+        ],
+        "{stderr}"
+    );
+    for service in [EUW1, USC1] {
+        assert_eq!(
+            fake.traffic(service),
+            [t(OLD_REVISION, 100, "")],
+            "{service}"
+        );
+    }
+    assert!(
+        !mutating_calls(&fake)
+            .iter()
+            .any(|c| c.contains("/gateways/") || c.contains("/configs"))
+    );
 }

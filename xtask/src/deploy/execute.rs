@@ -1,0 +1,369 @@
+//! Runs a [`Plan`]'s steps in order, journaling each change before it is sent so that a failure
+//! can be rolled back exactly (`journal.rs`). It decides nothing the plan has not: where the
+//! world no longer matches what the plan was computed from, the step fails (a config planned for
+//! reuse is gone or not ACTIVE) or, for pruning, is left out (a gateway serves the config by now).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use google_cloud_apigateway_v1::model::api_config;
+use google_cloud_run_v2::model::Service;
+use items_gateway_spec::Environment;
+
+use super::cloud::{Cloud, Ui};
+use super::journal::{Change, Journal};
+use super::plan::{Plan, Step};
+use super::probe::{self, Prober};
+use super::state::{self, short_name};
+use super::traffic::{self, Split};
+
+/// A failed step: which, where, and why (Google's error in the chain).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) step: String,
+    pub(crate) region: String,
+    pub(crate) error: anyhow::Error,
+}
+
+trait StepContext<T> {
+    fn step(self, step: &str, region: &str) -> Result<T, Failure>;
+}
+
+impl<T> StepContext<T> for anyhow::Result<T> {
+    fn step(self, step: &str, region: &str) -> Result<T, Failure> {
+        self.map_err(|error| Failure {
+            step: step.to_owned(),
+            region: region.to_owned(),
+            error,
+        })
+    }
+}
+
+pub(crate) struct Executor<'a> {
+    plan: &'a Plan,
+    env: &'a Environment,
+    cloud: Cloud,
+    ui: Ui,
+    prober: Prober,
+    /// Each region's service as last returned: its tagged URL, and the base of the next patch.
+    services: Vec<Service>,
+    /// Each region's gateway hostname as last returned.
+    hostnames: Vec<String>,
+    journal: Journal,
+    /// The configs the gateways serve, read once before the first deletion.
+    served: Option<Vec<String>>,
+}
+
+impl<'a> Executor<'a> {
+    pub(crate) fn new(
+        plan: &'a Plan,
+        env: &'a Environment,
+        cloud: Cloud,
+        ui: Ui,
+        prober: Prober,
+    ) -> Self {
+        Self {
+            services: plan.regions.iter().map(|r| r.service.clone()).collect(),
+            hostnames: plan
+                .regions
+                .iter()
+                .map(|r| r.gateway_hostname.clone())
+                .collect(),
+            plan,
+            env,
+            cloud,
+            ui,
+            prober,
+            journal: Journal::default(),
+            served: None,
+        }
+    }
+
+    /// Runs `steps` (of this executor's plan) in order, up to the first failure. Each step done
+    /// is reported as `  done: <the plan's line for it>`.
+    pub(crate) async fn run(&mut self, steps: &[Step]) -> Result<(), Failure> {
+        for step in steps {
+            if self.execute(step).await? {
+                self.ui
+                    .say(&format!("  done: {}", self.plan.describe(step)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes what the journal holds; a summary for the error message.
+    pub(crate) async fn roll_back(&mut self) -> String {
+        self.journal.roll_back(&self.cloud, self.ui).await
+    }
+
+    /// Runs one step; `false` when it was left out because the world forbids it (a config to
+    /// prune that a gateway serves by now).
+    async fn execute(&mut self, step: &Step) -> Result<bool, Failure> {
+        let plan = self.plan;
+        let rev = &plan.revision;
+        match step {
+            Step::RevisionServing { .. } | Step::GatewayServing { .. } => {}
+            Step::StageRevision {
+                region,
+                create,
+                splits,
+            } => {
+                let step = if *create {
+                    format!("2 (create revision {rev})")
+                } else {
+                    format!("2 (tag existing revision {rev})")
+                };
+                self.stage(*region, *create, splits)
+                    .await
+                    .step(&step, self.name(*region))?;
+            }
+            Step::CheckRevision { region, canary } => self.check_revision(*region, *canary).await?,
+            Step::Canary {
+                region,
+                percent,
+                splits,
+            } => {
+                let step = format!("3 (canary {percent}% to {rev})");
+                self.shift(*region, splits)
+                    .await
+                    .step(&step, self.name(*region))?;
+            }
+            Step::HoldCanary { seconds } => {
+                self.ui
+                    .say(&format!("step 3: holding the canary for {seconds} s"));
+                tokio::time::sleep(Duration::from_secs(*seconds)).await;
+            }
+            Step::FullTraffic { region, splits } => {
+                let step = format!("3 (100% to {rev})");
+                let updated = self
+                    .shift(*region, splits)
+                    .await
+                    .step(&step, self.name(*region))?;
+                self.services[*region] = updated;
+            }
+            Step::CreateApiConfig { region } => {
+                let step = format!("4 (API config {})", plan.regions[*region].config_id);
+                self.create_config(*region)
+                    .await
+                    .step(&step, self.name(*region))?;
+            }
+            Step::ReuseApiConfig { region } => {
+                let step = format!("4 (API config {})", plan.regions[*region].config_id);
+                self.reuse_config(*region)
+                    .await
+                    .step(&step, self.name(*region))?;
+            }
+            Step::PointGateway { region } => self.point_gateway(*region).await?,
+            Step::CheckGateway { region } => self.check_gateway(*region).await?,
+            Step::SloGate { region } => self.slo_gate(*region).await?,
+            Step::DeleteApiConfig { name } => return self.delete_config(name).await,
+        }
+        Ok(true)
+    }
+
+    fn name(&self, region: usize) -> &str {
+        &self.plan.regions[region].name
+    }
+
+    /// The new revision at 0% with the tag (created from the image when `create`), reachable on
+    /// its tagged URL.
+    async fn stage(&mut self, i: usize, create: bool, splits: &[Split]) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let r = &plan.regions[i];
+        self.journal.record(traffic_change(r));
+        let service = self.with_traffic(i, splits, create);
+        let updated = self
+            .cloud
+            .update_service(
+                service,
+                &format!("{}: {}", r.name, traffic::describe(splits)),
+            )
+            .await?;
+        tagged_url(&updated, &self.plan.tag)
+            .with_context(|| format!("the service reports no URL for tag {}", self.plan.tag))?;
+        self.services[i] = updated;
+        Ok(())
+    }
+
+    /// Patches the region's traffic to `splits`; the service as updated.
+    async fn shift(&mut self, i: usize, splits: &[Split]) -> anyhow::Result<Service> {
+        let plan = self.plan;
+        let r = &plan.regions[i];
+        self.journal.record(traffic_change(r));
+        let service = self.with_traffic(i, splits, false);
+        self.cloud
+            .update_service(
+                service,
+                &format!("{}: {}", r.name, traffic::describe(splits)),
+            )
+            .await
+    }
+
+    async fn check_revision(&self, i: usize, canary: bool) -> Result<(), Failure> {
+        let name = self.name(i);
+        let service = &self.services[i];
+        let url = tagged_url(service, &self.plan.tag)
+            .with_context(|| format!("the service reports no URL for tag {}", self.plan.tag))
+            .step(
+                &format!("{} (check the tagged URL)", if canary { 3 } else { 2 }),
+                name,
+            )?;
+        let step = if canary {
+            format!("3 (check the canary on {url})")
+        } else {
+            format!("2 (check the tagged URL {url})")
+        };
+        self.prober
+            .check_revision(&url, &service.uri)
+            .await
+            .step(&step, name)?;
+        self.ui.say(&format!(
+            "  ✓ {name}: {url}/health/ready and {url}{} answer",
+            probe::READ_PATH
+        ));
+        Ok(())
+    }
+
+    /// The region's service as last seen, with `splits` as its traffic and, when `new_revision`,
+    /// a template for the new revision running the image.
+    fn with_traffic(&self, i: usize, splits: &[Split], new_revision: bool) -> Service {
+        let mut service = self.services[i].clone();
+        service.traffic = splits.iter().map(Split::to_target).collect();
+        if new_revision {
+            let template = service.template.get_or_insert_with(Default::default);
+            template.revision.clone_from(&self.plan.revision);
+            let index = template
+                .containers
+                .iter()
+                .position(|c| c.name == "app")
+                .or_else(|| template.containers.iter().position(|c| !c.ports.is_empty()))
+                .unwrap_or(0);
+            if template.containers.is_empty() {
+                template.containers.push(Default::default());
+            }
+            template.containers[index].image =
+                self.plan.image.reference().unwrap_or_default().to_owned();
+        }
+        service
+    }
+
+    async fn create_config(&self, i: usize) -> anyhow::Result<()> {
+        let r = &self.plan.regions[i];
+        self.cloud
+            .create_config(
+                &self.plan.api,
+                &r.config_id,
+                &r.config_file,
+                &r.yaml,
+                &self.env.gateway_service_account,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The plan found the config; it must still be there and ACTIVE.
+    async fn reuse_config(&self, i: usize) -> anyhow::Result<()> {
+        let r = &self.plan.regions[i];
+        let Some(existing) = self.cloud.get_config(&r.config_name).await? else {
+            bail!("API config {} no longer exists", r.config_id);
+        };
+        if existing.state != api_config::State::Active {
+            bail!(
+                "API config {} exists in state {:?}, not ACTIVE",
+                r.config_id,
+                existing.state
+            );
+        }
+        Ok(())
+    }
+
+    async fn point_gateway(&mut self, i: usize) -> Result<(), Failure> {
+        let plan = self.plan;
+        let r = &plan.regions[i];
+        let gateway = short_name(&r.gateway_name);
+        let step = format!("4 (point gateway {gateway} at {})", r.config_id);
+        self.journal.record(Change::Gateway {
+            region: r.name.clone(),
+            gateway: r.gateway_name.clone(),
+            restore: r.gateway_config.clone(),
+        });
+        let updated = self
+            .cloud
+            .set_gateway_config(
+                &r.gateway_name,
+                &r.config_name,
+                &format!("{}: gateway {gateway} → {}", r.name, r.config_id),
+            )
+            .await
+            .step(&step, &r.name)?;
+        if !updated.default_hostname.is_empty() {
+            self.hostnames[i] = updated.default_hostname;
+        }
+        Ok(())
+    }
+
+    async fn check_gateway(&self, i: usize) -> Result<(), Failure> {
+        let (name, hostname) = (self.name(i), &self.hostnames[i]);
+        let seen = self
+            .prober
+            .check_gateway(hostname)
+            .await
+            .step(&format!("4 (check the gateway {hostname})"), name)?;
+        self.ui.say(&format!("  ✓ {name}: {seen}"));
+        Ok(())
+    }
+
+    async fn slo_gate(&self, i: usize) -> Result<(), Failure> {
+        let name = self.name(i);
+        let gate = self
+            .plan
+            .gate
+            .as_ref()
+            .context("the plan has an SLO gate but no objectives")
+            .step("4 (SLO gate)", name)?;
+        let base = probe::gateway_base(&self.hostnames[i]);
+        let met = gate.check(&base).await.step("4 (SLO gate)", name)?;
+        self.ui.say(&format!("  ✓ {name}: {met}"));
+        Ok(())
+    }
+
+    /// Deletes a config the plan prunes, unless a gateway serves it by now.
+    async fn delete_config(&mut self, name: &str) -> Result<bool, Failure> {
+        let step = "prune API configs";
+        if self.served.is_none() {
+            let served = state::served_configs(&self.cloud, self.env, &[])
+                .await
+                .step(step, "global")?;
+            self.served = Some(served);
+        }
+        if self
+            .served
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|c| c == name))
+        {
+            self.ui
+                .say(&format!("step 6: kept {name}: a gateway serves it now"));
+            return Ok(false);
+        }
+        self.cloud.delete_config(name).await.step(step, "global")?;
+        Ok(true)
+    }
+}
+
+/// The journal entry for a region's traffic: as it was before the roll-out.
+fn traffic_change(r: &state::Region) -> Change {
+    Change::Traffic {
+        region: r.name.clone(),
+        service: r.service_name.clone(),
+        restore: r.previous.clone(),
+    }
+}
+
+/// The URL Cloud Run gives the revision tagged `tag`.
+fn tagged_url(service: &Service, tag: &str) -> Option<String> {
+    service
+        .traffic_statuses
+        .iter()
+        .find(|s| s.tag == tag && !s.uri.is_empty())
+        .map(|s| s.uri.clone())
+}
