@@ -54,13 +54,13 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Checks 1 to 4 over every module below `root`.
 fn check_tree(root: &Path) -> anyhow::Result<Vec<String>> {
-    let mut cache = ModuleCache::default();
+    let mut cache = ModuleCache::new(root);
     let mut problems = Vec::new();
     for dir in module_dirs(root)? {
         let module = Module::load(&dir, root)?;
-        problems.extend(calls::check_module_calls(&dir, &module, root, &mut cache)?);
+        problems.extend(calls::check_module_calls(&dir, &module, &mut cache)?);
         problems.extend(variables::check_variables(&module));
-        problems.extend(outputs::check_outputs(&dir, &module, root, &mut cache)?);
+        problems.extend(outputs::check_outputs(&dir, &module, &mut cache)?);
         problems.extend(iam::check_iam(&module));
     }
     Ok(problems)

@@ -8,7 +8,6 @@ use super::module::{Module, ModuleCache, normalize, tf_files_or_empty};
 pub(super) fn check_module_calls(
     dir: &Path,
     module: &Module,
-    root: &Path,
     cache: &mut ModuleCache,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
@@ -31,7 +30,7 @@ pub(super) fn check_module_calls(
             ));
             continue;
         }
-        let callee = cache.get(&target, root)?;
+        let callee = cache.get(&target)?;
         for (name, variable) in &callee.variables {
             if !variable.has_default && !call.arguments.contains_key(name) {
                 problems.push(format!(

@@ -150,18 +150,27 @@ impl Module {
     }
 }
 
-/// Called modules, each loaded once however many calls name it.
-#[derive(Debug, Default)]
+/// The called modules of one tree, each loaded once however many calls name it.
+#[derive(Debug)]
 pub(super) struct ModuleCache {
+    /// What file names in messages are relative to.
+    root: PathBuf,
     modules: HashMap<PathBuf, Module>,
 }
 
 impl ModuleCache {
-    pub(super) fn get(&mut self, dir: &Path, root: &Path) -> anyhow::Result<&Module> {
+    pub(super) fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            modules: HashMap::new(),
+        }
+    }
+
+    pub(super) fn get(&mut self, dir: &Path) -> anyhow::Result<&Module> {
         let module = match self.modules.entry(dir.to_path_buf()) {
             std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(Module::load(dir, root)?)
+                slot.insert(Module::load(dir, &self.root)?)
             }
         };
         Ok(module)

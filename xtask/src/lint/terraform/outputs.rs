@@ -10,7 +10,6 @@ use super::references::{Reference, references_in};
 pub(super) fn check_outputs(
     dir: &Path,
     module: &Module,
-    root: &Path,
     cache: &mut ModuleCache,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
@@ -23,7 +22,7 @@ pub(super) fn check_outputs(
             continue;
         };
         for reference in references_in(value) {
-            if let Some(why) = dangling(&reference, dir, module, root, cache)? {
+            if let Some(why) = dangling(&reference, dir, module, cache)? {
                 problems.push(format!(
                     "{}: output \"{}\" refers to {}, {why}",
                     output.file,
@@ -41,7 +40,6 @@ fn dangling(
     reference: &Reference,
     dir: &Path,
     module: &Module,
-    root: &Path,
     cache: &mut ModuleCache,
 ) -> anyhow::Result<Option<String>> {
     let first = reference.attributes.first().map(String::as_str);
@@ -64,7 +62,7 @@ fn dangling(
         "ephemeral" => {
             (!pair(&module.ephemeral)).then(|| "but no such ephemeral resource exists".to_owned())
         }
-        "module" => return dangling_module_output(first, second, dir, module, root, cache),
+        "module" => return dangling_module_output(first, second, dir, module, cache),
         resource_type => match first {
             Some(name)
                 if module
@@ -85,7 +83,6 @@ fn dangling_module_output(
     output: Option<&str>,
     dir: &Path,
     module: &Module,
-    root: &Path,
     cache: &mut ModuleCache,
 ) -> anyhow::Result<Option<String>> {
     let Some(call) = module.calls.iter().find(|c| Some(c.name.as_str()) == call) else {
@@ -98,7 +95,7 @@ fn dangling_module_output(
     if !source.starts_with('.') || !target.is_dir() {
         return Ok(None); // remote module, or a bad source already reported by check 1
     }
-    let callee = cache.get(&target, root)?;
+    let callee = cache.get(&target)?;
     Ok((!callee.outputs.iter().any(|o| o.name == output))
         .then(|| format!("but {source} has no output \"{output}\"")))
 }
