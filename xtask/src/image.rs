@@ -7,6 +7,7 @@
 //! `nonroot` (65532), and a world-writable `/tmp`. No shell, no package manager. The same user,
 //! entrypoint and port as `docker/Dockerfile`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -131,8 +132,47 @@ struct Labels {
     source: Option<String>,
 }
 
+impl Labels {
+    /// The `org.opencontainers.image.*` labels.
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            (
+                "org.opencontainers.image.created".to_owned(),
+                self.created.clone(),
+            ),
+            (
+                "org.opencontainers.image.revision".to_owned(),
+                self.revision.clone(),
+            ),
+            (
+                "org.opencontainers.image.title".to_owned(),
+                SERVICE.to_owned(),
+            ),
+        ]);
+        if let Some(source) = &self.source {
+            map.insert("org.opencontainers.image.source".to_owned(), source.clone());
+        }
+        map
+    }
+}
+
 /// The image: a runtime layer (libraries, CA bundle, user database) and the binary's layer.
 async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<Image> {
+    let runtime = runtime_layer(binary).await?;
+    let mut app = Layer::default();
+    let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    app.add(ENTRYPOINT, Entry::File { mode: 0o755, data });
+
+    let (runtime_blob, runtime_diff) = oci::gzip_layer(&runtime.tar(epoch)?)?;
+    let (app_blob, app_diff) = oci::gzip_layer(&app.tar(epoch)?)?;
+    let config = image_config(labels, vec![runtime_diff, app_diff])?;
+    let config = Blob::new(MediaType::ImageConfig, oci::canonical_json(&config)?);
+    Image::new(config, vec![runtime_blob, app_blob])
+}
+
+/// What the binary needs at run time: its shared libraries, the CA bundle, the user database of
+/// `nonroot` and a world-writable `/tmp`.
+async fn runtime_layer(binary: &Path) -> anyhow::Result<Layer> {
     let mut runtime = Layer::default();
     for library in shared_libraries(binary).await? {
         let data =
@@ -145,36 +185,20 @@ async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<
     let ca = std::fs::read(CA_BUNDLE).with_context(|| {
         format!("reading {CA_BUNDLE} (install Debian's ca-certificates package)")
     })?;
-    runtime.add(
-        CA_BUNDLE,
-        Entry::File {
-            mode: 0o644,
-            data: ca,
-        },
-    );
-    runtime.add(
-        "/etc/passwd",
-        Entry::File {
-            mode: 0o644,
-            data: b"root:x:0:0:root:/root:/sbin/nologin\n\
-                    nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
-                .to_vec(),
-        },
-    );
-    runtime.add(
-        "/etc/group",
-        Entry::File {
-            mode: 0o644,
-            data: b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
-        },
-    );
-    runtime.add(
-        "/etc/nsswitch.conf",
-        Entry::File {
-            mode: 0o644,
-            data: b"passwd: files\ngroup: files\nhosts: files dns\n".to_vec(),
-        },
-    );
+    let passwd = b"root:x:0:0:root:/root:/sbin/nologin\n\
+                   nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
+    let files: [(&str, Vec<u8>); 4] = [
+        (CA_BUNDLE, ca),
+        ("/etc/passwd", passwd.to_vec()),
+        ("/etc/group", b"root:x:0:\nnonroot:x:65532:\n".to_vec()),
+        (
+            "/etc/nsswitch.conf",
+            b"passwd: files\ngroup: files\nhosts: files dns\n".to_vec(),
+        ),
+    ];
+    for (path, data) in files {
+        runtime.add(path, Entry::File { mode: 0o644, data });
+    }
     runtime.add(
         "/tmp",
         Entry::Dir {
@@ -191,38 +215,22 @@ async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<
             gid: 65532,
         },
     );
+    Ok(runtime)
+}
 
-    let mut app = Layer::default();
-    let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    app.add(ENTRYPOINT, Entry::File { mode: 0o755, data });
-
-    let (runtime_blob, runtime_diff) = oci::gzip_layer(&runtime.tar(epoch)?)?;
-    let (app_blob, app_diff) = oci::gzip_layer(&app.tar(epoch)?)?;
-
-    let mut label_map = std::collections::HashMap::from([
-        (
-            "org.opencontainers.image.created".to_owned(),
-            labels.created.clone(),
-        ),
-        (
-            "org.opencontainers.image.revision".to_owned(),
-            labels.revision.clone(),
-        ),
-        (
-            "org.opencontainers.image.title".to_owned(),
-            SERVICE.to_owned(),
-        ),
-    ]);
-    if let Some(source) = &labels.source {
-        label_map.insert("org.opencontainers.image.source".to_owned(), source.clone());
-    }
+/// The image config: user, entrypoint, port, environment and labels as `docker/Dockerfile` has
+/// them, the layers' diff ids and one history entry per layer.
+fn image_config(
+    labels: &Labels,
+    diff_ids: Vec<String>,
+) -> anyhow::Result<oci_spec::image::ImageConfiguration> {
     let history = |created_by: &str| {
         oci_spec::image::HistoryBuilder::default()
             .created(labels.created.clone())
             .created_by(created_by.to_owned())
             .build()
     };
-    let config = oci_spec::image::ImageConfigurationBuilder::default()
+    oci_spec::image::ImageConfigurationBuilder::default()
         .created(labels.created.clone())
         .architecture(Arch::Amd64)
         .os(Os::Linux)
@@ -238,14 +246,14 @@ async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<
                 ])
                 .working_dir("/".to_owned())
                 .stop_signal("SIGTERM".to_owned())
-                .labels(label_map)
+                .labels(labels.to_map())
                 .build()
                 .context("building the image config")?,
         )
         .rootfs(
             oci_spec::image::RootFsBuilder::default()
                 .typ("layers".to_owned())
-                .diff_ids(vec![runtime_diff, app_diff])
+                .diff_ids(diff_ids)
                 .build()
                 .context("building rootfs")?,
         )
@@ -254,9 +262,7 @@ async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<
             history(&format!("xtask image: {ENTRYPOINT}"))?,
         ])
         .build()
-        .context("building the image config")?;
-    let config = Blob::new(MediaType::ImageConfig, oci::canonical_json(&config)?);
-    Image::new(config, vec![runtime_blob, app_blob])
+        .context("building the image config")
 }
 
 /// The shared objects the dynamic loader maps for `binary` (and the loader itself), per `ldd`.

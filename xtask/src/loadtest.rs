@@ -194,49 +194,10 @@ pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome
         load.connections >= 3,
         "--connections must be at least 3 (one per endpoint)"
     );
-    let url = reqwest::Url::parse(&target.url)
-        .with_context(|| format!("{:?} is not a URL", target.url))?;
-    anyhow::ensure!(
-        matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
-        "{:?}: give an http:// or https:// base URL",
-        target.url
-    );
-    // wrk takes scheme://host:port; the scripts send the base URL's path prefix themselves.
-    let origin = url.origin().ascii_serialization();
-    let prefix = url.path().trim_end_matches('/').to_owned();
+    let (origin, prefix) = origin_and_prefix(&target.url)?;
     let wrk_bin = wrk::find_or_install().await?;
     let id = item_to_get(target, load.writes).await?;
-
-    let get_one = load.connections.div_ceil(2);
-    let (page, post) = if load.writes {
-        let page = (load.connections - get_one) / 2;
-        (page, load.connections - get_one - page)
-    } else {
-        (load.connections - get_one, 0)
-    };
-    let mut plan = vec![
-        (
-            "GET /items/{id}",
-            get_one,
-            vec!["GET".to_owned(), format!("{prefix}/items/{id}")],
-        ),
-        (
-            "GET /items?page_size=50",
-            page,
-            vec!["GET".to_owned(), format!("{prefix}/items?page_size=50")],
-        ),
-    ];
-    if load.writes {
-        plan.push((
-            "POST /items",
-            post,
-            vec![
-                "POST".to_owned(),
-                format!("{prefix}/items"),
-                POST_BODY.to_owned(),
-            ],
-        ));
-    }
+    let plan = endpoints(load, &prefix, id);
 
     let work = TempDir::create()?;
     let script = wrk::write_script(work.path(), "fixed_request.lua", SCRIPT)?;
@@ -244,10 +205,10 @@ pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome
     // One wrk per endpoint, all at once (wrk does the work in its own processes).
     let runs: Vec<_> = plan
         .iter()
-        .map(|(_, connections, script_args)| {
+        .map(|endpoint| {
             let wrk_load = wrk::Load {
                 threads: 1,
-                connections: *connections,
+                connections: endpoint.connections,
                 duration: load.duration,
             };
             let (wrk_bin, script, origin, headers, script_args) = (
@@ -255,7 +216,7 @@ pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome
                 script.clone(),
                 origin.clone(),
                 headers.clone(),
-                script_args.clone(),
+                endpoint.script_args.clone(),
             );
             tokio::spawn(async move {
                 wrk::run_with_headers(
@@ -270,6 +231,86 @@ pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome
             })
         })
         .collect();
+    let summaries = wait_with_progress(runs, target, load).await?;
+    drop(work);
+    let mut endpoints = Vec::new();
+    for (endpoint, summary) in plan.into_iter().zip(summaries) {
+        let name = endpoint.name;
+        endpoints.push(Measured {
+            name: name.to_owned(),
+            connections: endpoint.connections,
+            summary: summary.with_context(|| format!("loading {name}"))?,
+        });
+    }
+    Ok(Outcome {
+        url: target.url.clone(),
+        duration: load.duration,
+        endpoints,
+    })
+}
+
+/// wrk takes scheme://host:port; the scripts send the base URL's path prefix themselves.
+fn origin_and_prefix(base: &str) -> anyhow::Result<(String, String)> {
+    let url = reqwest::Url::parse(base).with_context(|| format!("{base:?} is not a URL"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
+        "{base:?}: give an http:// or https:// base URL"
+    );
+    let origin = url.origin().ascii_serialization();
+    let prefix = url.path().trim_end_matches('/').to_owned();
+    Ok((origin, prefix))
+}
+
+/// One endpoint under load: its name in the report, its share of the connections and the
+/// arguments of the fixed-request script (METHOD PATH [BODY]).
+#[derive(Debug)]
+struct Endpoint {
+    name: &'static str,
+    connections: u32,
+    script_args: Vec<String>,
+}
+
+/// Half the connections GET one item; the rest GET a page, shared with POST under writes.
+fn endpoints(load: Load, prefix: &str, id: i64) -> Vec<Endpoint> {
+    let get_one = load.connections.div_ceil(2);
+    let (page, post) = if load.writes {
+        let page = (load.connections - get_one) / 2;
+        (page, load.connections - get_one - page)
+    } else {
+        (load.connections - get_one, 0)
+    };
+    let mut plan = vec![
+        Endpoint {
+            name: "GET /items/{id}",
+            connections: get_one,
+            script_args: vec!["GET".to_owned(), format!("{prefix}/items/{id}")],
+        },
+        Endpoint {
+            name: "GET /items?page_size=50",
+            connections: page,
+            script_args: vec!["GET".to_owned(), format!("{prefix}/items?page_size=50")],
+        },
+    ];
+    if load.writes {
+        plan.push(Endpoint {
+            name: "POST /items",
+            connections: post,
+            script_args: vec![
+                "POST".to_owned(),
+                format!("{prefix}/items"),
+                POST_BODY.to_owned(),
+            ],
+        });
+    }
+    plan
+}
+
+/// Waits for every wrk run while the progress line counts the seconds.
+async fn wait_with_progress<T>(
+    runs: Vec<tokio::task::JoinHandle<T>>,
+    target: &Target,
+    load: Load,
+) -> anyhow::Result<Vec<T>> {
     let progress = progress(target, load);
     let started = Instant::now();
     let ticker = async {
@@ -290,20 +331,7 @@ pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome
         () = ticker => unreachable!("the ticker never ends"),
     };
     progress.finish_and_clear();
-    drop(work);
-    let mut endpoints = Vec::new();
-    for ((name, connections, _), summary) in plan.iter().zip(summaries) {
-        endpoints.push(Measured {
-            name: (*name).to_owned(),
-            connections: *connections,
-            summary: summary.with_context(|| format!("loading {name}"))?,
-        });
-    }
-    Ok(Outcome {
-        url: target.url.clone(),
-        duration: load.duration,
-        endpoints,
-    })
+    Ok(summaries)
 }
 
 /// `name: value` lines for wrk's --header: the API key and the bearer token.

@@ -8,6 +8,7 @@ mod bench;
 mod deploy;
 mod dev;
 mod image;
+mod lint;
 mod loadtest;
 mod migrate;
 mod oci;
@@ -46,6 +47,9 @@ enum Command {
     /// Drive GET one item, GET a page and POST against any base URL (gateway or service) with wrk;
     /// report requests/s, p50/p95/p99 and errors per endpoint; exit 1 when an SLO is missed.
     Loadtest(loadtest::Args),
+    /// Static checks no compiler makes: `lint terraform` checks deploy/terraform against its
+    /// modules, deploy/environments and the IAM and secret rules (exit 1 on a problem).
+    Lint(lint::Args),
     /// Render openapi/items.openapi.json and the API Gateway configs in openapi/gateway/ (--check: fail on drift).
     Render(render::Args),
     /// Build the service's OCI image without a container engine (and push it with --push).
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Loadtest(args) => loadtest::run(args).await,
+            Command::Lint(args) => lint::run(args).await,
             Command::Render(args) => render::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,

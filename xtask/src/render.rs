@@ -42,8 +42,39 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec: serde_json::Value =
         serde_json::from_str(spec_text).context("the generated OpenAPI spec is not JSON")?;
 
+    let mut outputs = consumer_outputs(&root, spec_text, &spec, args.check)?;
+    let rendered = gateway_configs(&root, &spec, &args)?;
+    outputs.extend(
+        rendered
+            .iter()
+            .map(|r| (format!("{GATEWAY_DIR}/{}", r.file_name), r.yaml.clone())),
+    );
+
+    let warnings: BTreeSet<&String> = rendered.iter().flat_map(|r| &r.warnings).collect();
+    if !warnings.is_empty() {
+        eprintln!("xtask: simplified for OpenAPI 2.0 (also listed atop each YAML file):");
+        for w in &warnings {
+            eprintln!("  {w}");
+        }
+    }
+
+    if args.check {
+        return check(&root, &outputs, &rendered, args.env.is_none());
+    }
+    write_all(&root, &outputs, &rendered)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// (file, text) of the consumer spec, its OpenAPI 3.0 form and the typed clients. Without npm the
+/// TypeScript types are left out with a warning, except under `--check`, which fails.
+fn consumer_outputs(
+    root: &Path,
+    spec_text: &str,
+    spec: &serde_json::Value,
+    check: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut outputs: Vec<(String, String)> = vec![(CONSUMER_SPEC.to_owned(), spec_text.to_owned())];
-    let openapi30 = items_gateway_spec::openapi30::to_openapi30(&spec)?;
+    let openapi30 = items_gateway_spec::openapi30::to_openapi30(spec)?;
     for w in &openapi30.warnings {
         eprintln!("xtask: {CONSUMER_SPEC_30}: {w}");
     }
@@ -55,11 +86,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         clients::RUST_CLIENT.to_owned(),
         clients::rust_client(&openapi30.document)?,
     ));
-    match clients::typescript_types(&root, spec_text)? {
+    match clients::typescript_types(root, spec_text)? {
         Ok(ts) => outputs.push((clients::TS_SCHEMA.to_owned(), ts)),
-        Err(why) if args.check => bail!("{why}"),
+        Err(why) if check => bail!("{why}"),
         Err(why) => eprintln!("warning: {why}"),
     }
+    Ok(outputs)
+}
+
+/// The API Gateway config of every region of every environment `args` selects.
+fn gateway_configs(
+    root: &Path,
+    spec: &serde_json::Value,
+    args: &Args,
+) -> anyhow::Result<Vec<Rendered>> {
     let envs = match &args.env {
         Some(env) => vec![env.clone()],
         None => environment_names(&root.join(ENVIRONMENTS))?,
@@ -70,11 +110,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !path.is_file() {
             bail!(
                 "there is no environment {name:?} ({} does not exist)",
-                relative(&root, &path)
+                relative(root, &path)
             );
         }
         let mut env = Environment::load(&path)?;
-        env.file = relative(&root, &path);
+        env.file = relative(root, &path);
         let regions: Vec<String> = match &args.region {
             Some(r) => vec![r.clone()],
             None => env.regions.iter().map(|r| r.name.clone()).collect(),
@@ -84,71 +124,81 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .join(GATEWAY_DIR)
                 .join(format!("{}-{region}.yaml", env.name));
             let previous = std::fs::read_to_string(&file).ok();
-            let r = items_gateway_spec::render(&spec, &env, &region, previous.as_deref())?;
-            outputs.push((format!("{GATEWAY_DIR}/{}", r.file_name), r.yaml.clone()));
-            rendered.push(r);
+            rendered.push(items_gateway_spec::render(
+                spec,
+                &env,
+                &region,
+                previous.as_deref(),
+            )?);
         }
     }
+    Ok(rendered)
+}
 
-    let warnings: BTreeSet<&String> = rendered.iter().flat_map(|r| &r.warnings).collect();
-    if !warnings.is_empty() {
-        eprintln!("xtask: simplified for OpenAPI 2.0 (also listed atop each YAML file):");
-        for w in &warnings {
-            eprintln!("  {w}");
+/// `--check`: every output equals its committed file and, when every environment was rendered,
+/// `openapi/gateway/` holds nothing else.
+fn check(
+    root: &Path,
+    outputs: &[(String, String)],
+    rendered: &[Rendered],
+    all_environments: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut stale = Vec::new();
+    for (file, text) in outputs {
+        let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        if &committed != text {
+            stale.push(format!(
+                "{file} differs from what the code renders{}",
+                first_difference(&committed, text)
+            ));
         }
     }
-
-    if args.check {
-        let mut stale = Vec::new();
-        for (file, text) in &outputs {
-            let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
-            if &committed != text {
+    if all_environments {
+        let expected: BTreeSet<&str> = outputs.iter().map(|(f, _)| f.as_str()).collect();
+        for file in files_in(&root.join(GATEWAY_DIR))? {
+            let name = format!("{GATEWAY_DIR}/{file}");
+            if !expected.contains(name.as_str()) {
                 stale.push(format!(
-                    "{file} differs from what the code renders{}",
-                    first_difference(&committed, text)
+                    "{name} is rendered by no environment and region; delete it"
                 ));
             }
         }
-        if args.env.is_none() {
-            let expected: BTreeSet<&str> = outputs.iter().map(|(f, _)| f.as_str()).collect();
-            for file in files_in(&root.join(GATEWAY_DIR))? {
-                let name = format!("{GATEWAY_DIR}/{file}");
-                if !expected.contains(name.as_str()) {
-                    stale.push(format!(
-                        "{name} is rendered by no environment and region; delete it"
-                    ));
-                }
-            }
-        }
-        if stale.is_empty() {
-            println!(
-                "xtask: {} rendered files match the committed ones",
-                outputs.len()
-            );
-            for r in &rendered {
-                println!("  {GATEWAY_DIR}/{}  {}", r.file_name, r.config_id);
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        for s in &stale {
-            eprintln!("error: {s}");
-        }
-        eprintln!("run `cargo xtask render` and commit the result");
-        return Ok(ExitCode::FAILURE);
     }
+    if stale.is_empty() {
+        println!(
+            "xtask: {} rendered files match the committed ones",
+            outputs.len()
+        );
+        for r in rendered {
+            println!("  {GATEWAY_DIR}/{}  {}", r.file_name, r.config_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &stale {
+        eprintln!("error: {s}");
+    }
+    eprintln!("run `cargo xtask render` and commit the result");
+    Ok(ExitCode::FAILURE)
+}
 
+/// Writes the outputs that changed and lists what was rendered.
+fn write_all(
+    root: &Path,
+    outputs: &[(String, String)],
+    rendered: &[Rendered],
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join(GATEWAY_DIR))
         .with_context(|| format!("creating {GATEWAY_DIR}"))?;
-    for (file, text) in &outputs {
+    for (file, text) in outputs {
         write_if_changed(&root.join(file), text)?;
     }
     for (file, _) in outputs.iter().filter(|(f, _)| !f.starts_with(GATEWAY_DIR)) {
         println!("{file}");
     }
-    for r in &rendered {
+    for r in rendered {
         println!("{GATEWAY_DIR}/{}  config id {}", r.file_name, r.config_id);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn environment_names(dir: &Path) -> anyhow::Result<Vec<String>> {

@@ -1,0 +1,338 @@
+//! Check 6: every environment gets its own generated page-token key in Secret Manager
+//! (write-only, never an output), readable by the runtime account and mounted where
+//! `APP__API__PAGE_TOKEN_SECRET_FILE` says; no secret volume takes read access from the non-root
+//! user the app runs as.
+
+use std::path::Path;
+
+use hcl::eval::{Context, Evaluate};
+use hcl::expr::{Expression, ObjectKey};
+use hcl::{Body, Value};
+
+use super::module::{
+    Module, attribute, evaluate, literal_string, names_with_extension, nested, relative,
+};
+use super::references::{referenced, refers_to};
+
+/// Follows envs/<env> → modules/stack → modules/cloudrun and checks the page-token key there.
+pub(super) fn check_page_token_environments(
+    envs: &Path,
+    root: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for env in names_with_extension(envs, "")? {
+        let env_dir = envs.join(&env);
+        let env_module = Module::load(&env_dir, root)?;
+        let Some(stack_dir) = env_module.called_dir(&env_dir, "modules/stack") else {
+            problems.push(format!("envs/{env}: calls no modules/stack"));
+            continue;
+        };
+        let stack = Module::load(&stack_dir, root)?;
+        let Some(cloudrun_dir) = stack.called_dir(&stack_dir, "cloudrun") else {
+            problems.push(format!("envs/{env}: its stack calls no cloudrun module"));
+            continue;
+        };
+        let cloudrun = Module::load(&cloudrun_dir, root)?;
+        let what = format!("envs/{env} ({})", relative(&cloudrun_dir, root));
+        problems.extend(check_page_token_key(&cloudrun, &what));
+        problems.extend(check_secret_modes(&cloudrun, &what));
+        for (module, name) in [
+            (&env_module, "envs"),
+            (&stack, "stack"),
+            (&cloudrun, "cloudrun"),
+        ] {
+            problems.extend(check_no_secret_outputs(
+                module,
+                &format!("envs/{env} ({name})"),
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// What the Cloud Run module must do with the page-token key; `what` names the module.
+fn check_page_token_key(module: &Module, what: &str) -> Vec<String> {
+    let secret = match page_token_secret(module, what) {
+        Ok(address) => address,
+        Err(problem) => return vec![problem],
+    };
+    let mut problems = check_generated_versions(module, what, &secret);
+    let template = match service_template(module, what) {
+        Ok(template) => template,
+        Err(problem) => {
+            problems.push(problem);
+            return problems;
+        }
+    };
+    problems.extend(check_runtime_reads(module, template, what, &secret));
+    if let Err(problem) = check_mounted(module, template, what, &secret) {
+        problems.push(problem);
+    }
+    problems
+}
+
+/// The address of the one secret whose secret_id names "page-token".
+fn page_token_secret(module: &Module, what: &str) -> Result<String, String> {
+    let secrets: Vec<&str> = module
+        .blocks_of("resource.google_secret_manager_secret")
+        .into_iter()
+        .filter(|(_, body)| {
+            attribute(body, "secret_id")
+                .and_then(|e| match e {
+                    Expression::TemplateExpr(t) => Some(t.to_string()),
+                    other => literal_string(other),
+                })
+                .is_some_and(|id| id.contains("page-token"))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let [secret] = secrets[..] else {
+        return Err(format!(
+            "{what}: expected one google_secret_manager_secret whose secret_id names \"page-token\", found {}",
+            secrets.len()
+        ));
+    };
+    Ok(format!("google_secret_manager_secret.{secret}"))
+}
+
+/// A version whose data is generated during apply and written write-only.
+fn check_generated_versions(module: &Module, what: &str, secret: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let versions: Vec<&Body> = module
+        .blocks_of("resource.google_secret_manager_secret_version")
+        .into_iter()
+        .filter(|(_, body)| refers_to(attribute(body, "secret"), secret))
+        .map(|(_, body)| body)
+        .collect();
+    if versions.is_empty() {
+        problems.push(format!(
+            "{what}: {secret} has no google_secret_manager_secret_version"
+        ));
+    }
+    for version in &versions {
+        if attribute(version, "secret_data").is_some() {
+            problems.push(format!(
+                "{what}: the page-token key version sets secret_data, which Terraform keeps in its state; use secret_data_wo"
+            ));
+        }
+        let generated = attribute(version, "secret_data_wo").is_some_and(|e| {
+            referenced(e).iter().any(|r| {
+                r.starts_with("ephemeral.random_password.")
+                    || r.starts_with("ephemeral.random_bytes.")
+            })
+        });
+        if !generated {
+            problems.push(format!(
+                "{what}: the page-token key version must take secret_data_wo from an ephemeral random_password or random_bytes"
+            ));
+        }
+    }
+    problems
+}
+
+/// The template of the module's one Cloud Run service.
+fn service_template<'a>(module: &'a Module, what: &str) -> Result<&'a Body, String> {
+    let services = module.blocks_of("resource.google_cloud_run_v2_service");
+    let [(_, service)] = services[..] else {
+        return Err(format!("{what}: expected one google_cloud_run_v2_service"));
+    };
+    nested(service, "template")
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{what}: the Cloud Run service has no template"))
+}
+
+/// The runtime account (the one the service runs as) may read the key.
+fn check_runtime_reads(
+    module: &Module,
+    template: &Body,
+    what: &str,
+    secret: &str,
+) -> Option<String> {
+    let runtime = attribute(template, "service_account")
+        .map(referenced)
+        .and_then(|r| {
+            r.into_iter()
+                .find(|r| r.starts_with("google_service_account."))
+        });
+    let readable = module
+        .blocks_of("resource.google_secret_manager_secret_iam_member")
+        .into_iter()
+        .any(|(_, body)| {
+            refers_to(attribute(body, "secret_id"), secret)
+                && attribute(body, "role").and_then(literal_string).as_deref()
+                    == Some("roles/secretmanager.secretAccessor")
+                && runtime
+                    .as_deref()
+                    .is_some_and(|account| refers_to(attribute(body, "member"), account))
+        });
+    (!readable).then(|| {
+        format!(
+            "{what}: the runtime service account has no roles/secretmanager.secretAccessor on {secret}"
+        )
+    })
+}
+
+/// Mounted into the app container, "latest" at the path the service is told to read.
+fn check_mounted(module: &Module, template: &Body, what: &str, secret: &str) -> Result<(), String> {
+    let context = string_locals(module);
+    let (volume, file) = latest_version_volume(template, secret, &context).ok_or_else(|| {
+        format!("{what}: no volume of the Cloud Run service mounts \"latest\" of {secret}")
+    })?;
+    let containers = nested(template, "containers");
+    let app = containers
+        .iter()
+        .find(|c| attribute(c, "name").and_then(literal_string).as_deref() == Some("app"))
+        .or(containers.first());
+    let mount = app.and_then(|app| {
+        nested(app, "volume_mounts").into_iter().find_map(|m| {
+            (attribute(m, "name").and_then(literal_string).as_deref() == Some(volume.as_str()))
+                .then(|| attribute(m, "mount_path").and_then(|p| eval_string(p, &context)))
+                .flatten()
+        })
+    });
+    let Some(mount) = mount else {
+        return Err(format!(
+            "{what}: the app container does not mount volume \"{volume}\" (the page-token key)"
+        ));
+    };
+    let expected = format!("{}/{file}", mount.trim_end_matches('/'));
+    match find_in_locals(module, "APP__API__PAGE_TOKEN_SECRET_FILE")
+        .and_then(|e| eval_string(e, &context))
+    {
+        Some(path) if path == expected => Ok(()),
+        Some(path) => Err(format!(
+            "{what}: APP__API__PAGE_TOKEN_SECRET_FILE is \"{path}\" but the key is mounted at \"{expected}\""
+        )),
+        None => Err(format!(
+            "{what}: no APP__API__PAGE_TOKEN_SECRET_FILE (a string) in the app's environment; the key is mounted at \"{expected}\""
+        )),
+    }
+}
+
+/// (volume name, file path in the volume) of the volume holding the "latest" version of `secret`.
+fn latest_version_volume(
+    template: &Body,
+    secret: &str,
+    context: &Context,
+) -> Option<(String, String)> {
+    nested(template, "volumes").into_iter().find_map(|volume| {
+        let secret_block = nested(volume, "secret").into_iter().next()?;
+        if !refers_to(attribute(secret_block, "secret"), secret) {
+            return None;
+        }
+        let name = attribute(volume, "name").and_then(literal_string)?;
+        let latest = nested(secret_block, "items").into_iter().find_map(|item| {
+            (attribute(item, "version")
+                .and_then(literal_string)
+                .as_deref()
+                == Some("latest"))
+            .then(|| attribute(item, "path").and_then(|p| eval_string(p, context)))
+            .flatten()
+        })?;
+        Some((name, latest))
+    })
+}
+
+/// No output of `module` exposes a secret version or an ephemeral value.
+fn check_no_secret_outputs(module: &Module, what: &str) -> Vec<String> {
+    module
+        .outputs
+        .iter()
+        .filter(|o| {
+            o.value.as_ref().is_some_and(|v| {
+                referenced(v).iter().any(|r| {
+                    r.starts_with("google_secret_manager_secret_version.")
+                        || r.starts_with("ephemeral.")
+                })
+            })
+        })
+        .map(|o| format!("{what}: output \"{}\" exposes a secret value", o.name))
+        .collect()
+}
+
+/// Secret volumes are owned by root (Cloud Run's second generation and every multi-container
+/// service) while the app runs as 65532 (`docker/Dockerfile`, `xtask image`), so a mode without
+/// read for others (0400, 0440) makes the file unreadable: Cloud Run's default 0444 must stay.
+fn check_secret_modes(module: &Module, what: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, service) in module.blocks_of("resource.google_cloud_run_v2_service") {
+        for template in nested(service, "template") {
+            for volume in nested(template, "volumes") {
+                let volume_name = attribute(volume, "name")
+                    .and_then(literal_string)
+                    .unwrap_or_default();
+                for secret in nested(volume, "secret") {
+                    let mut modes = vec![("default_mode", attribute(secret, "default_mode"))];
+                    modes.extend(
+                        nested(secret, "items")
+                            .into_iter()
+                            .map(|i| ("mode", attribute(i, "mode"))),
+                    );
+                    for (key, mode) in modes {
+                        let Some(mode) = mode else { continue };
+                        let readable = evaluate(mode, key)
+                            .ok()
+                            .and_then(|v| v.as_u64())
+                            .is_some_and(|m| m & 0o004 != 0);
+                        if !readable {
+                            problems.push(format!(
+                                "{what}: {name} volume \"{volume_name}\" sets {key} without read for others; the app (uid 65532) cannot read a root-owned secret file"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The module's string locals, for evaluating paths such as `"${local.dir}/${local.file}"`.
+fn string_locals(module: &Module) -> Context<'static> {
+    let mut locals = hcl::Map::new();
+    for (_, body) in &module.files {
+        for block in body.blocks().filter(|b| b.identifier() == "locals") {
+            for attribute in block.body().attributes() {
+                if let Some(value) = literal_string(&attribute.expr) {
+                    locals.insert(attribute.key.to_string(), Value::String(value));
+                }
+            }
+        }
+    }
+    let mut context = Context::new();
+    context.declare_var("local", Value::Object(locals));
+    context
+}
+
+/// The value expression of `key` in any object literal of the module's locals.
+fn find_in_locals<'a>(module: &'a Module, key: &str) -> Option<&'a Expression> {
+    fn walk<'a>(expr: &'a Expression, key: &str) -> Option<&'a Expression> {
+        match expr {
+            Expression::Object(object) => object.iter().find_map(|(k, v)| {
+                let matches = match k {
+                    ObjectKey::Identifier(id) => id.as_str() == key,
+                    ObjectKey::Expression(e) => literal_string(e).is_some_and(|s| s == key),
+                    _ => false,
+                };
+                if matches { Some(v) } else { walk(v, key) }
+            }),
+            Expression::FuncCall(call) => call.args.iter().find_map(|a| walk(a, key)),
+            Expression::Conditional(c) => {
+                walk(&c.true_expr, key).or_else(|| walk(&c.false_expr, key))
+            }
+            Expression::Parenthesis(inner) => walk(inner, key),
+            _ => None,
+        }
+    }
+    module
+        .files
+        .iter()
+        .flat_map(|(_, body)| body.blocks().filter(|b| b.identifier() == "locals"))
+        .flat_map(|b| b.body().attributes())
+        .find_map(|a| walk(&a.expr, key))
+}
+
+fn eval_string(expr: &Expression, context: &Context) -> Option<String> {
+    expr.evaluate(context).ok()?.as_str().map(str::to_owned)
+}

@@ -1,0 +1,172 @@
+//! The real tree passes, every broken fixture fails with its message.
+
+use std::path::{Path, PathBuf};
+
+use super::environments::check_environments;
+use super::module::names_with_extension;
+use super::page_token::check_page_token_environments;
+use super::roots::{check_environment_roots, check_required_dirs};
+use super::{check_tree, lint};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent directory")
+        .to_path_buf()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/terraform")
+        .join(name)
+}
+
+fn tree_problems(dir: &Path) -> Vec<String> {
+    check_tree(dir).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()))
+}
+
+fn assert_clean(problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "deploy/terraform has problems:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The fixture fails, and only for the expected reason.
+fn assert_fails_with(problems: &[String], fixture: &str, expected: &str) {
+    assert!(
+        !problems.is_empty(),
+        "{fixture}the broken fixture passed; expected a problem containing {expected:?}"
+    );
+    assert!(
+        problems.iter().all(|p| p.contains(expected)),
+        "{fixture}expected only problems containing {expected:?}, got:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn real_terraform_tree_passes_the_module_checks() {
+    let root = repo_root();
+    assert_clean(&tree_problems(&root.join("deploy/terraform")));
+}
+
+#[test]
+fn real_environments_agree_with_terraform_envs() {
+    let root = repo_root();
+    let problems = check_environments(
+        &root.join("deploy/environments"),
+        &root.join("deploy/terraform/envs"),
+        &root,
+    )
+    .expect("readable environments");
+    assert_clean(&problems);
+}
+
+#[test]
+fn real_tree_has_every_module_and_environment() {
+    let terraform = repo_root().join("deploy/terraform");
+    assert_clean(&check_required_dirs(&terraform).expect("readable tree"));
+}
+
+/// Each environment root keeps its state in GCS and pins exact provider versions.
+#[test]
+fn environment_roots_pin_providers_and_use_a_gcs_backend() {
+    let root = repo_root();
+    let envs = root.join("deploy/terraform/envs");
+    assert_clean(&check_environment_roots(&envs, &root).expect("readable environment roots"));
+}
+
+#[test]
+fn broken_variable_and_module_call_fixtures_fail() {
+    for (name, expected) in [
+        (
+            "missing_variable",
+            "misses required variable \"tier\" of ../shared_db",
+        ),
+        ("unknown_argument", "passes unknown argument \"tire\""),
+        ("untyped_variable", "variable \"region\" has no type"),
+        (
+            "undescribed_variable",
+            "variable \"region\" has no description",
+        ),
+    ] {
+        let problems = tree_problems(&fixture(name));
+        assert_fails_with(&problems, &format!("{name}: "), expected);
+    }
+}
+
+#[test]
+fn dangling_output_references_fail() {
+    let problems = tree_problems(&fixture("dangling_output"));
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+    for expected in [
+        "refers to var.regon, but no such variable is declared",
+        "refers to local.nmae, but no such local value is defined",
+        "refers to google_sql_database_instance.missing.connection_name, but no such resource exists",
+        "refers to data.google_project.missing, but no such data source exists",
+        "refers to module.nothing.url, but no such module is called",
+        "refers to module.child.nope, but ./child has no output \"nope\"",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "no problem contains {expected:?}: {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn primitive_role_fails() {
+    let problems = tree_problems(&fixture("primitive_role"));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_fails_with(&problems, "", "grants the primitive role \"roles/");
+}
+
+#[test]
+fn public_invoker_fails() {
+    let problems = tree_problems(&fixture("public_invoker"));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_fails_with(&problems, "", "nothing may be public");
+}
+
+#[test]
+fn environment_mismatch_fails() {
+    let root = fixture("env_mismatch");
+    let problems = check_environments(
+        &root.join("environments"),
+        &root.join("terraform/envs"),
+        &root,
+    )
+    .expect("readable fixture");
+    let expected = [
+        "terraform/envs/dev: project_id is \"items-dev-0000\" but environments/dev.toml says \"items-dev-4821\"",
+        "terraform/envs/dev: gateway_id of us-central1 is \"items-dev-us\" but environments/dev.toml says \"items-dev-usc1\"",
+        "terraform/envs/dev: the region list is \"europe-west1, us-central1\" but environments/dev.toml says \"europe-west1, us-central1, us-east1\"",
+        "terraform/envs/dev: the gateway service account is \"items-gw@items-dev-0000.iam.gserviceaccount.com\" but environments/dev.toml says \"items-gateway@items-dev-4821.iam.gserviceaccount.com\"",
+        "environments/stage.toml has no Terraform root terraform/envs/stage",
+    ];
+    for e in expected {
+        assert!(
+            problems.iter().any(|p| p == e),
+            "missing problem {e:?} in {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_environment_generates_and_mounts_its_page_token_key() {
+    let root = repo_root();
+    let envs = root.join("deploy/terraform/envs");
+    assert_eq!(
+        names_with_extension(&envs, "").expect("readable envs"),
+        ["dev", "prod", "stage"].map(String::from).into(),
+    );
+    assert_clean(&check_page_token_environments(&envs, &root).expect("readable envs"));
+}
+
+/// What `cargo xtask lint terraform` runs: every check above, together, over the real tree.
+#[test]
+fn the_lint_command_passes_on_the_real_tree() {
+    assert_clean(&lint(&repo_root()).expect("readable tree"));
+}
