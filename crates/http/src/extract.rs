@@ -96,6 +96,7 @@ impl IfNoneMatch {
 }
 
 from_request_head!(IfNoneMatch, |req: &HttpRequest| {
+    // Checked now, so a malformed header is a 400 before the store is asked; matched later.
     header_str(req, &header::IF_NONE_MATCH, "If-None-Match")?;
     Ok(IfNoneMatch(
         req.headers().get(header::IF_NONE_MATCH).cloned(),

@@ -1,5 +1,5 @@
-//! The consumer spec (OpenAPI 3.1): the route table's paths ([`routes`](crate::routes)) with this
-//! API's info, tags and shared components, built once.
+//! The consumer spec (OpenAPI 3.1): the route table's paths (`routes.rs`) with this API's info,
+//! tags and shared components, built once.
 //!
 //! The same document is served at `GET /openapi.json`, committed as `openapi/items.openapi.json`
 //! (`cargo xtask render --check` fails on drift) and is the input of `items-gateway-spec`, which

@@ -2,7 +2,7 @@
 //! routes are built.
 //!
 //! Each handler declares its method, path, parameters, bodies and responses once, with
-//! `#[utoipa::path(...)]`; its operationId is its name. [`routes!`] takes the list and makes
+//! `#[utoipa::path(...)]`; its operationId is its name. `routes!` takes the list and makes
 //! - [`Paths`], utoipa's `paths(...)` over the list (with the schemas they use), which
 //!   `openapi.rs` puts into the document, and
 //! - [`register`], which serves each handler at the path and method of that same `utoipa::Path`
