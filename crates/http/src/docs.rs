@@ -1,4 +1,5 @@
-//! `GET /docs`: the interactive API reference (Swagger UI), served by the service itself.
+//! This API's own description: `GET /openapi.json`, the spec the route table builds, and
+//! `GET /docs`, the interactive API reference (Swagger UI), served by the service itself.
 //!
 //! Swagger UI's files come from `utoipa-swagger-ui` with its `vendored` feature: the release zip
 //! ships inside the `utoipa-swagger-ui-vendored` crate and is unpacked at build time, so neither
@@ -23,7 +24,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_swagger_ui::Config;
 
-use crate::openapi::NoSuchFile;
+use crate::responses::NoSuchFile;
+
+/// Where the service serves its own spec.
+pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// Where the page is served.
 pub const DOCS_PATH: &str = "/docs";
@@ -121,7 +125,7 @@ impl DocsAsset {
 
 /// Only `serve`'s own initializer reads it; we serve [`DOCS_JS`] instead.
 static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> =
-    LazyLock::new(|| Arc::new(Config::from(crate::OPENAPI_PATH)));
+    LazyLock::new(|| Arc::new(Config::from(OPENAPI_PATH)));
 
 fn with_policy(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
@@ -140,6 +144,30 @@ fn with_policy(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
+/// The spec served at [`OPENAPI_PATH`], as app data: the document is built from the route table,
+/// which lists [`get_openapi`], so the handler is handed the document rather than reaching for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpecJson(pub(crate) &'static str);
+
+/// This API's OpenAPI 3.1 description
+///
+/// The document this service was built from; API Gateway configs are rendered from it too.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    extensions(("x-gateway-auth" = json!("api-key"))),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json",
+            body = Object),
+    )
+)]
+pub(crate) async fn get_openapi(spec: web::ThinData<SpecJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(spec.0.0)
+}
+
 /// Interactive API reference
 ///
 /// Swagger UI on this API's OpenAPI document: every operation, its parameters, bodies and
@@ -148,7 +176,6 @@ fn with_policy(mut response: HttpResponse) -> HttpResponse {
 #[utoipa::path(
     get,
     path = "/docs",
-    operation_id = "get_docs",
     tag = "meta",
     extensions(("x-gateway-auth" = json!("api-key"))),
     responses(
@@ -156,13 +183,10 @@ fn with_policy(mut response: HttpResponse) -> HttpResponse {
             body = String),
     )
 )]
-pub(crate) async fn docs_page() -> HttpResponse {
+pub(crate) async fn get_docs() -> HttpResponse {
     with_policy(
         HttpResponse::Ok()
-            .insert_header((
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ))
+            .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
             .body(DOCS_HTML),
     )
@@ -174,7 +198,6 @@ pub(crate) async fn docs_page() -> HttpResponse {
 #[utoipa::path(
     get,
     path = "/docs/{asset}",
-    operation_id = "get_docs_asset",
     tag = "meta",
     extensions(("x-gateway-auth" = json!("api-key"))),
     params(("asset" = inline(DocsAsset), Path, description = "The file's name.")),
@@ -187,7 +210,7 @@ pub(crate) async fn docs_page() -> HttpResponse {
         (status = 404, response = NoSuchFile),
     )
 )]
-pub(crate) async fn docs_asset(asset: web::Path<String>) -> HttpResponse {
+pub(crate) async fn get_docs_asset(asset: web::Path<String>) -> HttpResponse {
     let Some((bytes, media_type)) = DocsAsset::from_name(&asset).and_then(DocsAsset::file) else {
         return crate::error::not_found().await;
     };

@@ -5,19 +5,22 @@ use items_domain::{DomainError, StoreError};
 
 use crate::problem::{InvalidParam, PROBLEM_JSON, Problem};
 
-/// Every way a request can fail. [`ApiError::problem`] is the one place that maps them to a
-/// status and a problem body.
+/// Every way a request can fail. [`ApiError::status`] and [`ApiError::problem`] are the one place
+/// that maps them to a status and a problem body: extractors and handlers say what went wrong,
+/// never which status that is.
 #[derive(Debug)]
 pub enum ApiError {
-    /// Input that parses but breaks a rule (422), or a malformed parameter (400).
-    Invalid {
-        status: StatusCode,
-        params: Vec<InvalidParam>,
-    },
+    /// A malformed path, query or header parameter (400).
+    BadParam(InvalidParam),
+    /// Input that parses but breaks a rule (422).
+    Invalid(InvalidParam),
     /// The body is not JSON at all (400).
     MalformedBody(String),
     UnsupportedMediaType(String),
-    PayloadTooLarge,
+    /// The body is longer than `limit` bytes.
+    PayloadTooLarge {
+        limit: usize,
+    },
     NotFound,
     MethodNotAllowed(String),
     PreconditionFailed,
@@ -33,7 +36,7 @@ pub enum ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.problem().detail)
+        f.write_str(&self.detail())
     }
 }
 
@@ -53,139 +56,101 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 impl ApiError {
     /// A 422 for a value that breaks a domain rule.
     pub fn invalid(e: DomainError) -> Self {
-        Self::invalid_param(StatusCode::UNPROCESSABLE_ENTITY, e.field, e.reason)
+        Self::invalid_field(e.field, e.reason)
+    }
+
+    /// A 422 for a body field (`name`, `items[0].name`, or `body` for the whole body).
+    pub fn invalid_field(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid(InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        })
     }
 
     /// A 400 for a malformed path, query or header parameter.
     pub fn bad_param(e: DomainError) -> Self {
-        Self::invalid_param(StatusCode::BAD_REQUEST, e.field, e.reason)
+        Self::BadParam(InvalidParam {
+            name: e.field.to_owned(),
+            reason: e.reason,
+        })
     }
 
-    pub fn invalid_param(
-        status: StatusCode,
-        name: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        ApiError::Invalid {
-            status,
-            params: vec![InvalidParam {
-                name: name.into(),
-                reason: reason.into(),
-            }],
+    /// Status, problem type (`/problems/<slug>`) and title of each error: the table of statuses.
+    #[rustfmt::skip]
+    fn class(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::BadParam(_) => (S::BAD_REQUEST, "validation-error", "Invalid request"),
+            Self::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation-error", "Invalid request"),
+            Self::MalformedBody(_) => (S::BAD_REQUEST, "malformed-body", "Malformed request body"),
+            Self::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
+            Self::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            Self::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::PreconditionFailed => (S::PRECONDITION_FAILED, "precondition-failed", "Precondition failed"),
+            Self::IdempotencyConflict => (S::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused"),
+            Self::IdempotentItemGone => (S::CONFLICT, "idempotent-item-gone", "Created item deleted"),
+            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable"),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal-error", "Internal server error"),
         }
+    }
+
+    /// The problem's `detail`. 5xx details are generic: their cause belongs in the log.
+    fn detail(&self) -> String {
+        let fixed = match self {
+            Self::BadParam(p) | Self::Invalid(p) => return format!("{}: {}", p.name, p.reason),
+            Self::MalformedBody(d) | Self::UnsupportedMediaType(d) => return d.clone(),
+            Self::PayloadTooLarge { limit } => {
+                return format!("the request body must not exceed {limit} bytes");
+            }
+            Self::MethodNotAllowed(m) => {
+                return format!("method {m} is not allowed on this resource");
+            }
+            Self::NotFound => "no resource at this URL",
+            Self::PreconditionFailed => "the item has changed since the given ETag; fetch it again",
+            Self::IdempotencyConflict => {
+                "this Idempotency-Key was used with a different request body"
+            }
+            Self::IdempotentItemGone => {
+                "a create with this Idempotency-Key was carried out, but its item has since been \
+                 deleted; use a new key to create another"
+            }
+            Self::Unavailable(_) => "the service cannot reach its database right now; retry later",
+            Self::Internal(_) => "an unexpected error occurred",
+        };
+        fixed.to_owned()
+    }
+
+    /// The input to fix, when the problem is about one.
+    fn invalid_param(&self) -> Option<InvalidParam> {
+        let (name, reason) = match self {
+            Self::BadParam(p) | Self::Invalid(p) => return Some(p.clone()),
+            Self::PreconditionFailed => ("If-Match", "does not match the current ETag"),
+            Self::IdempotencyConflict => {
+                ("Idempotency-Key", "already used with a different request")
+            }
+            Self::IdempotentItemGone => ("Idempotency-Key", "its item has been deleted"),
+            _ => return None,
+        };
+        Some(InvalidParam {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Invalid { status, .. } => *status,
-            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::IdempotentItemGone => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.class().0
     }
 
-    /// The problem body. 5xx bodies are generic: their detail belongs in the log.
+    /// The problem body.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
-        let (slug, title, detail, invalid_params) = match self {
-            ApiError::Invalid { params, .. } => (
-                "validation-error",
-                "Invalid request",
-                params
-                    .iter()
-                    .map(|p| format!("{}: {}", p.name, p.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                params.clone(),
-            ),
-            ApiError::MalformedBody(d) => (
-                "malformed-body",
-                "Malformed request body",
-                d.clone(),
-                vec![],
-            ),
-            ApiError::UnsupportedMediaType(d) => (
-                "unsupported-media-type",
-                "Unsupported media type",
-                d.clone(),
-                vec![],
-            ),
-            ApiError::PayloadTooLarge => (
-                "payload-too-large",
-                "Request body too large",
-                format!(
-                    "the request body must not exceed {} bytes",
-                    crate::MAX_BODY_BYTES
-                ),
-                vec![],
-            ),
-            ApiError::NotFound => (
-                "not-found",
-                "Not found",
-                "no resource at this URL".to_owned(),
-                vec![],
-            ),
-            ApiError::MethodNotAllowed(m) => (
-                "method-not-allowed",
-                "Method not allowed",
-                format!("method {m} is not allowed on this resource"),
-                vec![],
-            ),
-            ApiError::PreconditionFailed => (
-                "precondition-failed",
-                "Precondition failed",
-                "the item has changed since the given ETag; fetch it again".to_owned(),
-                vec![InvalidParam {
-                    name: "If-Match".to_owned(),
-                    reason: "does not match the current ETag".to_owned(),
-                }],
-            ),
-            ApiError::IdempotencyConflict => (
-                "idempotency-key-reused",
-                "Idempotency key reused",
-                "this Idempotency-Key was used with a different request body".to_owned(),
-                vec![InvalidParam {
-                    name: "Idempotency-Key".to_owned(),
-                    reason: "already used with a different request".to_owned(),
-                }],
-            ),
-            ApiError::IdempotentItemGone => (
-                "idempotent-item-gone",
-                "Created item deleted",
-                "a create with this Idempotency-Key was carried out, but its item has since been \
-                 deleted; use a new key to create another"
-                    .to_owned(),
-                vec![InvalidParam {
-                    name: "Idempotency-Key".to_owned(),
-                    reason: "its item has been deleted".to_owned(),
-                }],
-            ),
-            ApiError::Unavailable(_) => (
-                "service-unavailable",
-                "Service unavailable",
-                "the service cannot reach its database right now; retry later".to_owned(),
-                vec![],
-            ),
-            ApiError::Internal(_) => (
-                "internal-error",
-                "Internal server error",
-                "an unexpected error occurred".to_owned(),
-                vec![],
-            ),
-        };
+        let (status, slug, title) = self.class();
         Problem {
             kind: format!("/problems/{slug}"),
             title: title.to_owned(),
             status: status.as_u16(),
-            detail,
-            invalid_params,
+            detail: self.detail(),
+            invalid_params: self.invalid_param().into_iter().collect(),
             trace_id: None,
         }
     }
@@ -249,12 +214,14 @@ pub(crate) async fn not_found() -> HttpResponse {
 }
 
 /// Fallback for a known path with a method it does not support; `allow` lists the methods it has.
-pub(crate) fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    actix_web::web::to(move |req: HttpRequest| async move {
-        let mut response = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-        response
+pub(crate) fn method_not_allowed(allow: HeaderValue) -> actix_web::Route {
+    actix_web::web::to(move |req: HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let mut response =
+                ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+            response.headers_mut().insert(header::ALLOW, allow);
+            response
+        }
     })
 }

@@ -1,115 +1,179 @@
-//! Request-body reading with our own limits and errors, so every failure is a problem+json.
+//! Typed extractors for the path, header and query inputs of the handlers. Each parses its input
+//! into a domain type when the request arrives, or rejects the request with the [`ApiError`] that
+//! names the input (a 400 problem+json; `error.rs` decides the status).
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, http::StatusCode, web};
-use futures_util::StreamExt as _;
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::future::{Ready, ready};
 
-use crate::{ApiError, MAX_BODY_BYTES};
+use actix_web::dev::Payload;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, web};
+use items_domain::{
+    DomainError, ETag, IdempotencyKey, ItemId, PageRequest, PageSize, Precondition,
+};
 
-/// Checks `Content-Type` against the accepted JSON media types (charset must be UTF-8 if given).
-pub(crate) fn require_json(req: &HttpRequest, accepted: &[&str]) -> Result<(), ApiError> {
-    let expected = accepted.join(" or ");
-    let value = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .ok_or_else(|| ApiError::UnsupportedMediaType(format!("Content-Type must be {expected}")))?
-        .to_str()
-        .map_err(|_| ApiError::UnsupportedMediaType(format!("Content-Type must be {expected}")))?;
-    let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let charset_ok = parts.all(|p| match p.trim().split_once('=') {
-        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
-            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-        }
-        _ => true,
-    });
-    if !accepted.contains(&essence.as_str()) || !charset_ok {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type must be {expected} (UTF-8), got {value:?}"
-        )));
-    }
-    Ok(())
-}
+use crate::error::ApiError;
+use crate::page_token::PageTokenCodec;
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] without buffering it.
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<web::Bytes, ApiError> {
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > MAX_BODY_BYTES as u64
-    {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::MalformedBody(format!("reading the body failed: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
+// Header and parameter formats are written into the spec as `pattern`s (ECMA-262 and Python
+// `re` agree on their syntax) so that what the spec allows is what these extractors accept;
+// tests/spec_patterns.rs checks each against the domain parsers and the page-token codec.
 
-/// Parses a JSON body into `T`, naming the offending field on failure.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if std::str::from_utf8(body).is_err() {
-        return Err(ApiError::MalformedBody(
-            "the body is not valid UTF-8".to_owned(),
-        ));
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::MalformedBody(
-            "the body is empty; a JSON object is required".to_owned(),
-        ));
-    }
-    // serde would accept a struct written as an array; the API takes objects only.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => ApiError::invalid_param(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "body",
-                    "must be a JSON object",
-                ),
-                Err(e) => ApiError::MalformedBody(format!("malformed JSON: {e}")),
-            },
-        );
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = inner.to_string();
-                // The path names the field, an unknown one included (`foo`, `items[0].name`).
-                let name = if path == "." { "body".to_owned() } else { path };
-                ApiError::invalid_param(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    name,
-                    strip_position(&message),
-                )
+/// Implements `FromRequest` for an extractor whose input is all in the request head, parsed by
+/// `$parse: fn(&HttpRequest) -> Result<Self, ApiError>`.
+macro_rules! from_request_head {
+    ($extractor:ty, $parse:expr) => {
+        impl FromRequest for $extractor {
+            type Error = ApiError;
+            type Future = Ready<Result<Self, ApiError>>;
+
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                ready($parse(req))
             }
-            _ => ApiError::MalformedBody(format!("malformed JSON: {inner}")),
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::MalformedBody(format!("malformed JSON: {e}")))?;
-    Ok(value)
+    };
 }
 
-/// `invalid type: integer `1`, expected a string at line 1 column 9` → without the position.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
+/// The `{id}` path parameter.
+#[derive(Debug)]
+pub(crate) struct ItemIdParam(pub(crate) ItemId);
+
+from_request_head!(ItemIdParam, |req: &HttpRequest| {
+    let raw = req.match_info().get("id").unwrap_or_default();
+    ItemId::parse(raw)
+        .map(ItemIdParam)
+        .map_err(ApiError::bad_param)
+});
+
+/// A header's value, which must be visible ASCII; `label` names the header in the 400.
+fn header_str<'a>(
+    req: &'a HttpRequest,
+    name: &HeaderName,
+    label: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    req.headers()
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_param(DomainError::new(label, "must be visible ASCII")))
+        })
+        .transpose()
+}
+
+/// `If-Match`: the update's precondition.
+#[derive(Debug)]
+pub(crate) struct IfMatch(pub(crate) Precondition);
+
+from_request_head!(IfMatch, |req: &HttpRequest| {
+    Ok(IfMatch(
+        match header_str(req, &header::IF_MATCH, "If-Match")? {
+            None => Precondition::None,
+            Some(v) if v.trim() == "*" => Precondition::Exists,
+            // Strong comparison (RFC 9110 §13.1.1): weak tags and tags that do not parse can
+            // never match, so the update fails with 412.
+            Some(v) => Precondition::OneOf(v.split(',').filter_map(ETag::parse_strong).collect()),
+        },
+    ))
+});
+
+/// `If-None-Match`: the entity tags the client holds, or `*`.
+#[derive(Debug)]
+pub(crate) struct IfNoneMatch(Option<HeaderValue>);
+
+impl IfNoneMatch {
+    /// Whether the client's copy is current (weak comparison, RFC 9110 §13.1.2). The tags are
+    /// read only here, so a request without a current item never parses them.
+    pub(crate) fn matches(&self, current: ETag) -> bool {
+        let Some(tags) = self.0.as_ref().and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        tags.trim() == "*"
+            || tags
+                .split(',')
+                .filter_map(ETag::parse)
+                .any(|t| t == current)
     }
 }
+
+from_request_head!(IfNoneMatch, |req: &HttpRequest| {
+    // Checked now, so a malformed header is a 400 before the store is asked; matched later.
+    header_str(req, &header::IF_NONE_MATCH, "If-None-Match")?;
+    Ok(IfNoneMatch(
+        req.headers().get(header::IF_NONE_MATCH).cloned(),
+    ))
+});
+
+/// `Idempotency-Key`, when the client sent one.
+#[derive(Debug)]
+pub(crate) struct IdempotencyKeyHeader(pub(crate) Option<IdempotencyKey>);
+
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+from_request_head!(IdempotencyKeyHeader, |req: &HttpRequest| {
+    header_str(req, &IDEMPOTENCY_KEY, "Idempotency-Key")?
+        .map(IdempotencyKey::parse)
+        .transpose()
+        .map(IdempotencyKeyHeader)
+        .map_err(ApiError::bad_param)
+});
+
+/// The list query: `page_size` and `page_token` (decoded with the app's [`PageTokenCodec`]).
+#[derive(Debug)]
+pub(crate) struct ListQuery(pub(crate) PageRequest);
+
+/// One query parameter: its first value, and whether it came more than once.
+#[derive(Default)]
+struct QueryParam<'q> {
+    value: Option<Cow<'q, str>>,
+    repeated: bool,
+}
+
+impl<'q> QueryParam<'q> {
+    fn push(&mut self, value: Cow<'q, str>) {
+        self.repeated |= self.value.is_some();
+        self.value.get_or_insert(value);
+    }
+
+    /// Each parameter at most once: `?page_size=50&page_size=1` is ambiguous, so it is refused
+    /// rather than resolved by position.
+    fn once(self, name: &'static str) -> Result<Option<Cow<'q, str>>, ApiError> {
+        if self.repeated {
+            return Err(ApiError::bad_param(DomainError::new(
+                name,
+                "must be given at most once",
+            )));
+        }
+        Ok(self.value)
+    }
+}
+
+fn list_query(req: &HttpRequest) -> Result<ListQuery, ApiError> {
+    let (mut size, mut token) = (QueryParam::default(), QueryParam::default());
+    for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        // Parameters we do not know pass (API Gateway forwards `key`/`api_key` in the query).
+        match &*key {
+            "page_size" => size.push(value),
+            "page_token" => token.push(value),
+            _ => {}
+        }
+    }
+    let size = size
+        .once("page_size")?
+        .map(|s| PageSize::parse(&s))
+        .transpose()
+        .map_err(ApiError::bad_param)?
+        .unwrap_or_default();
+    let Some(token) = token.once("page_token")? else {
+        return Ok(ListQuery(PageRequest { after: None, size }));
+    };
+    let codec = req
+        .app_data::<web::Data<PageTokenCodec>>()
+        .ok_or_else(|| ApiError::Internal("no PageTokenCodec in the app data".into()))?;
+    let after = codec.decode(&token).map_err(ApiError::bad_param)?;
+    Ok(ListQuery(PageRequest {
+        after: Some(after),
+        size,
+    }))
+}
+
+from_request_head!(ListQuery, list_query);

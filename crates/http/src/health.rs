@@ -1,10 +1,13 @@
+//! The health probes.
+
 use actix_web::{HttpResponse, web};
 use items_domain::ItemStore;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::openapi::Unavailable;
-use crate::{ApiError, ApiState};
+use crate::error::ApiError;
+use crate::responses::Unavailable;
+use crate::state::ApiState;
 
 /// Body of the health probes.
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,7 +23,6 @@ pub(crate) struct Status {
 #[utoipa::path(
     get,
     path = "/health/live",
-    operation_id = "health_live",
     tag = "health",
     responses((status = 200, description = "The process is alive.", body = Status))
 )]
@@ -34,7 +36,6 @@ pub(crate) async fn health_live() -> HttpResponse {
 #[utoipa::path(
     get,
     path = "/health/ready",
-    operation_id = "health_ready",
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve.", body = Status),

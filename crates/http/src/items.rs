@@ -2,30 +2,25 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
-use items_domain::{
-    DomainError, ETag, IdempotencyKey, Item, ItemId, ItemPatch, ItemStore, NewItem, PageRequest,
-    PageSize, Precondition, StoreError,
-};
+use actix_web::{HttpResponse, web};
+use items_domain::{Item, ItemPatch, ItemStore, NewItem, StoreError};
 
+use crate::body::{JSON, JsonBody, MERGE_PATCH_JSON, RequestBody};
 use crate::dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
-use crate::extract::{parse_json, read_body, require_json};
-use crate::openapi::{
+use crate::error::ApiError;
+use crate::extract::{IdempotencyKeyHeader, IfMatch, IfNoneMatch, ItemIdParam, ListQuery};
+use crate::responses::{
     BadRequest, IdempotentItemGone, NotFound, PayloadTooLarge, PreconditionFailed, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::{ApiError, ApiState};
+use crate::state::ApiState;
 
-const JSON: &str = "application/json";
+impl RequestBody for CreateItemRequest {
+    const MEDIA_TYPES: &'static [&'static str] = &[JSON];
+}
 
-// Header and parameter formats are written into the spec as `pattern`s (ECMA-262 and Python
-// `re` agree on their syntax) so that what the spec allows is what the handlers accept;
-// tests/spec_patterns.rs checks each against the domain parsers and the page-token codec.
-const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
-
-fn item_id(req: &HttpRequest) -> Result<ItemId, ApiError> {
-    let raw = req.match_info().get("id").unwrap_or_default();
-    ItemId::parse(raw).map_err(ApiError::bad_param)
+impl RequestBody for PatchItemRequest {
+    const MEDIA_TYPES: &'static [&'static str] = &[MERGE_PATCH_JSON, JSON];
 }
 
 /// 200/201 with the item, its `ETag` and JSON.
@@ -35,33 +30,12 @@ fn item_response(status: StatusCode, item: &Item) -> HttpResponse {
         .json(ItemResponse::from(item))
 }
 
-fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Result<Option<&'a str>, ApiError> {
-    req.headers()
-        .get(name)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_param(DomainError::new(header_name(name), "must be visible ASCII"))
-            })
-        })
-        .transpose()
-}
-
-fn header_name(name: &str) -> &'static str {
-    match name {
-        "idempotency-key" => "Idempotency-Key",
-        "if-match" => "If-Match",
-        "if-none-match" => "If-None-Match",
-        _ => "header",
-    }
-}
-
 /// Get one item
 ///
 /// With `If-None-Match` naming the current ETag (or `*`), the answer is 304 without a body.
 #[utoipa::path(
     get,
     path = "/items/{id}",
-    operation_id = "get_item",
     tag = "items",
     params(
         ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
@@ -76,19 +50,13 @@ fn header_name(name: &str) -> &'static str {
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn get<S: ItemStore>(
-    req: HttpRequest,
+pub(crate) async fn get_item<S: ItemStore>(
+    ItemIdParam(id): ItemIdParam,
+    if_none_match: IfNoneMatch,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = item_id(&req)?;
     let item = state.store.get(id).await?;
-    if let Some(tags) = header_str(&req, "if-none-match")?
-        && (tags.trim() == "*"
-            || tags
-                .split(',')
-                .filter_map(ETag::parse)
-                .any(|t| t == item.etag()))
-    {
+    if if_none_match.matches(item.etag()) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, item.etag().to_string()))
             .finish());
@@ -102,7 +70,6 @@ pub(crate) async fn get<S: ItemStore>(
 #[utoipa::path(
     get,
     path = "/items",
-    operation_id = "list_items",
     tag = "items",
     params(
         ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100,
@@ -117,40 +84,11 @@ pub(crate) async fn get<S: ItemStore>(
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn list<S: ItemStore>(
-    req: HttpRequest,
+pub(crate) async fn list_items<S: ItemStore>(
+    ListQuery(page): ListQuery,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).map_err(|_| {
-            ApiError::bad_param(DomainError::new("query", "is not a valid query string"))
-        })?;
-    // Each parameter at most once: `?page_size=50&page_size=1` is ambiguous, so it is refused
-    // rather than resolved by position. Parameters we do not know pass (API Gateway forwards
-    // `key`/`api_key` in the query).
-    let value = |key: &'static str| -> Result<Option<&str>, ApiError> {
-        let mut values = pairs
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str());
-        match (values.next(), values.next()) {
-            (first, None) => Ok(first),
-            (_, Some(_)) => Err(ApiError::bad_param(DomainError::new(
-                key,
-                "must be given at most once",
-            ))),
-        }
-    };
-    let size = value("page_size")?
-        .map(PageSize::parse)
-        .transpose()
-        .map_err(ApiError::bad_param)?
-        .unwrap_or_default();
-    let after = value("page_token")?
-        .map(|t| state.page_tokens.decode(t))
-        .transpose()
-        .map_err(ApiError::bad_param)?;
-    let page = state.store.list(PageRequest { after, size }).await?;
+    let page = state.store.list(page).await?;
     Ok(HttpResponse::Ok().json(ItemList {
         items: page.items.iter().map(ItemResponse::from).collect(),
         next_page_token: page.next_after.map(|id| state.page_tokens.encode(id)),
@@ -164,7 +102,6 @@ pub(crate) async fn list<S: ItemStore>(
 #[utoipa::path(
     post,
     path = "/items",
-    operation_id = "create_item",
     tag = "items",
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
@@ -196,18 +133,12 @@ pub(crate) async fn list<S: ItemStore>(
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn create<S: ItemStore>(
-    req: HttpRequest,
-    payload: web::Payload,
+pub(crate) async fn create_item<S: ItemStore>(
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    JsonBody(body): JsonBody<CreateItemRequest>,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = header_str(&req, "idempotency-key")?
-        .map(IdempotencyKey::parse)
-        .transpose()
-        .map_err(ApiError::bad_param)?;
-    require_json(&req, &[JSON])?;
-    let body = read_body(&req, payload).await?;
-    let new_item = NewItem::try_from(parse_json::<CreateItemRequest>(&body)?)?;
+    let new_item = NewItem::try_from(body)?;
     let outcome = state.store.create(new_item, key).await?;
     // A replay answers with the item as first created; if that item has been deleted since, the
     // replayed 201 would name a resource that no longer exists: say so instead (409).
@@ -241,7 +172,6 @@ pub(crate) async fn create<S: ItemStore>(
 #[utoipa::path(
     patch,
     path = "/items/{id}",
-    operation_id = "update_item",
     tag = "items",
     params(
         ("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer."),
@@ -265,22 +195,13 @@ pub(crate) async fn create<S: ItemStore>(
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn update<S: ItemStore>(
-    req: HttpRequest,
-    payload: web::Payload,
+pub(crate) async fn update_item<S: ItemStore>(
+    ItemIdParam(id): ItemIdParam,
+    IfMatch(precondition): IfMatch,
+    JsonBody(body): JsonBody<PatchItemRequest>,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = item_id(&req)?;
-    let precondition = match header_str(&req, "if-match")? {
-        None => Precondition::None,
-        Some(v) if v.trim() == "*" => Precondition::Exists,
-        // Strong comparison (RFC 9110 §13.1.1): weak tags and tags that do not parse can never
-        // match, so the update fails with 412.
-        Some(v) => Precondition::OneOf(v.split(',').filter_map(ETag::parse_strong).collect()),
-    };
-    require_json(&req, &[MERGE_PATCH_JSON, JSON])?;
-    let body = read_body(&req, payload).await?;
-    let patch = ItemPatch::try_from(parse_json::<PatchItemRequest>(&body)?)?;
+    let patch = ItemPatch::try_from(body)?;
     let item = state.store.update(id, patch, precondition).await?;
     Ok(item_response(StatusCode::OK, &item))
 }
@@ -289,7 +210,6 @@ pub(crate) async fn update<S: ItemStore>(
 #[utoipa::path(
     delete,
     path = "/items/{id}",
-    operation_id = "delete_item",
     tag = "items",
     params(("id" = i64, Path, minimum = 1, description = "The item's id: a positive integer.")),
     responses(
@@ -299,11 +219,10 @@ pub(crate) async fn update<S: ItemStore>(
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn delete<S: ItemStore>(
-    req: HttpRequest,
+pub(crate) async fn delete_item<S: ItemStore>(
+    ItemIdParam(id): ItemIdParam,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = item_id(&req)?;
     state.store.delete(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

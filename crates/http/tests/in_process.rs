@@ -108,6 +108,30 @@ async fn problems_come_from_one_mapping() {
     }
 }
 
+/// Each header extractor names its own header when the value is not visible ASCII.
+#[actix_web::test]
+async fn a_header_that_is_not_visible_ascii_is_a_400_naming_it() {
+    let app = test::init_service(App::new().configure(items_http::configure(state()))).await;
+    assert_eq!(
+        post(r#"{"name": "x"}"#).send_request(&app).await.status(),
+        201
+    );
+    for (request, name) in [
+        (test::TestRequest::get().uri("/items/1"), "If-None-Match"),
+        (patch("/items/1", r#"{"name": "y"}"#), "If-Match"),
+        (post(r#"{"name": "z"}"#), "Idempotency-Key"),
+    ] {
+        let value = actix_web::http::header::HeaderValue::from_bytes(b"\xe9t\xe9").unwrap();
+        let response = request
+            .insert_header((name, value))
+            .send_request(&app)
+            .await;
+        let problem = problem(response, 400).await;
+        assert_eq!(problem["invalid_params"][0]["name"], name, "{problem}");
+        assert_eq!(problem["type"], "/problems/validation-error");
+    }
+}
+
 #[actix_web::test]
 async fn create_answers_201_with_location_etag_and_the_item() {
     let app = test::init_service(App::new().configure(items_http::configure(state()))).await;

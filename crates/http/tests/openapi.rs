@@ -170,6 +170,40 @@ fn operation_ids_are_unique_and_errors_are_problem_json() {
     }
 }
 
+/// An operationId is a handler's name, so renaming a handler renames its operation: a response
+/// link (written by hand) must still name an operation of the spec.
+#[test]
+fn response_links_name_operations_of_the_spec() {
+    let spec = spec();
+    let operations = spec["paths"].as_object().unwrap().values();
+    let ids: BTreeSet<&str> = operations
+        .clone()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let mut links = 0;
+    for op in operations.flat_map(|item| item.as_object().unwrap().values()) {
+        for response in op["responses"]
+            .as_object()
+            .into_iter()
+            .flat_map(|r| r.values())
+        {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let target = link["operationId"].as_str().unwrap_or_default();
+                assert!(
+                    ids.contains(target),
+                    "link {name} names no operation: {target:?}"
+                );
+                links += 1;
+            }
+        }
+    }
+    assert!(
+        links >= 3,
+        "the create's links to get, update and delete are in the spec"
+    );
+}
+
 #[test]
 fn the_route_table_covers_the_documented_api() {
     let ops: BTreeSet<(String, String)> = spec_operations()
