@@ -15,7 +15,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use items_testkit::{ClusterOptions, PgCluster};
+use items_testkit::{ClusterOptions, PgCluster, ServiceLaunch};
 use nix::sys::signal::Signal;
 
 use crate::util::{self, SERVICE, Signals};
@@ -99,6 +99,27 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What every measurement of one run shares: the release binary on the seeded database, the
+/// arguments, wrk and a scratch directory.
+struct Setup<'a> {
+    binary: &'a Path,
+    database_url: &'a str,
+    args: &'a Args,
+    wrk_bin: &'a Path,
+    work: &'a Path,
+}
+
+impl Setup<'_> {
+    /// wrk's load for `duration`, with the threads and connections of the arguments.
+    fn load(&self, duration: Duration) -> wrk::Load {
+        wrk::Load {
+            threads: self.args.threads,
+            connections: self.args.connections,
+            duration,
+        }
+    }
+}
+
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let wrk_bin = wrk::find_or_install().await?;
     eprintln!("xtask: building the release binary");
@@ -110,24 +131,78 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let database_url = items_testkit::create_database(&cluster.url("postgres"), "items").await?;
     migrate(&binary, &database_url).await?;
     seed(&database_url).await?;
+    let setup = Setup {
+        binary: &binary,
+        database_url: &database_url,
+        args,
+        wrk_bin: &wrk_bin,
+        work: work.path(),
+    };
     if args.through_gateway {
-        gateway::compare(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+        gateway::compare(&setup).await?;
         cluster.stop();
         return Ok(());
     }
     if args.telemetry_overhead_only {
-        telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
+        telemetry::overhead(&setup).await?;
         cluster.stop();
         return Ok(());
     }
+    let report = endpoints(&setup).await?;
+    if args.telemetry_overhead {
+        telemetry::overhead(&setup).await?;
+    }
+    cluster.stop();
+    println!("{}", report.table());
+    write_json(args.json.as_deref(), "bench.json", &report.json())?;
+    Ok(())
+}
 
+/// Start-up timing, then wrk on every endpoint of the last service started, its peak RSS and
+/// whether it exits gracefully.
+async fn endpoints(setup: &Setup<'_>) -> anyhow::Result<report::Report> {
+    let args = setup.args;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let log = work.path().join("server.log");
+    let log = setup.work.join("server.log");
+    let (mut server, startup_ms) = time_startups(setup, addr, &log).await?;
+    let load_average = load_average();
+    let mut results = Vec::new();
+    for endpoint in wrk::ENDPOINTS {
+        let summary = load_endpoint(setup, &endpoint, addr).await?;
+        if server.try_wait()?.is_some() {
+            bail!("{SERVICE} died under load; its log:\n{}", tail(&log));
+        }
+        results.push((endpoint.name, summary));
+    }
+    let pid = server.id().context("the service is gone")?;
+    let peak_rss = peak_rss_bytes(pid)?;
+    let shutdown = stop_service(server).await?;
+    Ok(report::Report {
+        connections: args.connections,
+        wrk_threads: args.threads,
+        duration: args.duration,
+        warmup: args.warmup,
+        seed_items: SEED_ITEMS,
+        load_average,
+        startup_ms,
+        peak_rss_bytes: peak_rss,
+        graceful_exit: shutdown.success(),
+        endpoints: results,
+    })
+}
+
+/// Starts the service `--startups` times, each time from spawn to the first 200 from
+/// `/health/ready`; the last one keeps running for the load.
+async fn time_startups(
+    setup: &Setup<'_>,
+    addr: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<(tokio::process::Child, Vec<f64>)> {
     let mut startup_ms = Vec::new();
-    let mut server = loop {
-        let (child, elapsed) = start_service(&binary, &database_url, addr, args, &log).await?;
+    let server = loop {
+        let (child, elapsed) = start_service(setup, addr, log).await?;
         startup_ms.push(elapsed.as_secs_f64() * 1000.0);
-        if startup_ms.len() >= args.startups as usize {
+        if startup_ms.len() >= setup.args.startups as usize {
             break child;
         }
         stop_service(child).await?;
@@ -140,62 +215,31 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok((server, startup_ms))
+}
 
-    let load_average = load_average();
+/// The unmeasured warm-up, then the measured wrk run of one endpoint.
+async fn load_endpoint(
+    setup: &Setup<'_>,
+    endpoint: &wrk::Endpoint,
+    addr: SocketAddr,
+) -> anyhow::Result<wrk::Summary> {
+    let args = setup.args;
     let base_url = format!("http://{addr}");
-    let mut results = Vec::new();
-    for endpoint in wrk::ENDPOINTS {
-        let script = endpoint.write_script(work.path())?;
-        let script_args = [SEED_ITEMS.to_string()];
-        if !args.warmup.is_zero() {
-            let load = wrk::Load {
-                threads: args.threads,
-                connections: args.connections,
-                duration: args.warmup,
-            };
-            wrk::run(&wrk_bin, &script, &base_url, &load, &script_args).await?;
-        }
-        eprintln!(
-            "xtask: {} for {}s at {} connections",
-            endpoint.name,
-            args.duration.as_secs(),
-            args.connections
-        );
-        let load = wrk::Load {
-            threads: args.threads,
-            connections: args.connections,
-            duration: args.duration,
-        };
-        let summary = wrk::run(&wrk_bin, &script, &base_url, &load, &script_args).await?;
-        if server.try_wait()?.is_some() {
-            bail!("{SERVICE} died under load; its log:\n{}", tail(&log));
-        }
-        results.push((endpoint.name, summary));
+    let script = endpoint.write_script(setup.work)?;
+    let script_args = [SEED_ITEMS.to_string()];
+    let mut load = setup.load(args.warmup);
+    if !args.warmup.is_zero() {
+        wrk::run(setup.wrk_bin, &script, &base_url, &load, &script_args).await?;
     }
-
-    let pid = server.id().context("the service is gone")?;
-    let peak_rss = peak_rss_bytes(pid)?;
-    let shutdown = stop_service(server).await?;
-    if args.telemetry_overhead {
-        telemetry::overhead(&binary, &database_url, args, &wrk_bin, work.path()).await?;
-    }
-    cluster.stop();
-
-    let report = report::Report {
-        connections: args.connections,
-        wrk_threads: args.threads,
-        duration: args.duration,
-        warmup: args.warmup,
-        seed_items: SEED_ITEMS,
-        load_average,
-        startup_ms,
-        peak_rss_bytes: peak_rss,
-        graceful_exit: shutdown.success(),
-        endpoints: results,
-    };
-    println!("{}", report.table());
-    write_json(args.json.as_deref(), "bench.json", &report.json())?;
-    Ok(())
+    eprintln!(
+        "xtask: {} for {}s at {} connections",
+        endpoint.name,
+        args.duration.as_secs(),
+        args.connections
+    );
+    load.duration = args.duration;
+    wrk::run(setup.wrk_bin, &script, &base_url, &load, &script_args).await
 }
 
 /// Writes a JSON report to `path` (default: target/`default_name`) and says where.
@@ -218,12 +262,12 @@ pub(crate) fn write_json(
 }
 
 async fn migrate(binary: &Path, database_url: &str) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(binary)
+    let out = util::service(binary)
         .arg("migrate")
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", database_url)
-        .env("APP__LOG__LEVEL", "warn")
-        .current_dir(util::project_root())
+        .environment("local")
+        .database_url(database_url)
+        .log_level("warn")
+        .command()
         .output()
         .await
         .with_context(|| format!("running {SERVICE} migrate"))?;
@@ -270,13 +314,38 @@ async fn seed(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spawns the release service and returns it with the time from spawn to the first 200 from
-/// `/health/ready`.
+/// The service as every bench run starts it: local settings on the seeded database, JSON logs,
+/// listening on `addr`, with the pool size and workers of the arguments.
+fn service_launch(setup: &Setup<'_>, addr: SocketAddr) -> ServiceLaunch {
+    let mut launch = util::service(setup.binary)
+        .environment("local")
+        .database_url(setup.database_url)
+        .listen(addr)
+        .log_format("json");
+    if let Some(size) = setup.args.pool_size {
+        launch = launch.pool_max_size(size);
+    }
+    if setup.args.workers > 0 {
+        launch = launch.workers(setup.args.workers);
+    }
+    launch
+}
+
+/// Spawns the release service (logs at warn) and returns it with the time from spawn to the
+/// first 200 from `/health/ready`.
 async fn start_service(
-    binary: &Path,
-    database_url: &str,
+    setup: &Setup<'_>,
     addr: SocketAddr,
-    args: &Args,
+    log: &Path,
+) -> anyhow::Result<(tokio::process::Child, Duration)> {
+    spawn_logged(&service_launch(setup, addr).log_level("warn"), addr, log).await
+}
+
+/// Spawns `launch` with its output appended to `log` and waits until it is ready on `addr`;
+/// returns it with the time from spawn to ready.
+async fn spawn_logged(
+    launch: &ServiceLaunch,
+    addr: SocketAddr,
     log: &Path,
 ) -> anyhow::Result<(tokio::process::Child, Duration)> {
     let log_file = std::fs::OpenOptions::new()
@@ -284,29 +353,15 @@ async fn start_service(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.current_dir(util::project_root())
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", database_url)
-        .env("APP__SERVER__HOST", addr.ip().to_string())
-        .env("APP__SERVER__PORT", addr.port().to_string())
-        .env("APP__LOG__LEVEL", "warn")
-        .env("APP__LOG__FORMAT", "json")
-        .env_remove("PORT")
-        .stdin(Stdio::null())
+    let mut cmd = launch.command();
+    cmd.stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .kill_on_drop(true);
-    if let Some(size) = args.pool_size {
-        cmd.env("APP__DATABASE__POOL__MAX_SIZE", size.to_string());
-    }
-    if args.workers > 0 {
-        cmd.env("APP__SERVER__WORKERS", args.workers.to_string());
-    }
     let spawned = Instant::now();
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {}", launch.program().display()))?;
     if let Err(e) = util::wait_ready(addr, &mut child, Duration::from_secs(30)).await {
         bail!("{e:#}; its log:\n{}", tail(log));
     }

@@ -3,11 +3,12 @@
 //! front of the service on a free port.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use items_testkit::{ClusterOptions, PgCluster, redact};
+use items_testkit::{ClusterOptions, PgCluster, ServiceLaunch, redact};
 
 use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway};
 
@@ -61,18 +62,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let mut cmd = tokio::process::Command::new(&binary);
-    cmd.current_dir(util::project_root())
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", &database_url)
-        .env("APP__SERVER__HOST", addr.ip().to_string())
-        .env("APP__SERVER__PORT", addr.port().to_string())
-        .env_remove("PORT");
-    // Defaults of `dev` that the user's own environment overrides (the child inherits it).
-    for (key, value) in user_overridable_defaults(|key| std::env::var_os(key).is_some()) {
-        cmd.env(key, value);
-    }
-
+    let mut cmd = launch(&binary, &database_url, addr).command();
     let throwaway = cluster.is_some();
     let banner = async {
         // The service migrates at start-up; give it time on a cold cluster.
@@ -142,14 +132,14 @@ pub(crate) async fn start_gateway(
     Ok((gateway, env))
 }
 
-/// Settings `dev` chooses for a terminal session, minus those the user set: a variable of the
-/// user's environment (inherited by the service) wins over `dev`'s choice.
-fn user_overridable_defaults(
-    user_has: impl Fn(&str) -> bool,
-) -> impl Iterator<Item = (&'static str, &'static str)> {
-    [("APP__LOG__FORMAT", "pretty")]
-        .into_iter()
-        .filter(move |(key, _)| !user_has(key))
+/// The service as `dev` runs it: local settings on `database_url`, listening on `addr`, with
+/// readable logs unless the user's environment (which the service inherits) chooses otherwise.
+fn launch(binary: &Path, database_url: &str, addr: SocketAddr) -> ServiceLaunch {
+    util::service(binary)
+        .environment("local")
+        .database_url(database_url)
+        .listen(addr)
+        .user_overridable(|defaults| defaults.log_format("pretty"))
 }
 
 fn print_banner(addr: SocketAddr, database_url: &str, throwaway: bool) {
@@ -246,12 +236,23 @@ mod tests {
 
     #[test]
     fn a_variable_the_user_set_wins_over_dev_defaults() {
-        let none: Vec<_> = user_overridable_defaults(|_| false).collect();
-        assert_eq!(none, [("APP__LOG__FORMAT", "pretty")]);
-        let user_json: Vec<_> = user_overridable_defaults(|k| k == "APP__LOG__FORMAT").collect();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+        let launch = launch(Path::new("items-service"), "postgres://h/items", addr);
+        let none = launch.vars_given(|_| false);
+        assert!(none.contains(&("APP__LOG__FORMAT", "pretty")), "{none:?}");
+        let user_json = launch.vars_given(|k| k == "APP__LOG__FORMAT");
         assert!(
-            user_json.is_empty(),
+            user_json.iter().all(|(k, _)| *k != "APP__LOG__FORMAT"),
             "dev must not override the user's APP__LOG__FORMAT"
         );
+        // dev's own choices stay whatever the user has.
+        for (key, value) in [
+            ("APP_ENVIRONMENT", "local"),
+            ("APP__DATABASE__URL", "postgres://h/items"),
+            ("APP__SERVER__HOST", "127.0.0.1"),
+            ("APP__SERVER__PORT", "8080"),
+        ] {
+            assert!(launch.vars_given(|_| true).contains(&(key, value)), "{key}");
+        }
     }
 }

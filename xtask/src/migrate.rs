@@ -23,13 +23,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::install()?;
     let binary = util::build_service(false).await?;
     eprintln!("xtask: migrating {}", redact(&database_url));
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.arg("migrate")
-        .current_dir(util::project_root())
-        .env("APP__DATABASE__URL", &database_url);
-    if std::env::var_os("APP_ENVIRONMENT").is_none() {
-        cmd.env("APP_ENVIRONMENT", "local");
-    }
+    let mut cmd = util::service(&binary)
+        .arg("migrate")
+        .database_url(&database_url)
+        .user_overridable(|defaults| defaults.environment("local"))
+        .command();
     let status = util::supervise(
         &mut cmd,
         &mut signals,

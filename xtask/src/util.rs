@@ -7,6 +7,7 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use items_testkit::ServiceLaunch;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -63,6 +64,12 @@ pub(crate) async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
     }
     executable_from_messages(&String::from_utf8_lossy(&out.stdout), SERVICE)
         .with_context(|| format!("cargo build reported no executable for {SERVICE}"))
+}
+
+/// The service `binary` as xtask starts it: from the workspace root, in the environment the
+/// caller's settings describe.
+pub(crate) fn service(binary: &Path) -> ServiceLaunch {
+    ServiceLaunch::new(binary).current_dir(project_root())
 }
 
 /// Finds the executable of binary target `name` in cargo's JSON messages.

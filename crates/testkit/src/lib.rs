@@ -1,5 +1,6 @@
 //! Test and tooling support: a throwaway PostgreSQL cluster built from the installed server
-//! binaries, and a fresh database per test.
+//! binaries, a fresh database per test, and the one launcher of the service ([`ServiceLaunch`]:
+//! chosen settings → the binary's environment).
 //!
 //! `DATABASE_URL` set: every test gets a new database on that server. Unset: the tests share one
 //! throwaway cluster per machine user (started on first use, found again through a state file under
@@ -7,6 +8,7 @@
 //! own around the whole run and passes it on as `DATABASE_URL`.
 
 mod cluster;
+mod launch;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 pub use cluster::{ClusterOptions, PgCluster, shared_cluster_url};
+pub use launch::ServiceLaunch;
 
 /// The server URL tests should use: `DATABASE_URL`, else the shared throwaway cluster.
 pub fn server_url() -> anyhow::Result<String> {

@@ -19,7 +19,7 @@ use items_local_gateway::{LOCAL_API_KEY, Spec, TokenRequest, user_token};
 use serde_json::json;
 
 use super::wrk::{self, Summary};
-use super::{Args, SEED_ITEMS, free_port, load_average, start_service, stop_service, tail};
+use super::{Args, SEED_ITEMS, Setup, free_port, load_average, start_service, stop_service, tail};
 use crate::util;
 
 /// Rounds of (service, gateway), back to back, to even out a shared machine's drift.
@@ -28,16 +28,11 @@ const ROUNDS: usize = 2;
 const BENCH_QUOTA_PER_MINUTE: u32 = 1_000_000_000;
 const EXAMPLE: &str = "local_gateway";
 
-pub(super) async fn compare(
-    binary: &Path,
-    database_url: &str,
-    args: &Args,
-    wrk_bin: &Path,
-    work: &Path,
-) -> anyhow::Result<()> {
+pub(super) async fn compare(setup: &Setup<'_>) -> anyhow::Result<()> {
+    let args = setup.args;
     eprintln!("xtask: building the local gateway (release example {EXAMPLE})");
     let gateway_bin = build_gateway().await?;
-    let config = render_bench_config(&args.gateway_env, work)?;
+    let config = render_bench_config(&args.gateway_env, setup.work)?;
     let token = token(&config)?;
     let headers = [
         format!("x-api-key: {LOCAL_API_KEY}"),
@@ -45,11 +40,10 @@ pub(super) async fn compare(
     ];
 
     let service_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let service_log = work.join("server.log");
-    let (service, _) =
-        start_service(binary, database_url, service_addr, args, &service_log).await?;
+    let service_log = setup.work.join("server.log");
+    let (service, _) = start_service(setup, service_addr, &service_log).await?;
     let gateway_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let gateway_log = work.join("gateway.log");
+    let gateway_log = setup.work.join("gateway.log");
     let mut gateway = start_gateway(
         &gateway_bin,
         &config,
@@ -60,48 +54,12 @@ pub(super) async fn compare(
     )
     .await?;
 
-    let endpoint = &wrk::ENDPOINTS[0];
-    let script = endpoint.write_script(work)?;
-    let script_args = [SEED_ITEMS.to_string()];
     let load_before = load_average();
     let targets = [
         ("service", format!("http://{service_addr}")),
         ("gateway", format!("http://{gateway_addr}")),
     ];
-    let mut load = wrk::Load {
-        threads: args.threads,
-        connections: args.connections,
-        duration: args.warmup,
-    };
-    if !args.warmup.is_zero() {
-        for (_, url) in &targets {
-            wrk::run_with_headers(wrk_bin, &script, url, &load, &script_args, &headers).await?;
-        }
-    }
-    load.duration = args.duration;
-    let mut rounds: Vec<[Summary; 2]> = Vec::new();
-    for round in 1..=ROUNDS {
-        let mut pair = Vec::new();
-        for (name, url) in &targets {
-            eprintln!(
-                "xtask: round {round}/{ROUNDS}: {} on the {name}, {}s at {} connections",
-                endpoint.name,
-                args.duration.as_secs(),
-                args.connections
-            );
-            let summary =
-                wrk::run_with_headers(wrk_bin, &script, url, &load, &script_args, &headers).await?;
-            pair.push(summary);
-        }
-        if let Some(status) = gateway.try_wait()? {
-            bail!(
-                "the gateway exited ({status}); its log:\n{}",
-                tail(&gateway_log)
-            );
-        }
-        let pair: [Summary; 2] = pair.try_into().map_err(|_| anyhow::anyhow!("two runs"))?;
-        rounds.push(pair);
-    }
+    let rounds = run_rounds(setup, &targets, &headers, &mut gateway, &gateway_log).await?;
     gateway.kill().await.ok();
     stop_service(service).await?;
 
@@ -118,6 +76,54 @@ pub(super) async fn compare(
         &comparison.json(),
     )?;
     Ok(())
+}
+
+/// A warm-up of both targets, then `ROUNDS` rounds of (service, gateway) back to back; fails
+/// when the gateway has exited.
+async fn run_rounds(
+    setup: &Setup<'_>,
+    targets: &[(&str, String); 2],
+    headers: &[String],
+    gateway: &mut tokio::process::Child,
+    gateway_log: &Path,
+) -> anyhow::Result<Vec<[Summary; 2]>> {
+    let args = setup.args;
+    let endpoint = &wrk::ENDPOINTS[0];
+    let script = endpoint.write_script(setup.work)?;
+    let script_args = [SEED_ITEMS.to_string()];
+    let mut load = setup.load(args.warmup);
+    if !args.warmup.is_zero() {
+        for (_, url) in targets {
+            wrk::run_with_headers(setup.wrk_bin, &script, url, &load, &script_args, headers)
+                .await?;
+        }
+    }
+    load.duration = args.duration;
+    let mut rounds: Vec<[Summary; 2]> = Vec::new();
+    for round in 1..=ROUNDS {
+        let mut pair = Vec::new();
+        for (name, url) in targets {
+            eprintln!(
+                "xtask: round {round}/{ROUNDS}: {} on the {name}, {}s at {} connections",
+                endpoint.name,
+                args.duration.as_secs(),
+                args.connections
+            );
+            let summary =
+                wrk::run_with_headers(setup.wrk_bin, &script, url, &load, &script_args, headers)
+                    .await?;
+            pair.push(summary);
+        }
+        if let Some(status) = gateway.try_wait()? {
+            bail!(
+                "the gateway exited ({status}); its log:\n{}",
+                tail(gateway_log)
+            );
+        }
+        let pair: [Summary; 2] = pair.try_into().map_err(|_| anyhow::anyhow!("two runs"))?;
+        rounds.push(pair);
+    }
+    Ok(rounds)
 }
 
 /// Builds the release example and returns the executable cargo reports.

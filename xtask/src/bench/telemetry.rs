@@ -8,15 +8,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use items_testkit::ServiceLaunch;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
 
-use super::{Args, SEED_ITEMS, free_port, stop_service, tail, wrk};
-use crate::util;
+use super::{Args, SEED_ITEMS, Setup, free_port, service_launch, spawn_logged, stop_service, wrk};
 
 /// The issue's budget: telemetry on keeps at least this share of the requests/s.
 const TARGET_RATIO: f64 = 0.85;
@@ -43,13 +42,42 @@ impl Variant {
     }
 }
 
-pub(super) async fn overhead(
-    binary: &Path,
-    database_url: &str,
-    args: &Args,
-    wrk_bin: &Path,
-    work: &Path,
-) -> anyhow::Result<()> {
+/// One measured run: requests/s and server CPU time per request (µs).
+struct Measured {
+    rps: f64,
+    cpu_per_request: f64,
+}
+
+pub(super) async fn overhead(setup: &Setup<'_>) -> anyhow::Result<()> {
+    let variants = variants(setup.args)?;
+    let sink = start_sink().await?;
+    let endpoint = &wrk::ENDPOINTS[0];
+    let script = endpoint.write_script(setup.work)?;
+    let mut off = Vec::new();
+    let mut on: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // Server CPU time per request (user + system, µs): steadier than requests/s on a machine
+    // shared with other work, since it does not depend on how much CPU the server was given.
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + 1];
+    for round in 0..ROUNDS {
+        // Off first, then each variant: every round measures all of them back to back.
+        let runs = std::iter::once(None).chain(variants.iter().copied().map(Some));
+        for (run, variant) in runs.enumerate() {
+            let log = setup.work.join(format!("telemetry-{run}-{round}.log"));
+            let measured = measure(setup, endpoint, &script, variant, sink, &log).await?;
+            cpu[run].push(measured.cpu_per_request);
+            match variant {
+                Some(_) => on[run - 1].push(measured.rps),
+                None => off.push(measured.rps),
+            }
+        }
+    }
+    print_overhead(setup.args, endpoint, &variants, &off, &on, &cpu);
+    Ok(())
+}
+
+/// The telemetry-on configurations of the arguments: each sampling ratio, with each span
+/// exporter when they are compared.
+fn variants(args: &Args) -> anyhow::Result<Vec<Variant>> {
     for &ratio in &args.sample_ratio {
         anyhow::ensure!(
             (0.0..=1.0).contains(&ratio),
@@ -61,7 +89,7 @@ pub(super) async fn overhead(
     } else {
         &[None]
     };
-    let variants: Vec<Variant> = args
+    Ok(args
         .sample_ratio
         .iter()
         .flat_map(|&sample_ratio| {
@@ -70,75 +98,79 @@ pub(super) async fn overhead(
                 span_exporter,
             })
         })
-        .collect();
-    let sink = start_sink().await?;
-    let endpoint = &wrk::ENDPOINTS[0];
-    let script = endpoint.write_script(work)?;
+        .collect())
+}
+
+/// A fresh service with telemetry off (`None`) or on: warm-up, the measured run, its CPU time,
+/// then a graceful stop; with telemetry on, its log must hold a line per request.
+async fn measure(
+    setup: &Setup<'_>,
+    endpoint: &wrk::Endpoint,
+    script: &Path,
+    variant: Option<Variant>,
+    sink: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<Measured> {
+    let args = setup.args;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let (server, _) = spawn_logged(&launch(setup, addr, variant, sink), addr, log).await?;
+    let base_url = format!("http://{addr}");
     let script_args = [SEED_ITEMS.to_string()];
-    let mut off = Vec::new();
-    let mut on: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    // Server CPU time per request (user + system, µs): steadier than requests/s on a machine
-    // shared with other work, since it does not depend on how much CPU the server was given.
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + 1];
-    for round in 0..ROUNDS {
-        // Off first, then each variant: every round measures all of them back to back.
-        let runs = std::iter::once(None).chain(variants.iter().copied().map(Some));
-        for (run, variant) in runs.enumerate() {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-            let log = work.join(format!("telemetry-{run}-{round}.log"));
-            let server = start(binary, database_url, addr, args, variant, sink, &log).await?;
-            let base_url = format!("http://{addr}");
-            let mut load = wrk::Load {
-                threads: args.threads,
-                connections: args.connections,
-                duration: args.warmup.max(MIN_WARMUP),
-            };
-            wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
-            load.duration = args.duration;
-            let cpu_before = cpu_seconds(server.id());
-            let summary = wrk::run(wrk_bin, &script, &base_url, &load, &script_args).await?;
-            let cpu_after = cpu_seconds(server.id());
-            let label = variant.map_or_else(|| "off".to_owned(), |v| v.label());
-            let cpu_per_request = match (cpu_before, cpu_after) {
-                (Some(b), Some(a)) if summary.requests > 0 => {
-                    (a - b) * 1e6 / summary.requests as f64
-                }
-                _ => f64::NAN,
-            };
-            cpu[run].push(cpu_per_request);
-            if summary.errors.total() > 0 {
-                bail!(
-                    "errors under load (telemetry {label}): {:?}",
-                    summary.errors
-                );
-            }
-            let rps = summary.requests_per_second();
-            eprintln!(
-                "xtask: {} telemetry {label}: {rps:.0} requests/s, p99 {:.1} ms, \
-                 {cpu_per_request:.1} µs server CPU per request",
-                endpoint.name,
-                summary.p99_us / 1000.0
-            );
-            // Stopped first: the service writes out its buffered log lines as it exits.
-            stop_service(server).await?;
-            if variant.is_some() {
-                let lines = std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .lines()
-                    .count();
-                anyhow::ensure!(
-                    lines as u64 >= summary.requests,
-                    "telemetry {label} wrote {lines} log lines for {} requests",
-                    summary.requests
-                );
-                on[run - 1].push(rps);
-            } else {
-                off.push(rps);
-            }
-        }
+    let mut load = setup.load(args.warmup.max(MIN_WARMUP));
+    wrk::run(setup.wrk_bin, script, &base_url, &load, &script_args).await?;
+    load.duration = args.duration;
+    let cpu_before = cpu_seconds(server.id());
+    let summary = wrk::run(setup.wrk_bin, script, &base_url, &load, &script_args).await?;
+    let cpu_after = cpu_seconds(server.id());
+    let label = variant.map_or_else(|| "off".to_owned(), |v| v.label());
+    let cpu_per_request = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if summary.requests > 0 => (a - b) * 1e6 / summary.requests as f64,
+        _ => f64::NAN,
+    };
+    if summary.errors.total() > 0 {
+        bail!(
+            "errors under load (telemetry {label}): {:?}",
+            summary.errors
+        );
     }
+    let rps = summary.requests_per_second();
+    eprintln!(
+        "xtask: {} telemetry {label}: {rps:.0} requests/s, p99 {:.1} ms, \
+         {cpu_per_request:.1} µs server CPU per request",
+        endpoint.name,
+        summary.p99_us / 1000.0
+    );
+    // Stopped first: the service writes out its buffered log lines as it exits.
+    stop_service(server).await?;
+    if variant.is_some() {
+        let lines = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        anyhow::ensure!(
+            lines as u64 >= summary.requests,
+            "telemetry {label} wrote {lines} log lines for {} requests",
+            summary.requests
+        );
+    }
+    Ok(Measured {
+        rps,
+        cpu_per_request,
+    })
+}
+
+/// The summary: telemetry off, then each variant with its ratio to off (overall and per
+/// round) and its server CPU per request.
+fn print_overhead(
+    args: &Args,
+    endpoint: &wrk::Endpoint,
+    variants: &[Variant],
+    off: &[f64],
+    on: &[Vec<f64>],
+    cpu: &[Vec<f64>],
+) {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let off_mean = mean(&off);
+    let off_mean = mean(off);
     let cpu_off = mean(&cpu[0]);
     println!(
         "Telemetry overhead, {} ({} rounds of {}s at {} connections, each after a {}s warm-up):\n  \
@@ -149,8 +181,8 @@ pub(super) async fn overhead(
         args.connections,
         args.warmup.max(MIN_WARMUP).as_secs(),
     );
-    for ((variant, on), cpu) in variants.iter().zip(&on).zip(&cpu[1..]) {
-        let mut paired: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+    for ((variant, on), cpu) in variants.iter().zip(on).zip(&cpu[1..]) {
+        let mut paired: Vec<f64> = on.iter().zip(off).map(|(on, off)| on / off).collect();
         paired.sort_by(f64::total_cmp);
         let median = paired[paired.len() / 2];
         let on_mean = mean(on);
@@ -176,64 +208,31 @@ pub(super) async fn overhead(
             );
         }
     }
-    Ok(())
 }
 
-async fn start(
-    binary: &Path,
-    database_url: &str,
+/// The service of one run: telemetry on as `variant` says (logs at info with an access log,
+/// OTLP to `sink`), or off (logs at warn, no access log, no exporter). `RUST_LOG` of ours would
+/// override the log level, so it is not passed on.
+fn launch(
+    setup: &Setup<'_>,
     addr: SocketAddr,
-    args: &Args,
-    telemetry: Option<Variant>,
+    variant: Option<Variant>,
     sink: SocketAddr,
-    log: &Path,
-) -> anyhow::Result<tokio::process::Child> {
-    let log_file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.current_dir(util::project_root())
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", database_url)
-        .env("APP__SERVER__HOST", addr.ip().to_string())
-        .env("APP__SERVER__PORT", addr.port().to_string())
-        .env("APP__LOG__FORMAT", "json")
-        .env_remove("PORT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .kill_on_drop(true);
-    if let Some(variant) = telemetry {
-        cmd.env("APP__LOG__LEVEL", "info")
-            .env("APP__LOG__ACCESS_LOG", "true")
-            .env("APP__TELEMETRY__EXPORTER", "otlp")
-            .env("APP__TELEMETRY__OTLP_ENDPOINT", format!("http://{sink}"))
-            .env(
-                "APP__TELEMETRY__SAMPLE_RATIO",
-                variant.sample_ratio.to_string(),
-            )
-            .env("APP__TELEMETRY__METRICS_INTERVAL_SECS", "5");
-        if let Some(exporter) = variant.span_exporter {
-            cmd.env("APP__TELEMETRY__SPAN_EXPORTER", exporter);
-        }
-    } else {
-        cmd.env("APP__LOG__LEVEL", "warn")
-            .env("APP__LOG__ACCESS_LOG", "false")
-            .env("APP__TELEMETRY__EXPORTER", "none");
+) -> ServiceLaunch {
+    let launch = service_launch(setup, addr).env_remove("RUST_LOG");
+    let Some(variant) = variant else {
+        return launch.log_level("warn").access_log(false).no_export();
+    };
+    let launch = launch
+        .log_level("info")
+        .access_log(true)
+        .otlp(&format!("http://{sink}"))
+        .sample_ratio(variant.sample_ratio)
+        .metrics_interval_secs(5);
+    match variant.span_exporter {
+        Some(exporter) => launch.span_exporter(exporter),
+        None => launch,
     }
-    if let Some(size) = args.pool_size {
-        cmd.env("APP__DATABASE__POOL__MAX_SIZE", size.to_string());
-    }
-    if args.workers > 0 {
-        cmd.env("APP__SERVER__WORKERS", args.workers.to_string());
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    if let Err(e) = util::wait_ready(addr, &mut child, Duration::from_secs(30)).await {
-        bail!("{e:#}; its log:\n{}", tail(log));
-    }
-    Ok(child)
 }
 
 /// An OTLP/HTTP sink: answers every request with an empty 200 (a valid empty export response)

@@ -1,20 +1,17 @@
 //! The binary's `check-config` as an operator runs it.
-#![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `items-service check-config` with only `vars` set (no `APP__…`, `OTEL_*` or `K_SERVICE` of the
 /// test process).
 fn check_config(vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_items-service"));
-    cmd.arg("check-config").env_clear();
-    for key in ["PATH", "HOME", "TMPDIR"] {
-        if let Some(value) = std::env::var_os(key) {
-            cmd.env(key, value);
-        }
-    }
-    cmd.envs(vars.iter().copied());
-    cmd.output().unwrap()
+    let launch = vars.iter().fold(
+        crate::support::launch_binary()
+            .clean_env()
+            .arg("check-config"),
+        |launch, (name, value)| launch.env(*name, value),
+    );
+    launch.std_command().output().unwrap()
 }
 
 #[test]

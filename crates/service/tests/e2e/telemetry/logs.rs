@@ -2,8 +2,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{
-    PANIC_LINE, PROJECT, all_lines, capture_logs, client, lines_of_trace, platform, settings, spawn,
+use crate::support::logs::{all_lines, capture_logs, lines_of_trace};
+use crate::support::{
+    PANIC_LINE, PROJECT, USER_AGENT, client, platform, spawn_traced, traced_settings,
 };
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -66,7 +67,7 @@ fn assert_access(entry: &Value, method: &str, path: &str, status: u16) {
         r["responseSize"].as_str().unwrap().parse::<u64>().is_ok(),
         "{entry}"
     );
-    assert_eq!(r["userAgent"], "items-telemetry-test");
+    assert_eq!(r["userAgent"], USER_AGENT);
     assert_eq!(r["remoteIp"], "127.0.0.1");
     assert_eq!(r["protocol"], "HTTP/1.1");
     let latency = r["latency"].as_str().unwrap();
@@ -123,7 +124,7 @@ async fn item_url(base: &str) -> String {
 #[tokio::test]
 async fn traceparent_is_followed_and_wins_over_cloud_trace_context() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     let path = item_url(&base).await;
     let response = client()
         .get(format!("{base}{path}"))
@@ -151,7 +152,7 @@ async fn traceparent_is_followed_and_wins_over_cloud_trace_context() {
 #[tokio::test]
 async fn cloud_trace_context_is_the_fallback() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     let trace = "105445aa7843bc8bf206b12000100001";
     let response = client()
         .get(format!("{base}/items/424242"))
@@ -183,7 +184,7 @@ async fn cloud_trace_context_is_the_fallback() {
 #[tokio::test]
 async fn without_trace_headers_a_fresh_trace_starts() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     let response = client()
         .get(format!("{base}/items/424242"))
         .send()
@@ -202,7 +203,7 @@ async fn without_trace_headers_a_fresh_trace_starts() {
 #[tokio::test]
 async fn malformed_trace_headers_are_ignored() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     for (traceparent, cloud) in [
         ("garbage", "junk"),
         (
@@ -277,7 +278,7 @@ fn assert_error_report(line: &Value, trace: &str, path: &str) {
     let request = &line["context"]["httpRequest"];
     assert_eq!(request["method"], "GET");
     assert!(request["url"].as_str().unwrap().ends_with(path), "{line}");
-    assert_eq!(request["userAgent"], "items-telemetry-test");
+    assert_eq!(request["userAgent"], USER_AGENT);
     assert_eq!(request["remoteIp"], "127.0.0.1");
     assert_eq!(request["responseStatusCode"], 500);
     assert_trace(line, trace, true);
@@ -300,7 +301,7 @@ async fn assert_generic_500(response: reqwest::Response, trace: &str) {
 #[tokio::test]
 async fn a_5xx_is_an_error_report_with_its_cause() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     let trace = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01";
     let response = client()
         .get(format!("{base}/test/fail"))
@@ -331,7 +332,7 @@ async fn a_5xx_is_an_error_report_with_its_cause() {
 #[tokio::test]
 async fn a_panic_is_an_error_report_and_the_server_keeps_serving() {
     capture_logs();
-    let base = spawn(&settings(|_| {}).await, platform()).await;
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     // More panics than workers: every worker survives its panic.
     for n in 0..4 {
         let trace = format!("6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b{n:02}");
@@ -352,7 +353,7 @@ async fn a_panic_is_an_error_report_and_the_server_keeps_serving() {
             location["filePath"]
                 .as_str()
                 .unwrap()
-                .ends_with("tests/telemetry/helpers.rs"),
+                .ends_with("tests/e2e/support/routes.rs"),
             "{report}"
         );
         assert_eq!(location["lineNumber"], PANIC_LINE, "{report}");
@@ -391,7 +392,7 @@ async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
         .local_addr()
         .unwrap()
         .port();
-    let settings = settings(|s| {
+    let settings = traced_settings(|s| {
         let url = secrecy::ExposeSecret::expose_secret(s.database.url.as_ref().unwrap()).to_owned();
         s.database.url = Some(items_testkit::with_host_port(&url, "127.0.0.1", closed).into());
         s.database.migrate_on_start = false;
@@ -399,7 +400,7 @@ async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
         s.database.pool.create_timeout_ms = 300;
     })
     .await;
-    let base = spawn(&settings, platform()).await;
+    let base = spawn_traced(&settings, platform()).await;
     let trace = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c01";
     let response = client()
         .get(format!("{base}/items/1"))

@@ -1,9 +1,9 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, invalid_names, spawn_app};
+use crate::support::{assert_problem, invalid_names, spawn_app};
 
 async fn post_with_key(
-    app: &crate::helpers::TestApp,
+    app: &crate::support::TestApp,
     key: &str,
     body: &Value,
 ) -> reqwest::Response {

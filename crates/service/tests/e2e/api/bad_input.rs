@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_problem, invalid_names, spawn_app};
+use crate::support::{TestApp, assert_problem, invalid_names, spawn_app};
 
 struct Case {
     what: &'static str,

@@ -5,8 +5,8 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
-use crate::helpers::{client, platform, settings, spawn};
-use crate::receiver::{Receiver, attr, header, hex};
+use crate::support::receiver::{Receiver, attr, header, hex};
+use crate::support::{USER_AGENT, client, platform, spawn_traced, traced_settings};
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
@@ -15,14 +15,14 @@ const PARENT: &str = "b7ad6b7169203331";
 async fn spans_metrics_and_resource_reach_an_otlp_receiver() {
     let receiver = Receiver::start().await;
     let endpoint = receiver.endpoint.clone();
-    let settings = settings(move |s| {
+    let settings = traced_settings(move |s| {
         s.telemetry.exporter = items_telemetry::Exporter::Otlp;
         s.telemetry.otlp_endpoint = endpoint;
         s.telemetry.batch_delay_ms = 100;
         s.telemetry.metrics_interval_secs = 1;
     })
     .await;
-    let base = spawn(&settings, platform()).await;
+    let base = spawn_traced(&settings, platform()).await;
     let created: serde_json::Value = client()
         .post(format!("{base}/items"))
         .json(&serde_json::json!({ "name": "exported" }))
@@ -72,10 +72,7 @@ async fn spans_metrics_and_resource_reach_an_otlp_receiver() {
     assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attr(a, "url.path"), Some(format!("/items/{id}")));
     assert_eq!(attr(a, "url.scheme").as_deref(), Some("http"));
-    assert_eq!(
-        attr(a, "user_agent.original").as_deref(),
-        Some("items-telemetry-test")
-    );
+    assert_eq!(attr(a, "user_agent.original").as_deref(), Some(USER_AGENT));
 
     let children: Vec<_> = traced
         .iter()
@@ -216,7 +213,7 @@ async fn exports_carry_headers_are_gzipped_and_retried_after_429_502_503() {
     let receiver = Receiver::start().await;
     receiver.refuse_traces(&[(503, Some(1)), (429, None), (502, None)]);
     let endpoint = receiver.endpoint.clone();
-    let settings = settings(move |s| {
+    let settings = traced_settings(move |s| {
         s.telemetry.exporter = items_telemetry::Exporter::Otlp;
         s.telemetry.otlp_endpoint = endpoint;
         s.telemetry.otlp_headers =
@@ -226,7 +223,7 @@ async fn exports_carry_headers_are_gzipped_and_retried_after_429_502_503() {
         s.telemetry.metrics_interval_secs = 1;
     })
     .await;
-    let base = spawn(&settings, platform()).await;
+    let base = spawn_traced(&settings, platform()).await;
     let trace = "1bf92f3577b34da6a3ce929d0e0e4799";
     let response = client()
         .get(format!("{base}/items/1"))

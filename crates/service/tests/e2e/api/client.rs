@@ -3,7 +3,7 @@
 
 use items_client::{Client, Error, types};
 
-use crate::helpers::spawn_app;
+use crate::support::spawn_app;
 
 fn etag<T>(response: &items_client::ResponseValue<T>) -> String {
     response.headers()["etag"]

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{Proxy, assert_problem, connect, server_addr, spawn_app_with};
+use crate::support::proxy::{Proxy, server_addr};
+use crate::support::{assert_problem, connect, spawn_app_with};
 
 const WAIT_TIMEOUT_MS: u64 = 500;
 

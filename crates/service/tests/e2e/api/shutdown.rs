@@ -6,42 +6,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::helpers::connect;
+use crate::support::{assert_graceful_exit, client, connect, launch, spawn_binary};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    // reqwest is built without a rustls provider of its own (see items-telemetry).
-    items_telemetry::install_crypto_provider();
     let db_url = items_testkit::fresh_database().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_items-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", &db_url)
-        .env("PORT", port.to_string())
-        .env("APP__LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let launch = launch(&db_url).log_format("json");
+    let client = client();
+    let (mut child, base) = spawn_binary(launch, Stdio::null(), &client).await;
     let created: serde_json::Value = client
         .post(format!("{base}/items"))
         .json(&serde_json::json!({ "name": "in flight" }))
@@ -78,7 +50,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // No longer accepting new connections.
-    let fresh = reqwest::Client::new()
+    let fresh = crate::support::client()
         .get(format!("{base}/health/live"))
         .send()
         .await;
@@ -94,12 +66,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .expect("the in-flight request gets its response");
     assert_eq!(response.status(), 200);
 
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within Cloud Run's 10 s window")
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-    assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert_graceful_exit(&mut child, signalled).await;
 
     // The acknowledged write is in the database.
     let name: String = connect(&db_url)

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::support::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn health_endpoints_answer() {
@@ -247,7 +247,7 @@ async fn patch_honours_if_match() {
 
     let stale = patch("\"1\"").await.unwrap();
     let problem = assert_problem(stale, 412).await;
-    assert_eq!(crate::helpers::invalid_names(&problem), ["If-Match"]);
+    assert_eq!(crate::support::invalid_names(&problem), ["If-Match"]);
     let junk = patch("not-a-tag").await.unwrap();
     assert_problem(junk, 412).await;
     // If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak tag never matches, even

@@ -16,7 +16,7 @@ use futures_util::FutureExt as _;
 use serde_json::{Value, json};
 use thirtyfour::prelude::*;
 
-use crate::helpers::spawn_app;
+use crate::support::spawn_app;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

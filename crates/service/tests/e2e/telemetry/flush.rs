@@ -2,57 +2,35 @@
 //! exits.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::io::AsyncReadExt as _;
 
-use crate::helpers::client;
-use crate::receiver::{Receiver, hex};
+use crate::support::receiver::{Receiver, hex};
+use crate::support::{assert_graceful_exit, client, launch, spawn_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_every_span() {
     let receiver = Receiver::start().await;
     let db_url = items_testkit::fresh_database().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_items-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_ENVIRONMENT", "local")
-        .env("APP__DATABASE__URL", &db_url)
-        .env("PORT", port.to_string())
-        .env("APP__LOG__FORMAT", "json")
-        .env("APP__LOG__LEVEL", "info,refinery_core=warn")
-        .env("APP__TELEMETRY__PROJECT_ID", "flush-test")
-        .env("APP__TELEMETRY__EXPORTER", "otlp")
-        .env("APP__TELEMETRY__OTLP_ENDPOINT", &receiver.endpoint)
+    let launch = launch(&db_url)
+        .log_format("json")
+        .log_level("info,refinery_core=warn")
+        .project_id("flush-test")
+        .otlp(&receiver.endpoint)
         // Nothing leaves before shutdown unless the flush sends it.
-        .env("APP__TELEMETRY__BATCH_DELAY_MS", "600000")
-        .env("APP__TELEMETRY__METRICS_INTERVAL_SECS", "3600")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .batch_delay_ms(600_000)
+        .metrics_interval_secs(3600);
+    let client = client();
+    let (mut child, base) = spawn_binary(launch, Stdio::piped(), &client).await;
     let mut stdout = child.stdout.take().unwrap();
     let logs = tokio::spawn(async move {
         let mut text = String::new();
         stdout.read_to_string(&mut text).await.map(|_| text)
     });
-    let base = format!("http://127.0.0.1:{port}");
-    let client = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(client.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let traces: Vec<String> = (0..40)
         .map(|n| format!("{:032x}", 0xf1u128 << 100 | n))
         .collect();
@@ -77,12 +55,7 @@ async fn sigterm_flushes_every_span() {
 
     let signalled = Instant::now();
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within Cloud Run's 10 s window")
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-    assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert_graceful_exit(&mut child, signalled).await;
     // Every request's server span, and its database spans, arrived before the exit.
     assert_eq!(server_spans(&receiver), traces.len());
     let db_spans = receiver
