@@ -140,39 +140,43 @@ impl Instruments {
         result
     }
 
-    pub(crate) fn register_pool_gauges(&self, pool: &Pool) {
+    /// Pool gauges summed over `pools` (one per actix worker, see `WorkerStores`).
+    pub(crate) fn register_pool_gauges(&self, pools: Vec<Pool>) {
         let meter = opentelemetry::global::meter("items-repository");
         let name = || KeyValue::new("db.client.connection.pool.name", "items");
-        let p = pool.clone();
+        let pools: Arc<[Pool]> = pools.into();
+        let total = move |pick: fn(&deadpool_postgres::Status) -> usize| -> u64 {
+            pools.iter().map(|p| pick(&p.status()) as u64).sum()
+        };
+        let sum = total.clone();
         let count = meter
             .u64_observable_gauge("db.client.connection.count")
             .with_unit("{connection}")
             .with_description("Connections in the pool, by state (idle, used).")
             .with_callback(move |o| {
-                let s = p.status();
                 o.observe(
-                    s.available as u64,
+                    sum(|s| s.available),
                     &[name(), KeyValue::new("db.client.connection.state", "idle")],
                 );
                 o.observe(
-                    s.size.saturating_sub(s.available) as u64,
+                    sum(|s| s.size.saturating_sub(s.available)),
                     &[name(), KeyValue::new("db.client.connection.state", "used")],
                 );
             })
             .build();
-        let p = pool.clone();
+        let sum = total.clone();
         let max = meter
             .u64_observable_gauge("db.client.connection.max")
             .with_unit("{connection}")
             .with_description("The pool's maximum size.")
-            .with_callback(move |o| o.observe(p.status().max_size as u64, &[name()]))
+            .with_callback(move |o| o.observe(sum(|s| s.max_size), &[name()]))
             .build();
-        let p = pool.clone();
+        let sum = total;
         let waiting = meter
             .u64_observable_gauge("db.client.connection.pending_requests")
             .with_unit("{request}")
             .with_description("Requests waiting for a connection.")
-            .with_callback(move |o| o.observe(p.status().waiting as u64, &[name()]))
+            .with_callback(move |o| o.observe(sum(|s| s.waiting), &[name()]))
             .build();
         if let Ok(mut gauges) = self.0.gauges.lock() {
             gauges.extend([count, max, waiting]);

@@ -9,7 +9,9 @@
 //! - Every pool checkout and statement is an OpenTelemetry client span (`db.system.name`,
 //!   `db.operation.name`, `db.collection.name`; never parameter values), child of the request's
 //!   span, and a `db.client.operation.duration` sample; [`PgStore::register_pool_metrics`] adds
-//!   pool gauges over `Pool::status()`. Both use the global providers set by `items-telemetry`.
+//!   pool gauges over `Pool::status()`.
+//! - The service gives each actix worker a pool of its own ([`WorkerStores`]): a connection
+//!   belongs to the runtime that opened it. Both use the global providers set by `items-telemetry`.
 
 mod error;
 mod instruments;
@@ -17,8 +19,10 @@ mod migrate;
 mod settings;
 mod sql;
 mod store;
+mod workers;
 
 pub use error::DbError;
 pub use migrate::migrate;
 pub use settings::{DatabaseSettings, PoolSettings};
 pub use store::PgStore;
+pub use workers::WorkerStores;

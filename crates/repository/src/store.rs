@@ -59,7 +59,16 @@ impl PgStore {
     /// `db.client.connection.max`, `db.client.connection.pending_requests`) with the global
     /// meter provider; they read `Pool::status()` at each collection.
     pub fn register_pool_metrics(&self) {
-        self.instruments.register_pool_gauges(&self.pool);
+        self.instruments
+            .register_pool_gauges(vec![self.pool.clone()]);
+    }
+
+    /// Gauges as [`PgStore::register_pool_metrics`], summed over `stores`' pools.
+    pub(crate) fn register_pool_metrics_of(stores: &[PgStore]) {
+        if let Some(first) = stores.first() {
+            let pools = stores.iter().map(|s| s.pool.clone()).collect();
+            first.instruments.register_pool_gauges(pools);
+        }
     }
 
     /// Forgets `Idempotency-Key`s older than `ttl`; returns how many were removed.
@@ -73,6 +82,11 @@ impl PgStore {
     /// Closes the pool: waiting and later requests fail fast.
     pub fn close(&self) {
         self.pool.close();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
     }
 
     /// Statements on `client`, prepared, traced and error-mapped by [`On`].

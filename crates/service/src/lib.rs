@@ -3,11 +3,12 @@
 mod settings;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
 use items_http::{ApiState, PageTokenCodec, RequestTelemetry};
-use items_repository::PgStore;
+use items_repository::{PgStore, WorkerStores};
 use items_telemetry::{HttpInstruments, ServiceInfo, Telemetry};
 use secrecy::ExposeSecret as _;
 
@@ -21,7 +22,7 @@ pub use settings::{
 pub struct Application {
     server: Server,
     port: u16,
-    store: PgStore,
+    stores: Arc<WorkerStores>,
     key_ttl: std::time::Duration,
     telemetry: Telemetry,
 }
@@ -59,7 +60,7 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Starts telemetry for the platform `identity` names (read once at start-up, see
-    /// [`PlatformIdentity::detect`]), applies migrations (when enabled), builds the pool and binds
+    /// [`PlatformIdentity::detect`]), applies migrations (when enabled), builds one pool per worker and binds
     /// the listener.
     pub async fn build(settings: &Settings, identity: &PlatformIdentity) -> anyhow::Result<Self> {
         Self::build_with(settings, identity, BuildOptions::default()).await
@@ -81,19 +82,31 @@ impl Application {
                 tracing::info!(migrations = ?applied, "applied database migrations");
             }
         }
-        let store = PgStore::new(&settings.database).context("building the connection pool")?;
-        store.register_pool_metrics();
+        // One pool per actix worker (`WorkerStores` says why), so the worker count is ours to set.
+        let workers = settings.server.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let stores = Arc::new(
+            WorkerStores::new(&settings.database, workers)
+                .context("building the connection pools")?,
+        );
+        stores.register_pool_metrics();
         let instruments = HttpInstruments::new(&telemetry, &settings.log);
         let extra_routes = options.extra_routes;
         let keys = settings.api.page_token_keys()?;
         let page_tokens = PageTokenCodec::new(keys.current.expose_secret().as_bytes())
             .with_previous(keys.previous.iter().map(|k| k.expose_secret().as_bytes()));
-        let state = web::Data::new(ApiState::new(store.clone(), page_tokens));
         let address = (settings.server.host.as_str(), settings.server.port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
         let port = listener.local_addr()?.port();
-        let mut server = HttpServer::new(move || {
+        let worker_stores = Arc::clone(&stores);
+        let server = HttpServer::new(move || {
+            // Runs once on each worker's thread, so each worker serves from a pool of its own.
+            let state = web::Data::new(ApiState::new(
+                worker_stores.for_worker(),
+                page_tokens.clone(),
+            ));
             let mut app = App::new()
                 .wrap(RequestTelemetry::new(instruments.clone()))
                 .configure(items_http::configure(state.clone()));
@@ -103,15 +116,13 @@ impl Application {
             app
         })
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
-        if let Some(workers) = settings.server.workers {
-            server = server.workers(workers);
-        }
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .workers(workers);
         let server = server.listen(listener)?.run();
         Ok(Self {
             server,
             port,
-            store,
+            stores,
             key_ttl: settings.database.idempotency_key_ttl(),
             telemetry,
         })
@@ -122,18 +133,21 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
-    /// `server.shutdown_timeout_secs`), closes the pool and flushes telemetry (within
+    /// `server.shutdown_timeout_secs`), closes the pools and flushes telemetry (within
     /// `telemetry.flush_timeout_ms`).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let pruner = tokio::spawn(prune_idempotency_keys(self.store.clone(), self.key_ttl));
+        let pruner = tokio::spawn(prune_idempotency_keys(
+            self.stores.any().clone(),
+            self.key_ttl,
+        ));
         shutdown_signal().await;
         pruner.abort();
         tracing::info!("shutdown signal received: draining in-flight requests");
         handle.stop(true).await;
         server.await.context("server task")?.context("server")?;
-        self.store.close();
+        self.stores.close();
         self.telemetry.shutdown().await;
         tracing::info!("stopped");
         Ok(())

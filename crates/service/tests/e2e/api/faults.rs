@@ -91,6 +91,8 @@ async fn database_down_gives_503_then_recovers() {
 #[tokio::test]
 async fn pool_exhaustion_gives_503_then_recovers() {
     let app = spawn_app_with(|s| {
+        // One worker, so its pool is the whole pool (each worker has a pool of its own).
+        s.server.workers = Some(1);
         s.database.pool.max_size = 1;
         s.database.pool.wait_timeout_ms = WAIT_TIMEOUT_MS;
     })

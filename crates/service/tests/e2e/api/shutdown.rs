@@ -5,28 +5,88 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::{Value, json};
 
-use crate::support::{assert_graceful_exit, client, connect, launch, spawn_binary};
+use crate::support::{assert_graceful_exit, client, client_builder, connect, launch, spawn_binary};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let db_url = items_testkit::fresh_database().await.unwrap();
     let launch = launch(&db_url).log_format("json");
     let client = client();
-    let (mut child, base) = spawn_binary(launch, Stdio::null(), &client).await;
-    let created: serde_json::Value = client
+    let (child, base) = spawn_binary(launch, Stdio::null(), &client).await;
+    let id = create_item(&client, &base).await;
+    patch_across_sigterm(child, &base, &db_url, &client, id, |_| async {}).await;
+}
+
+/// The database connection an in-flight request uses may have been opened by another actix
+/// worker, and a graceful stop ends idle workers first: the request must still finish.
+#[tokio::test]
+async fn sigterm_spares_a_connection_that_an_idle_worker_opened() {
+    let db_url = items_testkit::fresh_database().await.unwrap();
+    // Two workers, one database connection each at most (one in all, had they shared a pool),
+    // and a new TCP connection per request: actix-server hands accepted connections to its
+    // workers in turn, so two consecutive requests run on different workers.
+    let launch = launch(&db_url)
+        .log_format("json")
+        .workers(2)
+        .pool_max_size(1);
+    let client = client_builder().pool_max_idle_per_host(0).build().unwrap();
+    let (child, base) = spawn_binary(launch, Stdio::null(), &client).await;
+    let id = create_item(&client, &base).await;
+    let reopen = |base: String| {
+        let (client, db_url) = (client.clone(), db_url.clone());
+        async move {
+            // Close the service's connections from the server side; the next request (the GET,
+            // on one worker) opens a new one, which the PATCH (on the other worker) would then
+            // use if the workers shared a pool.
+            let admin = connect(&db_url).await;
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let got = client.get(format!("{base}/items/{id}")).send().await;
+            assert_eq!(
+                got.unwrap().status(),
+                200,
+                "the GET that reopens the connection"
+            );
+        }
+    };
+    patch_across_sigterm(child, &base, &db_url, &client, id, reopen).await;
+}
+
+async fn create_item(client: &reqwest::Client, base: &str) -> i64 {
+    let created: Value = client
         .post(format!("{base}/items"))
-        .json(&serde_json::json!({ "name": "in flight" }))
+        .json(&json!({ "name": "in flight" }))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_i64().unwrap();
+    created["id"].as_i64().unwrap()
+}
 
-    // Make a PATCH wait on a row lock so that it is in flight when SIGTERM arrives.
-    let mut blocker = connect(&db_url).await;
+/// After `before_patch`, a PATCH of item `id` waits on a row lock while SIGTERM
+/// arrives; then the lock is released. The server must stop accepting, answer the PATCH 200,
+/// exit 0 within Cloud Run's window, and the acknowledged write must be in the database.
+async fn patch_across_sigterm<F: Future<Output = ()>>(
+    mut child: tokio::process::Child,
+    base: &str,
+    db_url: &str,
+    client: &reqwest::Client,
+    id: i64,
+    before_patch: impl FnOnce(String) -> F,
+) {
+    before_patch(base.to_owned()).await;
+    let mut blocker = connect(db_url).await;
     let tx = blocker.transaction().await.unwrap();
     tx.execute("SELECT 1 FROM items WHERE id = $1 FOR UPDATE", &[&id])
         .await
@@ -69,7 +129,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_graceful_exit(&mut child, signalled).await;
 
     // The acknowledged write is in the database.
-    let name: String = connect(&db_url)
+    let name: String = connect(db_url)
         .await
         .query_one("SELECT name FROM items WHERE id = $1", &[&id])
         .await

@@ -119,14 +119,17 @@ pub async fn assert_graceful_exit(child: &mut tokio::process::Child, signalled: 
 
 /// An HTTP client that follows no redirects and gives up after 15 s.
 pub fn client() -> reqwest::Client {
+    client_builder().build().expect("client")
+}
+
+/// [`client`]'s settings, to add to.
+pub fn client_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a rustls provider of its own (see items-telemetry).
     items_telemetry::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client")
 }
 
 /// A running server on a fresh database.
