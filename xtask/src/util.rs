@@ -41,29 +41,31 @@ pub(crate) fn cargo() -> tokio::process::Command {
 
 /// Builds the service binary and returns the path cargo reports for it.
 pub(crate) async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--package",
+    let release = if release { &["--release"][..] } else { &[] };
+    cargo_build(
         SERVICE,
-        "--bin",
-        SERVICE,
-        "--message-format=json-render-diagnostics",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    let out = cmd
+        &[&["--package", SERVICE, "--bin", SERVICE], release].concat(),
+    )
+    .await
+}
+
+/// `cargo build <args>` (cargo's output on our stderr); returns the executable cargo reports for
+/// target `name`.
+pub(crate) async fn cargo_build(name: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+    let out = cargo()
+        .arg("build")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()
         .await
         .context("running cargo build")?;
     if !out.status.success() {
-        bail!("cargo build --package {SERVICE} failed ({})", out.status);
+        bail!("cargo build {} failed ({})", args.join(" "), out.status);
     }
-    executable_from_messages(&String::from_utf8_lossy(&out.stdout), SERVICE)
-        .with_context(|| format!("cargo build reported no executable for {SERVICE}"))
+    executable_from_messages(&String::from_utf8_lossy(&out.stdout), name)
+        .with_context(|| format!("cargo build reported no executable for {name}"))
 }
 
 /// The service `binary` as xtask starts it: from the workspace root, in the environment the

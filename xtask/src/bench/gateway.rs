@@ -128,29 +128,14 @@ async fn run_rounds(
 
 /// Builds the release example and returns the executable cargo reports.
 async fn build_gateway() -> anyhow::Result<PathBuf> {
-    let out = util::cargo()
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "items-local-gateway",
-            "--example",
-            EXAMPLE,
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!(
-            "cargo build of the {EXAMPLE} example failed ({})",
-            out.status
-        );
-    }
-    util::executable_from_messages(&String::from_utf8_lossy(&out.stdout), EXAMPLE)
-        .with_context(|| format!("cargo build reported no executable for {EXAMPLE}"))
+    let args = [
+        "--release",
+        "--package",
+        "items-local-gateway",
+        "--example",
+        EXAMPLE,
+    ];
+    util::cargo_build(EXAMPLE, &args).await
 }
 
 /// The environment's first region's config, rendered with the benchmark's quota.
