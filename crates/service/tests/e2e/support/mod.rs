@@ -122,6 +122,16 @@ pub fn client() -> reqwest::Client {
     client_builder().build().expect("client")
 }
 
+/// GET `url` within trace `trace`, as a call from span `parent` (a sampled W3C `traceparent`).
+pub async fn get_in_trace(url: &str, trace: &str, parent: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// [`client`]'s settings, to add to.
 pub fn client_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a rustls provider of its own (see items-telemetry).

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::support::logs::{all_lines, capture_logs, lines_of_trace};
 use crate::support::{
-    PANIC_LINE, PROJECT, USER_AGENT, client, platform, spawn_traced, traced_settings,
+    PANIC_LINE, PROJECT, USER_AGENT, client, get_in_trace, platform, spawn_traced, traced_settings,
 };
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -303,12 +303,7 @@ async fn a_5xx_is_an_error_report_with_its_cause() {
     capture_logs();
     let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
     let trace = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01";
-    let response = client()
-        .get(format!("{base}/test/fail"))
-        .header("traceparent", format!("00-{trace}-{PARENT}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&format!("{base}/test/fail"), trace, PARENT).await;
     assert_generic_500(response, trace).await;
     let lines = lines_of_trace(trace, 2).await;
     let reports: Vec<&Value> = lines.iter().filter(|l| l["severity"] == "ERROR").collect();
@@ -336,12 +331,7 @@ async fn a_panic_is_an_error_report_and_the_server_keeps_serving() {
     // More panics than workers: every worker survives its panic.
     for n in 0..4 {
         let trace = format!("6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b{n:02}");
-        let response = client()
-            .get(format!("{base}/test/panic"))
-            .header("traceparent", format!("00-{trace}-{PARENT}-01"))
-            .send()
-            .await
-            .unwrap();
+        let response = get_in_trace(&format!("{base}/test/panic"), &trace, PARENT).await;
         assert_generic_500(response, &trace).await;
         let lines = lines_of_trace(&trace, 2).await;
         let reports: Vec<&Value> = lines.iter().filter(|l| l["severity"] == "ERROR").collect();
@@ -402,12 +392,7 @@ async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
     .await;
     let base = spawn_traced(&settings, platform()).await;
     let trace = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c01";
-    let response = client()
-        .get(format!("{base}/items/1"))
-        .header("traceparent", format!("00-{trace}-{PARENT}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&format!("{base}/items/1"), trace, PARENT).await;
     assert_eq!(response.status(), 503);
     let lines = lines_of_trace(trace, 2).await;
     assert_access(access_entry(&lines), "GET", "/items/1", 503);

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use crate::support::receiver::{Receiver, attr, header, hex};
-use crate::support::{USER_AGENT, client, platform, spawn_traced, traced_settings};
+use crate::support::{USER_AGENT, client, get_in_trace, platform, spawn_traced, traced_settings};
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
@@ -225,12 +225,7 @@ async fn exports_carry_headers_are_gzipped_and_retried_after_429_502_503() {
     .await;
     let base = spawn_traced(&settings, platform()).await;
     let trace = "1bf92f3577b34da6a3ce929d0e0e4799";
-    let response = client()
-        .get(format!("{base}/items/1"))
-        .header("traceparent", format!("00-{trace}-{PARENT}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&format!("{base}/items/1"), trace, PARENT).await;
     assert_eq!(response.status(), 404);
     assert!(
         receiver
