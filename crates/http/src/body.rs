@@ -3,16 +3,10 @@
 //! at most [`MAX_BODY_BYTES`], valid UTF-8, a JSON object, and the offending field's path when a
 //! member does not fit.
 
-use std::future::Future;
-use std::marker::PhantomData;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::web::BytesMut;
-use actix_web::{FromRequest, HttpRequest};
-use futures_util::Stream as _;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -35,60 +29,25 @@ pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: RequestBody> FromRequest for JsonBody<T> {
     type Error = ApiError;
-    type Future = JsonBodyFuture<T>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let state = require_json(req, T::MEDIA_TYPES)
-            .and_then(|()| declared_length(req))
-            .map(|length| Reading {
-                payload: payload.take(),
-                // Sized from Content-Length (within the limit) so the body is copied once.
-                body: BytesMut::with_capacity(length.unwrap_or(0)),
-            })
-            .map_err(Some);
-        JsonBodyFuture {
-            state,
-            parsed: PhantomData,
-        }
-    }
-}
-
-/// Reads the body (refusing more than [`MAX_BODY_BYTES`] without buffering it), then parses it.
-/// A named future rather than a boxed one: no allocation beyond the body's buffer.
-pub(crate) struct JsonBodyFuture<T> {
-    /// The refusal, until taken, when the headers already rule the body out.
-    state: Result<Reading, Option<ApiError>>,
-    parsed: PhantomData<fn() -> T>,
-}
-
-struct Reading {
-    payload: Payload,
-    body: BytesMut,
-}
-
-impl<T: RequestBody> Future for JsonBodyFuture<T> {
-    type Output = Result<JsonBody<T>, ApiError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let reading = match &mut self.get_mut().state {
-            Ok(reading) => reading,
-            Err(refusal) => {
-                return Poll::Ready(Err(refusal
-                    .take()
-                    .unwrap_or_else(|| ApiError::Internal("body future polled again".into()))));
-            }
-        };
-        while let Some(chunk) = ready!(Pin::new(&mut reading.payload).poll_next(cx)) {
-            let chunk = chunk
-                .map_err(|e| ApiError::MalformedBody(format!("reading the body failed: {e}")))?;
-            if reading.body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Poll::Ready(Err(ApiError::PayloadTooLarge {
+        // The headers may rule the body out before any of it is read.
+        let checked = require_json(req, T::MEDIA_TYPES).and_then(|()| declared_length(req));
+        let payload = web::Payload::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            checked?;
+            let body = payload
+                .map_err(|e| ApiError::MalformedBody(format!("reading the body failed: {e}")))?
+                // Stops reading, without buffering the rest, once the limit is passed.
+                .to_bytes_limited(MAX_BODY_BYTES)
+                .await
+                .map_err(|_| ApiError::PayloadTooLarge {
                     limit: MAX_BODY_BYTES,
-                }));
-            }
-            reading.body.extend_from_slice(&chunk);
-        }
-        Poll::Ready(parse_json(&reading.body).map(JsonBody))
+                })?
+                .map_err(|e| ApiError::MalformedBody(format!("reading the body failed: {e}")))?;
+            parse_json(&body).map(JsonBody)
+        })
     }
 }
 
@@ -120,9 +79,9 @@ fn require_json(req: &HttpRequest, accepted: &[&str]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The declared `Content-Length`, refused (413) above [`MAX_BODY_BYTES`] before any of the body
+/// A declared `Content-Length` above [`MAX_BODY_BYTES`] is refused (413) before any of the body
 /// is read.
-fn declared_length(req: &HttpRequest) -> Result<Option<usize>, ApiError> {
+fn declared_length(req: &HttpRequest) -> Result<(), ApiError> {
     match req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -132,8 +91,7 @@ fn declared_length(req: &HttpRequest) -> Result<Option<usize>, ApiError> {
         Some(len) if len > MAX_BODY_BYTES as u64 => Err(ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         }),
-        // Within the limit, so it fits a usize.
-        len => Ok(len.map(|len| len as usize)),
+        _ => Ok(()),
     }
 }
 
