@@ -1401,12 +1401,13 @@ let response = client.list_items()
     /**Create an item
 
 With an `Idempotency-Key`, repeating the same request replays the first answer
-(`Idempotent-Replayed: true`); the same key with another body is a 422.
+(`Idempotent-Replayed: true`), or a 409 once that item has been deleted; the same key with
+another body is a 422.
 
 Sends a `POST` request to `/items`
 
 Arguments:
-- `idempotency_key`: 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed or deleted (for `database.idempotency_key_ttl_hours`); the same key with another body is a 422. Never reuse a key for a different request.
+- `idempotency_key`: 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed (for `database.idempotency_key_ttl_hours`), and is a 409 once the item has been deleted; the same key with another body is a 422. Never reuse a key for a different request.
 - `body`
 ```ignore
 let response = client.create_item()

@@ -102,7 +102,8 @@ export interface paths {
         /**
          * Create an item
          * @description With an `Idempotency-Key`, repeating the same request replays the first answer
-         *     (`Idempotent-Replayed: true`); the same key with another body is a 422.
+         *     (`Idempotent-Replayed: true`), or a 409 once that item has been deleted; the same key with
+         *     another body is a 422.
          */
         post: operations["create_item"];
         delete?: never;
@@ -459,7 +460,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed or deleted (for `database.idempotency_key_ttl_hours`); the same key with another body is a 422. Never reuse a key for a different request. */
+                /** @description 1 to 255 visible ASCII characters, unique per create the client means: retrying the same request with the same key replays the first answer, also after the item was changed (for `database.idempotency_key_ttl_hours`), and is a 409 once the item has been deleted; the same key with another body is a 422. Never reuse a key for a different request. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
