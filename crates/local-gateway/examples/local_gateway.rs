@@ -5,6 +5,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+/// mimalloc rather than glibc's allocator, as the service: glibc's malloc and free were 14% of the
+/// gateway's CPU samples under `cargo xtask bench --through-gateway` (`perf record`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use items_local_gateway::{GatewayConfig, LocalGateway, LogSink};
 
 #[tokio::main]
