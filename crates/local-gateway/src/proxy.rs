@@ -19,7 +19,7 @@ mod trace;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::MessageBody as _;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -36,18 +36,10 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(state);
-    // reqwest needs a rustls provider when some crate of the build enables its rustls feature
-    // (the backend is plain HTTP, but the client builder insists).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(HttpServer::new(move || {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .expect("a plain HTTP client builds");
         App::new()
             .app_data(data.clone())
-            .app_data(web::Data::new(client))
+            .app_data(web::Data::new(router::backend_client()))
             .default_service(web::to(handle))
     })
     .workers(workers)
@@ -62,7 +54,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
-    client: web::Data<reqwest::Client>,
+    client: web::Data<router::BackendClient>,
 ) -> HttpResponse {
     let start = Instant::now();
     let (trace_id, span_id, sampled) = trace::ids(&req);
@@ -105,7 +97,7 @@ async fn process(
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
-    client: &reqwest::Client,
+    client: &router::BackendClient,
     entry: &mut Entry,
 ) -> Result<HttpResponse, Refusal> {
     limits::check_headers(req)?;
@@ -148,8 +140,9 @@ async fn process(
     };
     let headers = router::upstream_headers(req, state, backend, &caller, &paths, entry)
         .map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
-    let url = format!("{}{}", state.backend_base, paths.upstream);
-    let response = router::forward(client, req, backend, &url, headers, body).await?;
+    let uri = http::Uri::try_from(format!("{}{}", state.backend_base, paths.upstream))
+        .map_err(|e| Refusal::new("upstream_uri_invalid", 500, e.to_string()))?;
+    let response = router::forward(client, req, backend, uri, headers, body).await?;
     entry.response_code_detail = "via_upstream".into();
     Ok(response)
 }

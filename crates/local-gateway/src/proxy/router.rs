@@ -3,11 +3,16 @@
 //! the backend's answer relayed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::{Instant, timeout_at};
 
 use super::path_rewrite::Paths;
 use super::reply::Refusal;
@@ -120,12 +125,12 @@ fn backend_auth(out: &mut HeaderMap, state: &State, backend: &Backend) -> Result
     }
     let audience = backend
         .jwt_audience
-        .clone()
-        .unwrap_or_else(|| backend.address_origin().to_owned());
-    let token = state
-        .id_token(&audience)
+        .as_deref()
+        .unwrap_or_else(|| backend.address_origin());
+    let bearer = state
+        .id_token_bearer(audience)
         .map_err(|_| format!("Token not found for audience: {audience}"))?;
-    set(out, "authorization", &format!("Bearer {token}"));
+    out.insert(http::header::AUTHORIZATION, bearer);
     Ok(())
 }
 
@@ -172,69 +177,67 @@ fn trace_headers(out: &mut HeaderMap, entry: &Entry) {
     );
 }
 
-/// The router: sends the request to `url` within the route's deadline and relays the answer, or
+/// The backend client of one worker: hyper's pooled HTTP/1 client. The upstream `Host` is the
+/// URI's (hyper sets it); no header is added that the client did not send or the filters set.
+pub(super) type BackendClient = Client<HttpConnector, Full<web::Bytes>>;
+
+pub(super) fn backend_client() -> BackendClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// The router: sends the request to `uri` within the route's deadline and relays the answer, or
 /// refuses as Envoy does on a timeout, a failed connection or a reset.
 pub(super) async fn forward(
-    client: &reqwest::Client,
+    client: &BackendClient,
     req: &HttpRequest,
     backend: &Backend,
-    url: &str,
+    uri: http::Uri,
     headers: HeaderMap,
     body: web::Bytes,
 ) -> Result<HttpResponse, Refusal> {
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-        .unwrap_or(reqwest::Method::GET);
-    let deadline = backend.deadline;
-    let begun = Instant::now();
+    let method =
+        http::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(http::Method::GET);
+    let deadline = Instant::now() + backend.deadline;
+    let timeout = || Refusal::new("upstream_response_timeout", 504, "upstream request timeout");
     let mut attempt = 0;
     let upstream = loop {
-        let remaining = deadline.saturating_sub(begun.elapsed());
-        let sent = client
-            .request(method.clone(), url)
-            .headers(headers.clone())
-            .body(reqwest::Body::from(body.clone()))
-            .timeout(remaining)
-            .send()
-            .await;
-        match sent {
-            Err(e) if e.is_connect() && attempt == 0 => attempt += 1,
-            other => break other,
+        let mut request = http::Request::new(Full::new(body.clone()));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers.clone();
+        match timeout_at(deadline, client.request(request)).await {
+            Err(_) => return Err(timeout()),
+            Ok(Err(e)) if e.is_connect() && attempt == 0 => attempt += 1,
+            Ok(Err(e)) => return Err(send_failure(&e)),
+            Ok(Ok(response)) => break response,
         }
     };
-    let upstream = match upstream {
-        Ok(r) => r,
-        Err(e) => return Err(send_failure(&e)),
-    };
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let (parts, body) = upstream.into_parts();
+    let status = StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
-    for (name, value) in upstream.headers() {
+    for (name, value) in &parts.headers {
         if HOP_BY_HOP.contains(&name.as_str()) {
             continue;
         }
         response.append_header((name.as_str(), value.as_bytes()));
     }
-    let remaining = deadline.saturating_sub(begun.elapsed());
-    match tokio::time::timeout(remaining, upstream.bytes()).await {
-        Ok(Ok(bytes)) => Ok(response.body(bytes)),
+    match timeout_at(deadline, body.collect()).await {
+        Ok(Ok(collected)) => Ok(response.body(collected.to_bytes())),
         Ok(Err(_)) => Err(Refusal::new(
             "upstream_reset_after_response_started",
             502,
             "upstream reset after response started",
         )),
-        Err(_) => Err(Refusal::new(
-            "upstream_response_timeout",
-            504,
-            "upstream request timeout",
-        )),
+        Err(_) => Err(timeout()),
     }
 }
 
 /// Envoy's refusal when no response headers came back.
-fn send_failure(e: &reqwest::Error) -> Refusal {
-    if e.is_timeout() {
-        return Refusal::new("upstream_response_timeout", 504, "upstream request timeout");
-    }
+fn send_failure(e: &hyper_util::client::legacy::Error) -> Refusal {
     if e.is_connect() {
         return Refusal::new(
             "upstream_reset_before_response_started{remote_connection_failure}",

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use http::HeaderValue;
+
 use crate::config::GatewayConfig;
 use crate::jwt;
 use crate::keys::{self, SigningKey};
@@ -21,8 +23,8 @@ pub struct State {
     pub(super) quotas: Quotas,
     pub(super) jwt_cache: jwt::Cache,
     google: SigningKey,
-    /// audience → (ID token, expiry in seconds since the epoch).
-    id_tokens: Mutex<HashMap<String, (String, u64)>>,
+    /// audience → (`Bearer <ID token>`, expiry in seconds since the epoch).
+    id_tokens: Mutex<HashMap<String, (HeaderValue, u64)>>,
     pub(super) log: log::Context,
     pub(super) backend_base: String,
     pub(super) consumer_number: String,
@@ -63,15 +65,15 @@ impl State {
         }
     }
 
-    /// The cached backend ID token for `audience` (ESPv2 caches the token it gets from the
-    /// metadata server until shortly before it expires).
-    pub(super) fn id_token(&self, audience: &str) -> anyhow::Result<String> {
+    /// `Bearer <the backend ID token for audience>`, cached (ESPv2 caches the token it gets from
+    /// the metadata server until shortly before it expires).
+    pub(super) fn id_token_bearer(&self, audience: &str) -> anyhow::Result<HeaderValue> {
         let now = keys::now_secs();
         let mut cache = self.id_tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((token, exp)) = cache.get(audience)
+        if let Some((bearer, exp)) = cache.get(audience)
             && *exp > now + 300
         {
-            return Ok(token.clone());
+            return Ok(bearer.clone());
         }
         let token = keys::backend_id_token(
             &self.google,
@@ -79,8 +81,9 @@ impl State {
             &self.config.gateway_service_account,
             now,
         )?;
-        cache.insert(audience.to_owned(), (token.clone(), now + 3600));
-        Ok(token)
+        let bearer = HeaderValue::try_from(format!("Bearer {token}"))?;
+        cache.insert(audience.to_owned(), (bearer.clone(), now + 3600));
+        Ok(bearer)
     }
 
     pub(super) fn api_method(&self, operation_id: &str) -> String {

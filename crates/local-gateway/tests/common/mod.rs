@@ -133,6 +133,7 @@ impl Tap {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        install_rustls_provider();
         let state = web::Data::new(TapState {
             target: target.to_owned(),
             seen: seen.clone(),
@@ -160,6 +161,12 @@ impl Drop for Tap {
     }
 }
 
+/// reqwest is built without a TLS provider of its own (no aws-lc in the build): ring it is, before
+/// the first client is built, as in the service.
+fn install_rustls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A gateway enforcing `config` in front of `backend_url`, logging into memory.
 pub struct Gw {
     pub gateway: LocalGateway,
@@ -173,6 +180,7 @@ pub async fn gateway_with(
     customise: impl FnOnce(&mut GatewayConfig),
 ) -> Gw {
     let logs = Arc::new(Mutex::new(Vec::new()));
+    install_rustls_provider();
     let mut cfg = GatewayConfig::new(config, backend_url);
     cfg.log = LogSink::Memory(logs.clone());
     cfg.gateway_service_account = "gw@local-project.iam.gserviceaccount.com".into();
