@@ -27,6 +27,8 @@ pub struct State {
     id_tokens: Mutex<HashMap<String, (HeaderValue, u64)>>,
     pub(super) log: log::Context,
     pub(super) backend_base: String,
+    /// `1.<service name with _ for . and ->`: the log's `api_method` without the operation.
+    api_method_prefix: String,
     pub(super) consumer_number: String,
 }
 
@@ -43,6 +45,7 @@ impl State {
             config_id: config.config_id.clone(),
             producer_project: config.producer_project.clone(),
         };
+        let api_method_prefix = format!("1.{}", spec.service_name().replace(['.', '-'], "_"));
         let backend_base = config.backend_url.trim_end_matches('/').to_owned();
         let digest =
             ring::digest::digest(&ring::digest::SHA256, config.producer_project.as_bytes());
@@ -61,6 +64,7 @@ impl State {
             id_tokens: Mutex::new(HashMap::new()),
             log,
             backend_base,
+            api_method_prefix,
             consumer_number,
         }
     }
@@ -87,9 +91,6 @@ impl State {
     }
 
     pub(super) fn api_method(&self, operation_id: &str) -> String {
-        format!(
-            "1.{}.{operation_id}",
-            self.spec.service_name().replace(['.', '-'], "_")
-        )
+        format!("{}.{operation_id}", self.api_method_prefix)
     }
 }

@@ -2,17 +2,16 @@
 //! and `x-request-id`.
 
 use actix_web::HttpRequest;
-use ring::rand::SecureRandom as _;
 
 use super::request::header;
 
 /// The trace (incoming or new), the gateway's span id and whether the trace is sampled.
 pub(super) fn ids(req: &HttpRequest) -> (String, String, bool) {
-    // One draw of randomness for a new trace id and the gateway's span id.
-    let mut random = [0u8; 24];
-    let _ = ring::rand::SystemRandom::new().fill(&mut random);
-    let (trace_id, sampled) = trace_context(req).unwrap_or_else(|| (hex(&random[..16]), true));
-    (trace_id, hex(&random[16..]), sampled)
+    // Ids need to be unique, not secret: a thread-local generator (as OpenTelemetry's SDK uses),
+    // where the operating system's took a system call per id.
+    let (trace_id, sampled) =
+        trace_context(req).unwrap_or_else(|| (hex(&fastrand::u128(1..).to_be_bytes()), true));
+    (trace_id, hex(&fastrand::u64(1..).to_be_bytes()), sampled)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -49,8 +48,7 @@ fn trace_context(req: &HttpRequest) -> Option<(String, bool)> {
 
 /// A random (version 4) UUID.
 pub(super) fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
