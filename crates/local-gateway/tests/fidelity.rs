@@ -762,3 +762,56 @@ async fn a_key_on_a_route_that_needs_none_is_not_checked_but_counts_for_quota() 
     }
     panic!("three minute boundaries in a row");
 }
+
+#[tokio::test]
+async fn a_key_of_a_project_without_the_api_enabled_is_403_permission_denied() {
+    let stub = Stub::start().await;
+    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |c| {
+        c.api_keys_not_enabled.push("key-of-another-project".into());
+    })
+    .await;
+    let t = firebase_token("u");
+    let message = "PERMISSION_DENIED: API fidelity.apigateway.local-project.cloud.goog is not enabled for the project.";
+    for request in [
+        gw.get("/v1/shelves?key=key-of-another-project"),
+        gw.get("/v1/shelves")
+            .header("x-api-key", "key-of-another-project"),
+    ] {
+        let r = request
+            .header("authorization", bearer(&t))
+            .send()
+            .await
+            .expect("r");
+        let headers = assert_reply(r, 403, message).await;
+        assert!(headers.get("x-stub").is_none(), "the backend is not called");
+        assert!(headers.get("www-authenticate").is_none());
+    }
+    let logs = gw.logs();
+    for log in &logs {
+        assert_eq!(log["severity"], "ERROR");
+        assert_eq!(log["http_status_code"], 403);
+        assert_eq!(log["httpRequest"]["status"], 403);
+        assert_eq!(log["api_key_state"], "NOT ENABLED");
+        assert_eq!(log["api_key"], "key-of-another-project");
+        assert_eq!(
+            log["response_code_detail"],
+            "service_control_check_error{SERVICE_NOT_ACTIVATED}"
+        );
+        assert_eq!(
+            log["api_method"],
+            "1.fidelity_apigateway_local_project_cloud_goog.list_shelves"
+        );
+    }
+    // The key is only checked where one is required.
+    let e = echo(
+        gw.get("/open?key=key-of-another-project")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!(e["path"], "/open?key=key-of-another-project");
+    assert_eq!(gw.logs()[2]["api_key_state"], "NOT CHECKED");
+    // The usual keys still pass.
+    echo_bearer(&gw, &format!("/v1/shelves?key={KEY}"), &t).await;
+}
