@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The API keys that pass the key check.
     pub api_keys: Vec<String>,
+    /// API keys of a project that has not enabled the API: Service Control's Check answers
+    /// `SERVICE_NOT_ACTIVATED` for them, and the gateway 403 `PERMISSION_DENIED: API <service>
+    /// is not enabled for the project.` (empty by default).
+    pub api_keys_not_enabled: Vec<String>,
     /// The identity in the backend ID token's `email` (the config's gateway service account,
     /// given to API Gateway with the config and therefore not in the file).
     pub gateway_service_account: String,
@@ -58,6 +62,7 @@ impl GatewayConfig {
             backend_url: backend_url.into(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             api_keys: vec![LOCAL_API_KEY.to_owned()],
+            api_keys_not_enabled: Vec::new(),
             gateway_service_account: "local-gateway@local-project.iam.gserviceaccount.com".into(),
             producer_project: "local-project".into(),
             config_id: "local".into(),

@@ -63,8 +63,9 @@ pub struct Requirements {
     /// api-compiler `AuthBuilder.isApiKeyRequired`: only when every alternative has an apiKey
     /// scheme (an OR with a key-less alternative makes the key optional).
     pub api_key: bool,
-    /// JWT providers of every alternative, flattened (`AuthRuleGenerator`); a JWT is required
-    /// when this is not empty and any one of them may verify it.
+    /// JWT providers of every alternative and of every requirement, flattened
+    /// (`AuthRuleGenerator`); a JWT is required when this is not empty and any one of them may
+    /// verify it, also when one requirement ANDs two providers (see `Schemes::requirements`).
     pub jwt_providers: Vec<String>,
 }
 
@@ -76,6 +77,8 @@ pub struct Backend {
     pub jwt_audience: Option<String>,
     pub disable_auth: bool,
     pub deadline: Duration,
+    /// The ID token's audience without `jwt_audience`, from `address`.
+    default_audience: String,
 }
 
 impl Backend {
@@ -95,10 +98,13 @@ impl Backend {
             }
             None => default_translation,
         };
+        // No deadline, or one ≤ 0, is ESPv2's default (esp-v2 `routegen/util.go`,
+        // `routegen/helpers/deadline.go`).
         let deadline = match v.get("deadline").and_then(Value::as_f64) {
             Some(s) if s > 0.0 => Duration::from_secs_f64(s),
             _ => DEFAULT_DEADLINE,
         };
+        let default_audience = default_audience(&address);
         Ok(Self {
             address,
             translation,
@@ -111,6 +117,7 @@ impl Backend {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             deadline,
+            default_audience,
         })
     }
 
@@ -123,12 +130,32 @@ impl Backend {
         rest.find('/').map_or("", |i| &rest[i..])
     }
 
-    /// Scheme and host of `address`: ESPv2's audience when `jwt_audience` is absent
-    /// (`filtergen/backend_auth.go`).
+    /// Scheme and host of `address`: ESPv2's audience when `jwt_audience` is absent.
     pub fn address_origin(&self) -> &str {
-        let path = self.address_path();
-        &self.address[..self.address.len() - path.len()]
+        &self.default_audience
     }
+}
+
+/// esp-v2 `filtergen/backend_auth.go` `BackendAddressToJWTAud`: `https://<hostname>` when the
+/// scheme ends in `s` (TLS, `util.ParseBackendProtocol`), else `http://<hostname>`; no scheme
+/// means `https` (`util.ParseURI`); port, user info and path are dropped (Go's `URL.Hostname`).
+fn default_audience(address: &str) -> String {
+    let (scheme, rest) = address.split_once("://").unwrap_or(("https", address));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            host
+        }
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tls = scheme.to_ascii_lowercase().ends_with('s');
+    format!("{}://{host}", if tls { "https" } else { "http" })
 }
 
 /// One method of one path.
@@ -265,6 +292,15 @@ impl Schemes {
     }
 
     /// What a `security` list requires.
+    ///
+    /// JWT providers are ORed even when one requirement ANDs them (`[{a: [], b: []}]`): the
+    /// service config gives ESPv2 one flat list of `AuthRequirement`s per operation, and ESPv2
+    /// turns it into a single Envoy `requires_any` (a bare `provider_name` when there is one
+    /// provider) and never emits `requires_all` (esp-v2 @3dcedb6
+    /// `src/go/configgenerator/filtergen/jwt_authn.go`, `makeJwtRequirement`). A token of either
+    /// provider is therefore accepted. api-compiler refuses such a config ("…logically
+    /// ANDed…", `AuthRequirementValidator`, 2020); whether Google's hosted converter still does
+    /// is [not confirmed], so the local gateway loads it and behaves as ESPv2 would.
     fn requirements(&self, security: &Value) -> Result<Requirements, SpecError> {
         let alternatives = security.as_array().cloned().unwrap_or_default();
         let mut req = Requirements::default();
@@ -416,4 +452,91 @@ fn parse_provider(name: &str, issuer: &str, def: &Value) -> Result<Provider, Spe
         audiences,
         locations,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIDELITY: &[u8] = include_bytes!("../tests/fixtures/fidelity.yaml");
+
+    fn operation<'a>(spec: &'a Spec, template: &str, method: &str) -> &'a Operation {
+        let route = spec
+            .routes
+            .iter()
+            .find(|r| r.template.text == template)
+            .unwrap_or_else(|| panic!("no route {template}"));
+        &route.operations[method]
+    }
+
+    fn backend<'a>(spec: &'a Spec, template: &str) -> &'a Backend {
+        operation(spec, template, "GET")
+            .backend
+            .as_ref()
+            .expect("x-google-backend")
+    }
+
+    #[test]
+    fn without_a_deadline_the_backend_gets_espv2s_default_of_15_s() {
+        let spec = Spec::parse(FIDELITY).expect("the fixture parses");
+        // `/open` has no `deadline`; `/slow` has 0.5.
+        assert_eq!(backend(&spec, "/open").deadline, Duration::from_secs(15));
+        assert_eq!(backend(&spec, "/slow").deadline, Duration::from_millis(500));
+        // 0 and negative deadlines are "not specified" (esp-v2 `routegen/util.go`).
+        for deadline in ["0", "-3"] {
+            let yaml = format!(
+                "swagger: '2.0'\nhost: svc.example\npaths:\n  /a:\n    get:\n      operationId: a\n      x-google-backend:\n        address: https://b.example\n        deadline: {deadline}\n"
+            );
+            let spec = Spec::parse(yaml.as_bytes()).expect("parses");
+            assert_eq!(
+                backend(&spec, "/a").deadline,
+                DEFAULT_DEADLINE,
+                "{deadline}"
+            );
+        }
+        assert_eq!(DEFAULT_DEADLINE, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn two_jwt_providers_anded_in_one_requirement_are_either_one() {
+        let spec = Spec::parse(FIDELITY).expect("the fixture parses");
+        let mut both = operation(&spec, "/both-jwts", "GET").requirements.clone();
+        both.jwt_providers.sort();
+        assert_eq!(
+            both,
+            Requirements {
+                api_key: false,
+                jwt_providers: vec!["custom".into(), "firebase".into()],
+            }
+        );
+        // The same as listing them as alternatives.
+        let mut any = operation(&spec, "/any-jwt", "GET").requirements.clone();
+        any.jwt_providers.sort();
+        assert_eq!(both, any);
+        // A key ANDed with a JWT stays required.
+        let shelves = &operation(&spec, "/v1/shelves", "GET").requirements;
+        assert!(shelves.api_key);
+        assert_eq!(shelves.jwt_providers, ["firebase"]);
+    }
+
+    #[test]
+    fn without_jwt_audience_the_audience_is_the_address_scheme_and_host() {
+        let spec = Spec::parse(FIDELITY).expect("the fixture parses");
+        let b = backend(&spec, "/no-audience");
+        assert_eq!(b.jwt_audience, None);
+        assert_eq!(b.address_origin(), "https://other-backend.example.run.app");
+        assert_eq!(b.address_path(), "/base/");
+        for (address, audience) in [
+            ("https://x.run.app", "https://x.run.app"),
+            ("https://x.run.app:8443/p?q=1", "https://x.run.app"),
+            ("HTTPS://x.run.app/", "https://x.run.app"),
+            ("http://10.0.0.1:8080/api", "http://10.0.0.1"),
+            ("grpcs://g.example:443", "https://g.example"),
+            ("grpc://g.example", "http://g.example"),
+            ("x.run.app/p", "https://x.run.app"),
+            ("http://[::1]:8080/p", "http://::1"),
+        ] {
+            assert_eq!(default_audience(address), audience, "{address}");
+        }
+    }
 }

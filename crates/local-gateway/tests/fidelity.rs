@@ -18,7 +18,9 @@ async fn fixture_gateway() -> (Stub, Gw) {
     (stub, gw)
 }
 
-async fn echo(response: reqwest::Response) -> Value {
+/// Sends `request` and returns the backend's echo of it.
+async fn echo(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.expect("request");
     assert_eq!(response.status(), 200, "the request reaches the backend");
     assert_eq!(response.headers()["x-stub"], "yes");
     response.json().await.expect("echo json")
@@ -26,18 +28,25 @@ async fn echo(response: reqwest::Response) -> Value {
 
 /// GETs `path` with `Authorization: Bearer <token>` and returns the backend's echo.
 async fn echo_bearer(gw: &Gw, path: &str, token: &str) -> Value {
-    echo(
-        gw.get(path)
-            .header("authorization", bearer(token))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await
+    echo(gw.get(path).header("authorization", bearer(token))).await
 }
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// The claims of the ID token the backend got in `Authorization` (in a backend echo), after
+/// checking that Google issued it for the gateway's service account.
+fn backend_id_token(echo: &Value) -> Value {
+    let id = echo["headers"]["authorization"]
+        .as_str()
+        .expect("the backend gets an Authorization")
+        .strip_prefix("Bearer ")
+        .expect("a Bearer token");
+    let c = claims(id);
+    assert_eq!(c["iss"], "https://accounts.google.com");
+    assert_eq!(c["email"], "gw@local-project.iam.gserviceaccount.com");
+    c
 }
 
 // ----- routing ---------------------------------------------------------------------------------
@@ -115,7 +124,7 @@ async fn append_path_to_address_and_constant_address_rewrite_as_espv2_does() {
     let e = echo_bearer(&gw, "/v1/shelves/123/books/456?timezone=EST", &t).await;
     assert_eq!(e["path"], "/getBook?timezone=EST&shelf=123&book=456");
     // An address without a path leaves the path alone.
-    let e = echo(gw.get("/open?x=1").send().await.expect("r")).await;
+    let e = echo(gw.get("/open?x=1")).await;
     assert_eq!(e["path"], "/open?x=1");
     assert!(e["headers"].get("x-envoy-original-path").is_none());
 }
@@ -140,10 +149,7 @@ async fn the_backend_gets_an_id_token_the_forwarded_authorization_and_the_userin
             .header("authorization", bearer(&t))
             .header("x-forwarded-authorization", "Bearer spoofed")
             .header("x-apigateway-api-userinfo", "spoofed")
-            .header("user-agent", "fidelity-test")
-            .send()
-            .await
-            .expect("r"),
+            .header("user-agent", "fidelity-test"),
     )
     .await;
     let h = &e["headers"];
@@ -153,24 +159,19 @@ async fn the_backend_gets_an_id_token_the_forwarded_authorization_and_the_userin
     assert_eq!(h["x-apigateway-api-userinfo"], segment);
     assert!(!segment.contains('='));
     // The Google-signed ID token.
-    let id = h["authorization"]
-        .as_str()
-        .expect("authorization")
-        .strip_prefix("Bearer ")
-        .expect("bearer");
-    let c = claims(id);
-    assert_eq!(c["iss"], "https://accounts.google.com");
+    let c = backend_id_token(&e);
     assert_eq!(c["aud"], "https://backend.example.run.app");
-    assert_eq!(c["email"], "gw@local-project.iam.gserviceaccount.com");
     assert_eq!(c["email_verified"], true);
     assert!(c["exp"].as_i64().expect("exp") > c["iat"].as_i64().expect("iat"));
-    // It verifies with the local Google key.
-    let header = claims_of_header(id);
+    // Signed with RS256 (the local Google key).
+    let id = h["authorization"].as_str().expect("authorization");
+    let header = claims_of_header(id.strip_prefix("Bearer ").expect("bearer"));
     assert_eq!(header["alg"], "RS256");
     // Host is the backend's; forwarding headers; trace context started; a request id.
     assert_eq!(h["host"], stub.url.trim_start_matches("http://"));
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["forwarded"], "for=\"127.0.0.1\";proto=http");
     assert_eq!(h["user-agent"], "fidelity-test");
     let traceparent = h["traceparent"].as_str().expect("traceparent");
     assert_eq!(traceparent.len(), 55, "{traceparent}");
@@ -240,10 +241,7 @@ async fn incoming_trace_context_is_continued() {
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )
-            .header("x-request-id", "my-request")
-            .send()
-            .await
-            .expect("r"),
+            .header("x-request-id", "my-request"),
     )
     .await;
     let tp = e["headers"]["traceparent"].as_str().expect("traceparent");
@@ -261,10 +259,7 @@ async fn disable_auth_leaves_authorization_alone_and_open_routes_pass_a_client_u
     let e = echo(
         gw.get("/open")
             .header("authorization", "Bearer client-token")
-            .header("x-apigateway-api-userinfo", "client-copy")
-            .send()
-            .await
-            .expect("r"),
+            .header("x-apigateway-api-userinfo", "client-copy"),
     )
     .await;
     assert_eq!(e["headers"]["authorization"], "Bearer client-token");
@@ -343,23 +338,92 @@ async fn api_keys_missing_401_invalid_400_from_key_api_key_or_x_api_key() {
         gw.get(&format!("/v1/shelves?api_key={KEY}")),
         gw.get("/v1/shelves").header("x-api-key", KEY),
     ] {
-        echo(
-            request
-                .header("authorization", bearer(&t))
-                .send()
-                .await
-                .expect("r"),
-        )
-        .await;
+        echo(request.header("authorization", bearer(&t))).await;
     }
-    // `key` is looked at before `api_key` and the header.
-    let r = gw
-        .get(&format!("/v1/shelves?key=wrong&api_key={KEY}"))
-        .header("authorization", bearer(&t))
-        .send()
-        .await
-        .expect("r");
-    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn the_key_is_taken_from_query_key_then_api_key_then_header_x_api_key() {
+    let (_stub, gw) = fixture_gateway().await;
+    let t = firebase_token("u");
+    let invalid = "INVALID_ARGUMENT: API key not valid. Please pass a valid API key.";
+    // Each pair: the location that wins holds a wrong key, the one after it the right one.
+    for request in [
+        gw.get(&format!("/v1/shelves?api_key={KEY}&key=wrong")),
+        gw.get("/v1/shelves?key=wrong").header("x-api-key", KEY),
+        gw.get("/v1/shelves?api_key=wrong").header("x-api-key", KEY),
+    ] {
+        let r = request
+            .header("authorization", bearer(&t))
+            .send()
+            .await
+            .expect("r");
+        let headers = assert_reply(r, 400, invalid).await;
+        assert!(headers.get("www-authenticate").is_none());
+    }
+    // And the other way round: the right key where it wins passes.
+    for request in [
+        gw.get(&format!("/v1/shelves?api_key=wrong&key={KEY}")),
+        gw.get(&format!("/v1/shelves?key={KEY}"))
+            .header("x-api-key", "wrong"),
+        gw.get(&format!("/v1/shelves?api_key={KEY}"))
+            .header("x-api-key", "wrong"),
+    ] {
+        echo(request.header("authorization", bearer(&t))).await;
+    }
+    let keys: Vec<_> = gw.logs().iter().map(|l| l["api_key"].clone()).collect();
+    assert_eq!(
+        keys,
+        ["wrong", "wrong", "wrong", KEY, KEY, KEY].map(Value::from),
+        "the key each request was judged by"
+    );
+}
+
+#[tokio::test]
+async fn a_key_of_a_project_without_the_api_enabled_is_403_permission_denied() {
+    let stub = Stub::start().await;
+    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |c| {
+        c.api_keys_not_enabled.push("key-of-another-project".into());
+    })
+    .await;
+    let t = firebase_token("u");
+    let message = "PERMISSION_DENIED: API fidelity.apigateway.local-project.cloud.goog is not enabled for the project.";
+    for request in [
+        gw.get("/v1/shelves?key=key-of-another-project"),
+        gw.get("/v1/shelves")
+            .header("x-api-key", "key-of-another-project"),
+    ] {
+        let r = request
+            .header("authorization", bearer(&t))
+            .send()
+            .await
+            .expect("r");
+        let headers = assert_reply(r, 403, message).await;
+        assert!(headers.get("x-stub").is_none(), "the backend is not called");
+        assert!(headers.get("www-authenticate").is_none());
+    }
+    let logs = gw.logs();
+    for log in &logs {
+        assert_eq!(log["severity"], "ERROR");
+        assert_eq!(log["http_status_code"], 403);
+        assert_eq!(log["httpRequest"]["status"], 403);
+        assert_eq!(log["api_key_state"], "NOT ENABLED");
+        assert_eq!(log["api_key"], "key-of-another-project");
+        assert_eq!(
+            log["response_code_detail"],
+            "service_control_check_error{SERVICE_NOT_ACTIVATED}"
+        );
+        assert_eq!(
+            log["api_method"],
+            "1.fidelity_apigateway_local_project_cloud_goog.list_shelves"
+        );
+    }
+    // The key is only checked where one is required.
+    let e = echo(gw.get("/open?key=key-of-another-project")).await;
+    assert_eq!(e["path"], "/open?key=key-of-another-project");
+    assert_eq!(gw.logs()[2]["api_key_state"], "NOT CHECKED");
+    // The usual keys still pass.
+    echo_bearer(&gw, &format!("/v1/shelves?key={KEY}"), &t).await;
 }
 
 #[tokio::test]
@@ -396,14 +460,22 @@ async fn jwt_failure(gw: &Gw, token: &str, status: u16, message: &str) {
         .send()
         .await
         .expect("r");
-    let headers = assert_reply(r, status, message).await;
+    assert_invalid_token(gw, r, &path, status, message).await;
+}
+
+/// Asserts Envoy's reply to a JWT that is present but refused: the local reply and
+/// `WWW-Authenticate` with the request's URI as realm and `error="invalid_token"`.
+async fn assert_invalid_token(
+    gw: &Gw,
+    response: reqwest::Response,
+    path: &str,
+    status: u16,
+    message: &str,
+) {
+    let headers = assert_reply(response, status, message).await;
     assert_eq!(
         headers["www-authenticate"],
-        format!(
-            "Bearer realm=\"{}\", error=\"invalid_token\"",
-            gw.url(&path)
-        )
-        .as_str()
+        format!("Bearer realm=\"{}\", error=\"invalid_token\"", gw.url(path)).as_str()
     );
 }
 
@@ -490,19 +562,10 @@ async fn an_unreachable_jwks_is_a_remote_fetch_failure() {
 async fn jwts_come_from_bearer_access_token_or_the_iap_header() {
     let (_stub, gw) = fixture_gateway().await;
     let t = firebase_token("u");
-    echo(
-        gw.get(&format!("/v1/shelves/1/books/2?access_token={t}"))
-            .send()
-            .await
-            .expect("r"),
-    )
-    .await;
+    echo(gw.get(&format!("/v1/shelves/1/books/2?access_token={t}"))).await;
     echo(
         gw.get("/v1/shelves/1/books/2")
-            .header("x-goog-iap-jwt-assertion", &t)
-            .send()
-            .await
-            .expect("r"),
+            .header("x-goog-iap-jwt-assertion", &t),
     )
     .await;
     // Not a Bearer value: no token.
@@ -528,23 +591,18 @@ async fn x_google_jwt_locations_replace_the_defaults() {
         .await
         .expect("r");
     assert_reply(r, 401, "Jwt is missing").await;
-    echo(
-        gw.get("/custom")
-            .header("x-my-jwt", format!("Token {t}"))
-            .send()
-            .await
-            .expect("r"),
-    )
-    .await;
-    echo(gw.get(&format!("/custom?jwt={t}")).send().await.expect("r")).await;
+    echo(gw.get("/custom").header("x-my-jwt", format!("Token {t}"))).await;
+    echo(gw.get(&format!("/custom?jwt={t}"))).await;
     // Without x-google-audiences the audience must be https://<service name>.
     let other = token(json!({"iss": "https://custom.example", "aud": "custom", "exp": now() + 60}));
-    let r = gw
-        .get(&format!("/custom?jwt={other}"))
-        .send()
-        .await
-        .expect("r");
-    assert_eq!(r.status(), 403);
+    let path = format!("/custom?jwt={other}");
+    let r = gw.get(&path).send().await.expect("r");
+    assert_invalid_token(&gw, r, &path, 403, "Audiences in Jwt are not allowed").await;
+    let log = gw.logs().pop().expect("logged");
+    assert_eq!(
+        log["response_code_detail"],
+        "jwt_authn_access_denied{Audiences_in_Jwt_are_not_allowed}"
+    );
 }
 
 // ----- quotas -----------------------------------------------------------------------------------
@@ -571,32 +629,18 @@ async fn quota_is_per_key_per_minute_and_429_when_exhausted() {
         }
         assert_eq!((first, second), (200, 200));
         assert_eq!(other, 200, "another key has its own quota");
-        assert_eq!(third.status(), 429);
-        let body: Value = third.json().await.expect("json");
-        assert_eq!(body["code"], 429);
-        assert!(
-            body["message"]
-                .as_str()
-                .expect("message")
-                .starts_with("RESOURCE_EXHAUSTED: "),
-            "{body}"
-        );
-        assert!(
-            body["message"]
-                .as_str()
-                .expect("message")
-                .contains(&format!("api_key:{KEY}")),
-            "{body}"
-        );
+        // `RESOURCE_EXHAUSTED: ` + Service Control's description (its real text is not
+        // confirmed; the local one names metric, limit, service and consumer).
+        let exhausted = |consumer: &str| {
+            format!(
+                "RESOURCE_EXHAUSTED: Quota exceeded for quota metric 'requests' and limit 'requests-per-minute' of service 'fidelity.apigateway.local-project.cloud.goog' for consumer '{consumer}'."
+            )
+        };
+        let headers = assert_reply(third, 429, &exhausted(&format!("api_key:{KEY}"))).await;
+        assert!(headers.get("x-stub").is_none(), "the backend is not called");
+        assert!(headers.get("www-authenticate").is_none());
         assert_eq!((no_key_1, no_key_2), (200, 200));
-        let body: Value = no_key_3.json().await.expect("json");
-        assert!(
-            body["message"]
-                .as_str()
-                .expect("message")
-                .contains("project:local-project"),
-            "{body}"
-        );
+        assert_reply(no_key_3, 429, &exhausted("project:local-project")).await;
         let log = gw
             .logs()
             .into_iter()
@@ -606,6 +650,8 @@ async fn quota_is_per_key_per_minute_and_429_when_exhausted() {
             log["response_code_detail"],
             "service_control_quota_error{RESOURCE_EXHAUSTED}"
         );
+        assert_eq!(log["api_key_state"], "VERIFIED");
+        assert_eq!(log["severity"], "ERROR");
         return;
     }
     panic!("three minute boundaries in a row");
@@ -620,15 +666,35 @@ async fn with_allow_cors_preflights_reach_the_backend_without_key_or_jwt() {
         gw.client
             .request(reqwest::Method::OPTIONS, gw.url("/v1/shelves"))
             .header("origin", "https://app.example")
-            .header("access-control-request-method", "POST")
-            .send()
-            .await
-            .expect("r"),
+            .header("access-control-request-method", "POST"),
     )
     .await;
     assert_eq!(e["method"], "OPTIONS");
     assert_eq!(e["path"], "/api/v1/shelves");
     assert_eq!(e["headers"]["origin"], "https://app.example");
+    // The same backend auth as the route's operations: an ID token for its jwt_audience.
+    assert_eq!(
+        backend_id_token(&e)["aud"],
+        "https://backend.example.run.app"
+    );
+    assert!(e["headers"].get("x-forwarded-authorization").is_none());
+    assert!(e["headers"].get("x-apigateway-api-userinfo").is_none());
+    let log = gw.logs().pop().expect("logged");
+    assert_eq!(log["api_key_state"], "NOT CHECKED");
+    assert_eq!(log["response_code_detail"], "via_upstream");
+    assert!(log.get("jwt_payloads").is_none(), "{log}");
+    // On a route that needs only a JWT (and with CONSTANT_ADDRESS) as well.
+    let e = echo(
+        gw.client
+            .request(reqwest::Method::OPTIONS, gw.url("/v1/shelves/1/books/2"))
+            .header("origin", "https://app.example"),
+    )
+    .await;
+    assert_eq!(e["path"], "/getBook?shelf=1&book=2");
+    assert_eq!(
+        backend_id_token(&e)["aud"],
+        "https://backend.example.run.app/getBook"
+    );
     let r = gw
         .client
         .request(reqwest::Method::OPTIONS, gw.url("/nope"))
@@ -684,14 +750,7 @@ async fn bodies_over_32_mb_are_413_and_headers_over_60_kb_431() {
         .expect("r");
     assert_reply(r, 431, "Request Header Fields Too Large").await;
     // Just under both limits passes.
-    let e = echo(
-        gw.get("/open")
-            .header("x-big", "y".repeat(50 * 1024))
-            .send()
-            .await
-            .expect("r"),
-    )
-    .await;
+    let e = echo(gw.get("/open").header("x-big", "y".repeat(50 * 1024))).await;
     assert_eq!(
         e["headers"]["x-big"].as_str().expect("x-big").len(),
         50 * 1024
@@ -708,14 +767,7 @@ async fn header_names_with_underscores_are_refused_as_espv2_does_by_default() {
         .await
         .expect("r");
     assert_reply(r, 400, "Bad Request").await;
-    echo(
-        gw.get("/open")
-            .header("X-Internal", "dash")
-            .send()
-            .await
-            .expect("r"),
-    )
-    .await;
+    echo(gw.get("/open").header("X-Internal", "dash")).await;
 }
 
 #[tokio::test]
@@ -729,10 +781,7 @@ async fn jwt_alternatives_accept_a_token_of_either_provider() {
     }));
     echo(
         gw.get("/any-jwt")
-            .header("x-my-jwt", format!("Token {custom}"))
-            .send()
-            .await
-            .expect("r"),
+            .header("x-my-jwt", format!("Token {custom}")),
     )
     .await;
     let r = gw.get("/any-jwt").send().await.expect("r");
@@ -761,4 +810,75 @@ async fn a_key_on_a_route_that_needs_none_is_not_checked_but_counts_for_quota() 
         return;
     }
     panic!("three minute boundaries in a row");
+}
+
+#[tokio::test]
+async fn two_jwt_providers_anded_in_one_requirement_accept_either_token_as_espv2_does() {
+    // `/both-jwts` has `security: [{firebase: [], custom: []}]`. ESPv2 builds one requires_any
+    // from an operation's providers (esp-v2 `src/go/configgenerator/filtergen/jwt_authn.go`,
+    // `makeJwtRequirement`), so one token of either provider is enough.
+    let (_stub, gw) = fixture_gateway().await;
+    let e = echo_bearer(&gw, "/both-jwts", &firebase_token("fb-user")).await;
+    let custom = token(json!({
+        "iss": "https://custom.example",
+        "sub": "custom-user",
+        "aud": "https://fidelity.apigateway.local-project.cloud.goog",
+        "exp": now() + 60,
+    }));
+    assert_eq!(
+        claims(&format!(
+            "x.{}.y",
+            e["headers"]["x-apigateway-api-userinfo"]
+                .as_str()
+                .expect("userinfo")
+        ))["sub"],
+        "fb-user"
+    );
+    let e = echo(
+        gw.get("/both-jwts")
+            .header("x-my-jwt", format!("Token {custom}")),
+    )
+    .await;
+    assert_eq!(
+        e["headers"]["x-apigateway-api-userinfo"],
+        custom.split('.').nth(1).expect("payload")
+    );
+    // No token at all: missing, as for any JWT route; no key is needed.
+    let r = gw.get("/both-jwts").send().await.expect("r");
+    let headers = assert_reply(r, 401, "Jwt is missing").await;
+    assert_eq!(
+        headers["www-authenticate"],
+        format!("Bearer realm=\"{}\"", gw.url("/both-jwts")).as_str()
+    );
+    let subjects: Vec<_> = gw
+        .logs()
+        .iter()
+        .map(|l| l["jwt_payloads"][0]["subject"].clone())
+        .collect();
+    assert_eq!(
+        subjects,
+        [json!("fb-user"), json!("custom-user"), Value::Null],
+        "one verified JWT per passing request"
+    );
+}
+
+#[tokio::test]
+async fn without_jwt_audience_the_id_token_is_for_the_address_scheme_and_host() {
+    let (_stub, gw) = fixture_gateway().await;
+    // `/no-audience`: address https://other-backend.example.run.app/base/, no jwt_audience.
+    let e = echo(
+        gw.get("/no-audience")
+            .header("authorization", "Bearer client-token"),
+    )
+    .await;
+    assert_eq!(e["path"], "/base/no-audience");
+    // ESPv2's fallback (filtergen/backend_auth.go): scheme and host, no path.
+    assert_eq!(
+        backend_id_token(&e)["aud"],
+        "https://other-backend.example.run.app"
+    );
+    assert_eq!(
+        e["headers"]["x-forwarded-authorization"],
+        "Bearer client-token"
+    );
 }

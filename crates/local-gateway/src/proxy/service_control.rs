@@ -36,6 +36,9 @@ pub(super) fn check(
     Ok(key_checked)
 }
 
+/// Service Control's Check of the key, with ESPv2's replies and `api_key_state`
+/// (esp-v2 `api_proxy/service_control/check_response_convert_utils.cc`,
+/// `envoy/http/service_control/client_cache.cc`).
 fn check_key(state: &State, api_key: Option<&str>, entry: &mut Entry) -> Result<(), Refusal> {
     match api_key {
         None => Err(Refusal::new(
@@ -44,6 +47,20 @@ fn check_key(state: &State, api_key: Option<&str>, entry: &mut Entry) -> Result<
             MISSING_KEY,
         )
         .cause("API_KEY")),
+        // A key of a project that has not enabled the API: Check's SERVICE_NOT_ACTIVATED
+        // (esp-v2 test `service_control_check_fail_test.go`).
+        Some(k) if state.config.api_keys_not_enabled.iter().any(|n| n == k) => {
+            entry.api_key_state = "NOT ENABLED";
+            Err(Refusal::new(
+                "service_control_check_error{SERVICE_NOT_ACTIVATED}",
+                403,
+                format!(
+                    "PERMISSION_DENIED: API {} is not enabled for the project.",
+                    state.spec.service_name()
+                ),
+            )
+            .cause("API_KEY"))
+        }
         Some(k) if !state.config.api_keys.iter().any(|known| known == k) => {
             entry.api_key_state = "INVALID";
             Err(Refusal::new(
