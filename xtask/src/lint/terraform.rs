@@ -17,8 +17,9 @@
 //! 7. every module and environment root exists, each module with a README, and each environment
 //!    root keeps its state in GCS and pins exact provider versions ([`roots`]).
 //!
-//! Each of checks 1 to 5 has a broken fixture under `xtask/tests/fixtures/terraform/` that must
-//! fail with a clear message (the tests in `terraform/tests.rs`); the real tree must pass.
+//! Checks 1 to 6 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
+//! real tree only. The real tree must pass every check.
 
 use std::path::Path;
 

@@ -165,6 +165,19 @@ fn every_environment_generates_and_mounts_its_page_token_key() {
     assert_clean(&check_page_token_environments(&envs, &root).expect("readable envs"));
 }
 
+#[test]
+fn an_environment_that_does_not_mount_its_page_token_key_fails() {
+    let root = fixture("no_page_token_mount");
+    let problems =
+        check_page_token_environments(&root.join("envs"), &root).expect("readable fixture");
+    assert_eq!(
+        problems,
+        [
+            "envs/dev (modules/cloudrun): the app container does not mount volume \"page-token\" (the page-token key)"
+        ],
+    );
+}
+
 /// What `cargo xtask lint terraform` runs: every check above, together, over the real tree.
 #[test]
 fn the_lint_command_passes_on_the_real_tree() {
