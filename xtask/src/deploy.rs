@@ -100,7 +100,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.anonymous
         && let Err(missing) = cloud::check_credentials(CREDENTIALS_TIMEOUT).await
     {
-        eprintln!("error: {missing}.\n{}", cloud::NO_CREDENTIALS_FIX);
+        eprintln!("error: {missing}");
         return Ok(ExitCode::from(2));
     }
     let ui = Ui::new();

@@ -453,6 +453,17 @@ fn without_credentials_one_message_names_the_fix_and_exits_2() {
     );
     assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
     assert!(stderr.len() < 700, "{} characters: {stderr}", stderr.len());
+    // One sentence on one line, without the auth library's retry wording ("Subsequent calls
+    // with this credential might succeed. but future attempts may succeed").
+    let message = stderr.trim_end();
+    assert_eq!(message.lines().count(), 1, "{stderr}");
+    assert!(
+        message.ends_with('.') && !message.contains(". "),
+        "{stderr}"
+    );
+    for garbled in ["might succeed", "future attempts", "Subsequent calls"] {
+        assert!(!message.contains(garbled), "{garbled:?} in {stderr}");
+    }
 }
 
 #[test]

@@ -59,37 +59,53 @@ pub(crate) fn describe(e: &google_cloud_gax::error::Error) -> String {
     }
 }
 
-/// What `cargo xtask deploy` prints when there are no usable Google credentials.
-pub(crate) const NO_CREDENTIALS_FIX: &str = "On a workstation run `gcloud auth application-default login`; in CI set \
-     GOOGLE_APPLICATION_CREDENTIALS to a credentials file (a workload identity federation \
-     configuration, or a service-account key) or run where the metadata server provides a \
-     workload identity.";
-
 /// Checks that Application Default Credentials exist and produce a token within `timeout`,
 /// before any client is built: without this each client retries its failing token requests and
-/// every error repeats the same chain. `Err` says what is missing, in one line.
+/// every error repeats the same chain. `Err` is one sentence: what is missing and the fix.
 pub(crate) async fn check_credentials(timeout: Duration) -> Result<(), String> {
     crate::oci::install_crypto_provider();
     let credentials = google_cloud_auth::credentials::Builder::default()
         .build()
-        .map_err(|e| format!("Application Default Credentials could not be loaded ({e})"))?;
+        .map_err(|e| {
+            no_credentials(&format!(
+                "Application Default Credentials could not be loaded ({})",
+                first_sentence(&e.to_string())
+            ))
+        })?;
     match tokio::time::timeout(timeout, credentials.headers(http::Extensions::new())).await {
         Ok(Ok(_)) => Ok(()),
         // Either an ADC file whose credentials give no token, or none and no metadata server.
-        Ok(Err(e)) => Err(format!(
-            "no Google credentials: Application Default Credentials gave no token ({})",
-            first_sentence(&e.to_string())
+        // The auth library's own text only says whether retrying may help, so it is not shown.
+        Ok(Err(e)) if e.is_transient() => Err(no_credentials(
+            "Application Default Credentials gave no token (the metadata server or Google's token endpoint did not answer)",
         )),
-        Err(_) => Err(format!(
-            "no Google credentials: Application Default Credentials gave no token within \
-             {timeout:?} (no credentials file, and no metadata server answered)"
+        Ok(Err(_)) => Err(no_credentials(
+            "Application Default Credentials gave no token (the token request was refused)",
         )),
+        Err(_) => Err(no_credentials(&format!(
+            "Application Default Credentials gave no token within {timeout:?}"
+        ))),
     }
 }
 
-/// The text up to the first `: ` that starts a nested cause (auth errors nest their sources).
+/// The one sentence `cargo xtask deploy` prints when there are no usable Google credentials:
+/// `missing`, then the fix.
+fn no_credentials(missing: &str) -> String {
+    format!(
+        "no Google credentials: {missing}; on a workstation run `gcloud auth application-default login`, \
+         in CI set GOOGLE_APPLICATION_CREDENTIALS to a credentials file (a workload identity \
+         federation configuration or a service-account key) or run where the metadata server \
+         provides a workload identity."
+    )
+}
+
+/// The text up to the first `. ` or `: ` (auth errors add sentences and nest their sources).
 fn first_sentence(text: &str) -> &str {
-    text.split(": ").next().unwrap_or(text)
+    [". ", ": "]
+        .iter()
+        .filter_map(|end| text.find(end))
+        .min()
+        .map_or(text, |at| &text[..at])
 }
 
 /// Whether an error is Google's NOT_FOUND.

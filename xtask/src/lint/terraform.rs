@@ -15,10 +15,14 @@
 //!    `APP__API__PAGE_TOKEN_SECRET_FILE` says; no secret volume takes read access from the
 //!    non-root user the app runs as ([`page_token`]);
 //! 7. every module and environment root exists, each module with a README, and each environment
-//!    root keeps its state in GCS and pins exact provider versions ([`roots`]).
+//!    root keeps its state in GCS and pins exact provider versions ([`roots`]);
+//! 8. every environment's Cloud Run module sets `OTEL_EXPORTER_OTLP_ENDPOINT` to the port of the
+//!    collector's OTLP/HTTP receiver in `deploy/otel/collector.yaml` (4318), not its gRPC port
+//!    ([`otlp`]).
 //!
-//! Each of checks 1 to 5 has a broken fixture under `xtask/tests/fixtures/terraform/` that must
-//! fail with a clear message (the tests in `terraform/tests.rs`); the real tree must pass.
+//! Checks 1 to 6 and 8 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
+//! real tree only. The real tree must pass every check.
 
 use std::path::Path;
 
@@ -26,6 +30,7 @@ mod calls;
 mod environments;
 mod iam;
 mod module;
+mod otlp;
 mod outputs;
 mod page_token;
 mod references;
@@ -49,6 +54,11 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
     )?);
     problems.extend(roots::check_environment_roots(&envs, repo_root)?);
     problems.extend(page_token::check_page_token_environments(&envs, repo_root)?);
+    problems.extend(otlp::check_otlp_endpoints(
+        &envs,
+        &repo_root.join("deploy/otel/collector.yaml"),
+        repo_root,
+    )?);
     Ok(problems)
 }
 

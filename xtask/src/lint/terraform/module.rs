@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 use hcl::eval::{Context, Evaluate};
-use hcl::expr::Expression;
+use hcl::expr::{Expression, ObjectKey};
 use hcl::template::{Element, Template};
 use hcl::{Body, Value};
 
@@ -148,6 +148,51 @@ impl Module {
             .and_then(|c| c.source.as_deref())
             .map(|source| normalize(&dir.join(source)))
     }
+}
+
+/// One environment root followed to the Cloud Run module it deploys: envs/<env> → modules/stack
+/// → the stack's cloudrun module.
+#[derive(Debug)]
+pub(super) struct EnvironmentStack {
+    pub(super) env: String,
+    pub(super) env_module: Module,
+    pub(super) stack: Module,
+    pub(super) cloudrun: Module,
+    /// How messages name the Cloud Run module, e.g. `envs/dev (deploy/terraform/modules/cloudrun)`.
+    pub(super) cloudrun_name: String,
+}
+
+/// Every environment root below `envs` followed to its Cloud Run module, and one problem for
+/// each root whose chain breaks (no call of modules/stack, or a stack without cloudrun).
+pub(super) fn environment_stacks(
+    envs: &Path,
+    root: &Path,
+) -> anyhow::Result<(Vec<EnvironmentStack>, Vec<String>)> {
+    let mut stacks = Vec::new();
+    let mut problems = Vec::new();
+    for env in names_with_extension(envs, "")? {
+        let env_dir = envs.join(&env);
+        let env_module = Module::load(&env_dir, root)?;
+        let Some(stack_dir) = env_module.called_dir(&env_dir, "modules/stack") else {
+            problems.push(format!("envs/{env}: calls no modules/stack"));
+            continue;
+        };
+        let stack = Module::load(&stack_dir, root)?;
+        let Some(cloudrun_dir) = stack.called_dir(&stack_dir, "cloudrun") else {
+            problems.push(format!("envs/{env}: its stack calls no cloudrun module"));
+            continue;
+        };
+        let cloudrun = Module::load(&cloudrun_dir, root)?;
+        let cloudrun_name = format!("envs/{env} ({})", relative(&cloudrun_dir, root));
+        stacks.push(EnvironmentStack {
+            env,
+            env_module,
+            stack,
+            cloudrun,
+            cloudrun_name,
+        });
+    }
+    Ok((stacks, problems))
 }
 
 /// The called modules of one tree, each loaded once however many calls name it.
@@ -299,4 +344,54 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The module's string locals, for evaluating paths such as `"${local.dir}/${local.file}"`.
+pub(super) fn string_locals(module: &Module) -> Context<'static> {
+    let mut locals = hcl::Map::new();
+    for (_, body) in &module.files {
+        for block in body.blocks().filter(|b| b.identifier() == "locals") {
+            for attribute in block.body().attributes() {
+                if let Some(value) = literal_string(&attribute.expr) {
+                    locals.insert(attribute.key.to_string(), Value::String(value));
+                }
+            }
+        }
+    }
+    let mut context = Context::new();
+    context.declare_var("local", Value::Object(locals));
+    context
+}
+
+/// The value expression of `key` in any object literal of the module's locals.
+pub(super) fn find_in_locals<'a>(module: &'a Module, key: &str) -> Option<&'a Expression> {
+    fn walk<'a>(expr: &'a Expression, key: &str) -> Option<&'a Expression> {
+        match expr {
+            Expression::Object(object) => object.iter().find_map(|(k, v)| {
+                let matches = match k {
+                    ObjectKey::Identifier(id) => id.as_str() == key,
+                    ObjectKey::Expression(e) => literal_string(e).is_some_and(|s| s == key),
+                    _ => false,
+                };
+                if matches { Some(v) } else { walk(v, key) }
+            }),
+            Expression::FuncCall(call) => call.args.iter().find_map(|a| walk(a, key)),
+            Expression::Conditional(c) => {
+                walk(&c.true_expr, key).or_else(|| walk(&c.false_expr, key))
+            }
+            Expression::Parenthesis(inner) => walk(inner, key),
+            _ => None,
+        }
+    }
+    module
+        .files
+        .iter()
+        .flat_map(|(_, body)| body.blocks().filter(|b| b.identifier() == "locals"))
+        .flat_map(|b| b.body().attributes())
+        .find_map(|a| walk(&a.expr, key))
+}
+
+/// The string `expr` evaluates to in `context`, if it is one.
+pub(super) fn eval_string(expr: &Expression, context: &Context) -> Option<String> {
+    expr.evaluate(context).ok()?.as_str().map(str::to_owned)
 }

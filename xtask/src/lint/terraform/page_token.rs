@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use hcl::eval::{Context, Evaluate};
-use hcl::expr::{Expression, ObjectKey};
-use hcl::{Body, Value};
+use hcl::Body;
+use hcl::eval::Context;
+use hcl::expr::Expression;
 
 use super::module::{
-    Module, attribute, evaluate, literal_string, names_with_extension, nested, relative,
+    Module, attribute, environment_stacks, eval_string, evaluate, find_in_locals, literal_string,
+    nested, string_locals,
 };
 use super::references::{referenced, refers_to};
 
@@ -19,31 +20,19 @@ pub(super) fn check_page_token_environments(
     envs: &Path,
     root: &Path,
 ) -> anyhow::Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for env in names_with_extension(envs, "")? {
-        let env_dir = envs.join(&env);
-        let env_module = Module::load(&env_dir, root)?;
-        let Some(stack_dir) = env_module.called_dir(&env_dir, "modules/stack") else {
-            problems.push(format!("envs/{env}: calls no modules/stack"));
-            continue;
-        };
-        let stack = Module::load(&stack_dir, root)?;
-        let Some(cloudrun_dir) = stack.called_dir(&stack_dir, "cloudrun") else {
-            problems.push(format!("envs/{env}: its stack calls no cloudrun module"));
-            continue;
-        };
-        let cloudrun = Module::load(&cloudrun_dir, root)?;
-        let what = format!("envs/{env} ({})", relative(&cloudrun_dir, root));
-        problems.extend(check_page_token_key(&cloudrun, &what));
-        problems.extend(check_secret_modes(&cloudrun, &what));
+    let (stacks, mut problems) = environment_stacks(envs, root)?;
+    for stack in &stacks {
+        let what = &stack.cloudrun_name;
+        problems.extend(check_page_token_key(&stack.cloudrun, what));
+        problems.extend(check_secret_modes(&stack.cloudrun, what));
         for (module, name) in [
-            (&env_module, "envs"),
-            (&stack, "stack"),
-            (&cloudrun, "cloudrun"),
+            (&stack.env_module, "envs"),
+            (&stack.stack, "stack"),
+            (&stack.cloudrun, "cloudrun"),
         ] {
             problems.extend(check_no_secret_outputs(
                 module,
-                &format!("envs/{env} ({name})"),
+                &format!("envs/{} ({name})", stack.env),
             ));
         }
     }
@@ -286,53 +275,4 @@ fn check_secret_modes(module: &Module, what: &str) -> Vec<String> {
         }
     }
     problems
-}
-
-/// The module's string locals, for evaluating paths such as `"${local.dir}/${local.file}"`.
-fn string_locals(module: &Module) -> Context<'static> {
-    let mut locals = hcl::Map::new();
-    for (_, body) in &module.files {
-        for block in body.blocks().filter(|b| b.identifier() == "locals") {
-            for attribute in block.body().attributes() {
-                if let Some(value) = literal_string(&attribute.expr) {
-                    locals.insert(attribute.key.to_string(), Value::String(value));
-                }
-            }
-        }
-    }
-    let mut context = Context::new();
-    context.declare_var("local", Value::Object(locals));
-    context
-}
-
-/// The value expression of `key` in any object literal of the module's locals.
-fn find_in_locals<'a>(module: &'a Module, key: &str) -> Option<&'a Expression> {
-    fn walk<'a>(expr: &'a Expression, key: &str) -> Option<&'a Expression> {
-        match expr {
-            Expression::Object(object) => object.iter().find_map(|(k, v)| {
-                let matches = match k {
-                    ObjectKey::Identifier(id) => id.as_str() == key,
-                    ObjectKey::Expression(e) => literal_string(e).is_some_and(|s| s == key),
-                    _ => false,
-                };
-                if matches { Some(v) } else { walk(v, key) }
-            }),
-            Expression::FuncCall(call) => call.args.iter().find_map(|a| walk(a, key)),
-            Expression::Conditional(c) => {
-                walk(&c.true_expr, key).or_else(|| walk(&c.false_expr, key))
-            }
-            Expression::Parenthesis(inner) => walk(inner, key),
-            _ => None,
-        }
-    }
-    module
-        .files
-        .iter()
-        .flat_map(|(_, body)| body.blocks().filter(|b| b.identifier() == "locals"))
-        .flat_map(|b| b.body().attributes())
-        .find_map(|a| walk(&a.expr, key))
-}
-
-fn eval_string(expr: &Expression, context: &Context) -> Option<String> {
-    expr.evaluate(context).ok()?.as_str().map(str::to_owned)
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::environments::check_environments;
 use super::module::names_with_extension;
+use super::otlp::check_otlp_endpoints;
 use super::page_token::check_page_token_environments;
 use super::roots::{check_environment_roots, check_required_dirs};
 use super::{check_tree, lint};
@@ -163,6 +164,45 @@ fn every_environment_generates_and_mounts_its_page_token_key() {
         ["dev", "prod", "stage"].map(String::from).into(),
     );
     assert_clean(&check_page_token_environments(&envs, &root).expect("readable envs"));
+}
+
+#[test]
+fn an_environment_that_does_not_mount_its_page_token_key_fails() {
+    let root = fixture("no_page_token_mount");
+    let problems =
+        check_page_token_environments(&root.join("envs"), &root).expect("readable fixture");
+    assert_eq!(
+        problems,
+        [
+            "envs/dev (modules/cloudrun): the app container does not mount volume \"page-token\" (the page-token key)"
+        ],
+    );
+}
+
+#[test]
+fn every_environment_exports_to_the_collectors_otlp_http_port() {
+    let root = repo_root();
+    let problems = check_otlp_endpoints(
+        &root.join("deploy/terraform/envs"),
+        &root.join("deploy/otel/collector.yaml"),
+        &root,
+    )
+    .expect("readable envs and collector config");
+    assert_clean(&problems);
+}
+
+#[test]
+fn an_endpoint_on_the_collectors_grpc_port_fails() {
+    let root = fixture("otlp_grpc_port");
+    let problems =
+        check_otlp_endpoints(&root.join("envs"), &root.join("otel/collector.yaml"), &root)
+            .expect("readable fixture");
+    assert_eq!(
+        problems,
+        [
+            "envs/dev (modules/cloudrun): OTEL_EXPORTER_OTLP_ENDPOINT is \"http://localhost:4317\", the collector's gRPC port, but the service speaks OTLP/HTTP; the collector's OTLP/HTTP receiver listens on port 4318 (otel/collector.yaml)"
+        ],
+    );
 }
 
 /// What `cargo xtask lint terraform` runs: every check above, together, over the real tree.
