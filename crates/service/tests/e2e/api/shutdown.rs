@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
 
-use crate::support::{assert_graceful_exit, client, client_builder, connect, launch, spawn_binary};
+use crate::support::{
+    assert_graceful_exit, client, client_builder, connect, create_at, launch, spawn_binary,
+};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
@@ -62,16 +63,9 @@ async fn sigterm_spares_a_connection_that_an_idle_worker_opened() {
 }
 
 async fn create_item(client: &reqwest::Client, base: &str) -> i64 {
-    let created: Value = client
-        .post(format!("{base}/items"))
-        .json(&json!({ "name": "in flight" }))
-        .send()
-        .await
+    create_at(client, base, "in flight").await["id"]
+        .as_i64()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_i64().unwrap()
 }
 
 /// After `before_patch`, a PATCH of item `id` waits on a row lock while SIGTERM

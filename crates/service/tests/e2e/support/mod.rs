@@ -230,9 +230,7 @@ impl TestApp {
 
     /// Creates an item and returns its JSON.
     pub async fn create(&self, name: &str) -> Value {
-        let response = self.post_json(&serde_json::json!({ "name": name })).await;
-        assert_eq!(response.status(), 201);
-        response.json().await.expect("json")
+        create_at(&self.client, &self.address, name).await
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
@@ -247,6 +245,18 @@ impl TestApp {
             .expect("count")
             .get(0)
     }
+}
+
+/// Creates an item named `name` on the service at `base` and returns its JSON.
+pub async fn create_at(client: &reqwest::Client, base: &str, name: &str) -> Value {
+    let response = client
+        .post(format!("{base}/items"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    response.json().await.expect("json")
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {

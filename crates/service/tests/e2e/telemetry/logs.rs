@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::support::logs::{all_lines, capture_logs, lines_of_trace};
 use crate::support::{
-    PANIC_LINE, PROJECT, USER_AGENT, client, get_in_trace, platform, spawn_traced, traced_settings,
+    PANIC_LINE, PROJECT, USER_AGENT, client, create_at, get_in_trace, platform, spawn_traced,
+    traced_settings,
 };
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -109,15 +110,7 @@ fn assert_trace(line: &Value, trace: &str, sampled: bool) -> String {
 }
 
 async fn item_url(base: &str) -> String {
-    let created: Value = client()
-        .post(format!("{base}/items"))
-        .json(&serde_json::json!({ "name": "traced" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_at(&client(), base, "traced").await;
     format!("/items/{}", created["id"])
 }
 

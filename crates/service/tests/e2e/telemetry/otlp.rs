@@ -6,7 +6,9 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use crate::support::receiver::{Receiver, attr, header, hex};
-use crate::support::{USER_AGENT, client, get_in_trace, platform, spawn_traced, traced_settings};
+use crate::support::{
+    USER_AGENT, client, create_at, get_in_trace, platform, spawn_traced, traced_settings,
+};
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
@@ -23,15 +25,7 @@ async fn spans_metrics_and_resource_reach_an_otlp_receiver() {
     })
     .await;
     let base = spawn_traced(&settings, platform()).await;
-    let created: serde_json::Value = client()
-        .post(format!("{base}/items"))
-        .json(&serde_json::json!({ "name": "exported" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_at(&client(), &base, "exported").await;
     let id = created["id"].as_i64().unwrap();
     let response = client()
         .get(format!("{base}/items/{id}"))
