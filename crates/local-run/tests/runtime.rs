@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use items_local_gateway::SigningKey;
 use items_local_gateway::keys::{backend_id_token, now_secs};
 use items_local_run::{Fault, Iam, TrafficTarget};
-use support::{Cloud, GATEWAY, alive, get, http, probe, public};
+use support::{Cloud, DockerRegistry, GATEWAY, alive, get, http, probe, public, testee_image};
 
 fn to(revision: &str, percent: u32, tag: Option<&str>) -> TrafficTarget {
     TrafficTarget {
@@ -512,4 +512,40 @@ async fn faults_add_latency_and_errors_to_one_revision() {
     // Binomial(200, 0.5): mean 100, standard deviation about 7.
     assert!((60..=140).contains(&errors), "{errors} errors of 200");
     cloud.stop().await;
+}
+
+/// The puller against a real registry (Debian's docker-registry, the distribution project's
+/// reference server): the image pushed through the distribution API runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_to_a_real_registry_runs() {
+    let dir = std::env::temp_dir().join(format!("local-run-registry-{}", fastrand::u64(..)));
+    let Some(registry) = DockerRegistry::start(&dir) else {
+        return;
+    };
+    let reference = registry
+        .push("items/testee", &testee_image("from-docker-registry"))
+        .await;
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut spec = cloud.revision(&svc, "items-real", &[]);
+    spec.image = reference;
+    cloud.runtime.deploy_revision(spec).await.expect("ready");
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-real"))
+        .await
+        .expect("traffic");
+    assert_eq!(
+        get(&format!("{url}/file?/etc/label")).await,
+        (200, "from-docker-registry".to_owned())
+    );
+    cloud.stop().await;
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the control plane needs of the handle: shared across tasks and threads.
+#[test]
+fn the_runtime_handle_is_clone_send_sync_and_debug() {
+    fn shareable<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+    shareable::<items_local_run::Runtime>();
 }

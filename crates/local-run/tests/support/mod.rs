@@ -169,93 +169,232 @@ impl Registry {
         self.store.lock().expect("store").requests.clone()
     }
 
-    /// Pushes the testee image (two layers: libraries and `/etc`, then the program) as an OCI
-    /// index pointing at one linux/amd64 manifest; `label` makes the image differ.
+    /// Pushes the testee image; `label` makes it differ.
     pub fn push_testee(&self, label: &str) -> Image {
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_local-run-testee"));
-        let mut base: Vec<(String, u32, Vec<u8>)> = libraries(&binary)
-            .into_iter()
-            .map(|lib| {
-                let bytes = std::fs::read(&lib).expect("library");
-                (
-                    lib.to_string_lossy().trim_start_matches('/').to_owned(),
-                    0o755,
-                    bytes,
-                )
-            })
-            .collect();
-        base.push((
-            "etc/passwd".into(),
-            0o644,
-            b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
-        ));
-        base.push((
-            "etc/group".into(),
-            0o644,
-            b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
-        ));
-        base.push(("tmp/.keep".into(), 0o644, Vec::new()));
-        let app = vec![
-            (
-                "usr/local/bin/testee".to_owned(),
-                0o755,
-                std::fs::read(&binary).expect("testee binary"),
-            ),
-            ("etc/label".to_owned(), 0o644, label.as_bytes().to_vec()),
-        ];
-        let layers = [layer(&base, true), layer(&app, false)];
-        let media = [
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            "application/vnd.oci.image.layer.v1.tar",
-        ];
-        let mut descriptors = Vec::new();
-        for (bytes, media_type) in layers.into_iter().zip(media) {
-            let size = bytes.len();
-            let d = self.put(media_type, bytes);
-            descriptors
-                .push(serde_json::json!({"mediaType": media_type, "digest": d, "size": size}));
+        let blobs = testee_image(label);
+        let mut top = String::new();
+        for blob in blobs {
+            top = self.put(&blob.media_type, blob.bytes);
         }
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {
-                "User": "nonroot",
-                "Entrypoint": ["/usr/local/bin/testee"],
-                "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PORT=8080", "IMAGE_VAR=from-image", "OVERRIDDEN=image"],
-                "WorkingDir": "/tmp"
-            },
-            "rootfs": {"type": "layers", "diff_ids": []}
-        })
-        .to_string()
-        .into_bytes();
-        let config_size = config.len();
-        let config_digest = self.put("application/vnd.oci.image.config.v1+json", config);
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-            "layers": descriptors,
-        })
-        .to_string()
-        .into_bytes();
-        let manifest_size = manifest.len();
-        let manifest_digest = self.put("application/vnd.oci.image.manifest.v1+json", manifest);
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest_size,
-                "platform": {"architecture": "amd64", "os": "linux"}
-            }]
-        })
-        .to_string()
-        .into_bytes();
-        let index_digest = self.put("application/vnd.oci.image.index.v1+json", index);
         Image {
-            reference: format!("{}/items/testee@{index_digest}", self.host),
+            reference: format!("{}/items/testee@{top}", self.host),
         }
+    }
+}
+
+/// One blob or manifest of an image, with its kind.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub manifest: bool,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The testee image (two layers: libraries and `/etc`, then the program) as an OCI index that
+/// points at one linux/amd64 manifest, in push order (the index last).
+pub fn testee_image(label: &str) -> Vec<Blob> {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_local-run-testee"));
+    let mut base: Vec<(String, u32, Vec<u8>)> = libraries(&binary)
+        .into_iter()
+        .map(|lib| {
+            let bytes = std::fs::read(&lib).expect("library");
+            (
+                lib.to_string_lossy().trim_start_matches('/').to_owned(),
+                0o755,
+                bytes,
+            )
+        })
+        .collect();
+    base.push((
+        "etc/passwd".into(),
+        0o644,
+        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
+    ));
+    base.push((
+        "etc/group".into(),
+        0o644,
+        b"root:x:0:\nnonroot:x:65532:\n".to_vec(),
+    ));
+    base.push(("tmp/.keep".into(), 0o644, Vec::new()));
+    let app = vec![
+        (
+            "usr/local/bin/testee".to_owned(),
+            0o755,
+            std::fs::read(&binary).expect("testee binary"),
+        ),
+        ("etc/label".to_owned(), 0o644, label.as_bytes().to_vec()),
+    ];
+    let mut out = Vec::new();
+    let mut push = |manifest: bool, media_type: &str, bytes: Vec<u8>| {
+        let descriptor = serde_json::json!({
+            "mediaType": media_type, "digest": digest(&bytes), "size": bytes.len()
+        });
+        out.push(Blob {
+            manifest,
+            media_type: media_type.to_owned(),
+            bytes,
+        });
+        descriptor
+    };
+    let layers = vec![
+        push(
+            false,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            layer(&base, true),
+        ),
+        push(
+            false,
+            "application/vnd.oci.image.layer.v1.tar",
+            layer(&app, false),
+        ),
+    ];
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "User": "nonroot",
+            "Entrypoint": ["/usr/local/bin/testee"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PORT=8080", "IMAGE_VAR=from-image", "OVERRIDDEN=image"],
+            "WorkingDir": "/tmp"
+        },
+        "rootfs": {"type": "layers", "diff_ids": []}
+    });
+    let config = push(
+        false,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().into_bytes(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": layers,
+    });
+    let mut manifest = push(
+        true,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().into_bytes(),
+    );
+    manifest["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [manifest],
+    });
+    push(
+        true,
+        "application/vnd.oci.image.index.v1+json",
+        index.to_string().into_bytes(),
+    );
+    out
+}
+
+/// Debian's `docker-registry` (the OCI distribution reference implementation) on a free
+/// loopback port, storing into `dir`; killed on drop. `None` (with a printed reason) when it is
+/// not installed (.ci/run installs it).
+#[derive(Debug)]
+pub struct DockerRegistry {
+    child: std::process::Child,
+    pub host: String,
+}
+
+impl DockerRegistry {
+    pub fn start(dir: &Path) -> Option<Self> {
+        let Ok(status) = std::process::Command::new("docker-registry")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+        else {
+            println!("SKIPPED: docker-registry is not installed (Debian package docker-registry)");
+            return None;
+        };
+        assert!(status.success(), "docker-registry --version");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(dir).expect("dir");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .expect("registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let registry = Self { child, host };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(&registry.host).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "docker-registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    /// Pushes `blobs` to `repository` with the distribution API (monolithic uploads, then the
+    /// manifests by digest); returns the pinned reference of the last one.
+    pub async fn push(&self, repository: &str, blobs: &[Blob]) -> String {
+        let client = http();
+        let base = format!("http://{}/v2/{repository}", self.host);
+        let mut top = String::new();
+        for blob in blobs {
+            let d = digest(&blob.bytes);
+            let response = if blob.manifest {
+                client
+                    .put(format!("{base}/manifests/{d}"))
+                    .header("content-type", &blob.media_type)
+                    .body(blob.bytes.clone())
+                    .send()
+                    .await
+                    .expect("put manifest")
+            } else {
+                let started = client
+                    .post(format!("{base}/blobs/uploads/"))
+                    .send()
+                    .await
+                    .expect("start upload");
+                assert_eq!(started.status().as_u16(), 202);
+                let location = started.headers()["location"]
+                    .to_str()
+                    .expect("location")
+                    .to_owned();
+                let location = if location.starts_with('/') {
+                    format!("http://{}{location}", self.host)
+                } else {
+                    location
+                };
+                let separator = if location.contains('?') { '&' } else { '?' };
+                client
+                    .put(format!("{location}{separator}digest={d}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(blob.bytes.clone())
+                    .send()
+                    .await
+                    .expect("put blob")
+            };
+            assert_eq!(response.status().as_u16(), 201, "{d}");
+            top = d;
+        }
+        format!("{}/{repository}@{top}", self.host)
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
