@@ -7,7 +7,6 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -31,7 +30,7 @@ pub struct Entry {
     pub api_key_state: &'static str,
     pub response_code_detail: String,
     pub error_cause: Option<String>,
-    pub jwt_payloads: Option<Value>,
+    pub jwt_payloads: Option<String>,
     pub trace_id: String,
     pub span_id: String,
     pub sampled: bool,
@@ -98,7 +97,37 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error_cause: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    jwt_payloads: Option<&'a Value>,
+    jwt_payloads: Option<&'a str>,
+}
+
+/// `path_and_query` with the values of the query parameters in `params` (where JWTs travel)
+/// replaced by `REDACTED`. ESPv2 reports the request's `:path` whole; the local log, read in
+/// terminals and CI artefacts, keeps tokens out (API keys stay: ESPv2 reports them as
+/// `api_key`).
+pub fn redact_tokens(path_and_query: &str, params: &[String]) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_owned();
+    };
+    let secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        params.iter().any(|p| p == name)
+    };
+    if !query.split('&').any(secret) {
+        return path_and_query.to_owned();
+    }
+    let mut out = String::with_capacity(path_and_query.len());
+    out.push_str(path);
+    for (i, pair) in query.split('&').enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
 }
 
 pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
@@ -145,7 +174,7 @@ pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
         log_message: &message,
         api_key: entry.api_key.as_deref(),
         error_cause: entry.error_cause.as_deref(),
-        jwt_payloads: entry.jwt_payloads.as_ref(),
+        jwt_payloads: entry.jwt_payloads.as_deref(),
     };
     match sink {
         LogSink::Stdout => writer().append(&line),
