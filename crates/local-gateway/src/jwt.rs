@@ -106,18 +106,16 @@ impl Cache {
         sources: &TokenSources<'_>,
         ctx: &VerifyContext<'_>,
     ) -> Result<Arc<Verified>, JwtError> {
-        let mut failures = Vec::with_capacity(providers.len());
+        let mut last = JwtError::Missing;
         for provider in providers {
             match self.verify_provider(provider, &extract(provider, sources), ctx) {
                 Ok(v) => return Ok(v),
-                Err(e) => failures.push(e),
-            }
-        }
-        let mut last = JwtError::Missing;
-        for e in failures {
-            let weak = matches!(e, JwtError::Missing | JwtError::UnknownIssuer);
-            if !weak || last == JwtError::Missing {
-                last = e;
+                Err(e) => {
+                    let weak = matches!(e, JwtError::Missing | JwtError::UnknownIssuer);
+                    if !weak || last == JwtError::Missing {
+                        last = e;
+                    }
+                }
             }
         }
         Err(last)
@@ -237,27 +235,20 @@ impl std::fmt::Debug for TokenSources<'_> {
 /// when there is none). A query value is percent-decoded (`parseAndDecodeQueryString`; the first
 /// of repeated parameters).
 pub fn extract(provider: &Provider, sources: &TokenSources<'_>) -> Vec<String> {
-    let mut headers: Vec<(String, &str, &str)> = Vec::new();
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(provider.locations.len());
     let mut params: Vec<&str> = Vec::new();
     for location in &provider.locations {
         match location {
-            JwtLocation::Header { name, prefix } => {
-                let key = format!("{name}{prefix}");
-                if !headers.iter().any(|(k, _, _)| *k == key) {
-                    headers.push((key, name, prefix));
-                }
-            }
-            JwtLocation::Query(name) => {
-                if !params.contains(&name.as_str()) {
-                    params.push(name);
-                }
-            }
+            JwtLocation::Header { name, prefix } => headers.push((name, prefix)),
+            JwtLocation::Query(name) => params.push(name),
         }
     }
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    headers.sort_by(|a, b| header_key_order(*a, *b));
+    headers.dedup_by(|a, b| header_key_order(*a, *b).is_eq());
     params.sort_unstable();
+    params.dedup();
     let mut tokens = Vec::new();
-    for (_, name, prefix) in headers {
+    for (name, prefix) in headers {
         let Some(value) = (sources.header)(name) else {
             continue;
         };
@@ -276,6 +267,13 @@ pub fn extract(provider: &Provider, sources: &TokenSources<'_>) -> Vec<String> {
         }
     }
     tokens
+}
+
+/// The order of Envoy's header location map, keyed by name + prefix.
+fn header_key_order(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    a.0.bytes()
+        .chain(a.1.bytes())
+        .cmp(b.0.bytes().chain(b.1.bytes()))
 }
 
 /// envoy `ExtractorImpl::extractJWT`: the first run of base64url characters and dots at or after
