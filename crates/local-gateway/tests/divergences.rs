@@ -14,18 +14,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const KEY: &str = LOCAL_API_KEY;
 
-async fn fixture_gateway() -> (Stub, Gw) {
-    let stub = Stub::start().await;
-    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |_| {}).await;
-    (stub, gw)
-}
-
-async fn echo(request: reqwest::RequestBuilder) -> Value {
-    let response = request.send().await.expect("request");
-    assert_eq!(response.status(), 200, "the request reaches the backend");
-    response.json().await.expect("echo json")
-}
-
 /// Asserts a JWT refusal: Envoy's reply and `WWW-Authenticate` (envoy `jwt_authn/filter.cc`:
 /// realm = the request's URI, `error="invalid_token"` unless the JWT is missing).
 async fn assert_jwt_refused(
@@ -362,31 +350,24 @@ async fn resetting_backend(resets: usize) -> (String, Arc<AtomicUsize>) {
 /// (`backend_retry_test.go`: "retried and the latest reset reason: ...").
 #[tokio::test]
 async fn a_reset_before_the_answer_is_retried_once_post_included() {
+    let t = firebase_token("u");
+    let post = |gw: &Gw| {
+        gw.client
+            .post(gw.url(&format!("/v1/shelves?key={KEY}")))
+            .bearer_auth(&t)
+            .body("a body")
+            .send()
+    };
     let (url, seen) = resetting_backend(1).await;
     let gw = gateway_with(fixture("fidelity.yaml"), &url, |_| {}).await;
-    let t = firebase_token("u");
-    let r = gw
-        .client
-        .post(gw.url(&format!("/v1/shelves?key={KEY}")))
-        .bearer_auth(&t)
-        .body("a body")
-        .send()
-        .await
-        .expect("r");
+    let r = post(&gw).await.expect("r");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "ok");
     assert_eq!(seen.load(Ordering::SeqCst), 2, "one retry");
 
     let (url, seen) = resetting_backend(usize::MAX).await;
     let gw = gateway_with(fixture("fidelity.yaml"), &url, |_| {}).await;
-    let r = gw
-        .client
-        .post(gw.url(&format!("/v1/shelves?key={KEY}")))
-        .bearer_auth(&t)
-        .body("a body")
-        .send()
-        .await
-        .expect("r");
+    let r = post(&gw).await.expect("r");
     assert_reply(r, 503, "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination").await;
     assert_eq!(seen.load(Ordering::SeqCst), 2, "one try and one retry");
     let log = gw.logs().pop().expect("logged");
@@ -545,7 +526,9 @@ async fn configs_api_gateway_does_not_deploy_are_refused_when_loaded() {
         let path = dir.join(format!("refused-{i}.yaml"));
         std::fs::write(&path, fixture_text.replacen(from, to, 1)).expect("write");
         let config = items_local_gateway::GatewayConfig::new(&path, "http://127.0.0.1:9");
-        let err = LocalGateway::start(config).await.expect_err("refused");
+        let Err(err) = LocalGateway::start(config).await else {
+            panic!("{why}: the gateway started");
+        };
         assert!(format!("{err:#}").contains(why), "{why}: {err:#}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,20 +12,6 @@ use serde_json::{Value, json};
 
 const KEY: &str = LOCAL_API_KEY;
 
-async fn fixture_gateway() -> (Stub, Gw) {
-    let stub = Stub::start().await;
-    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |_| {}).await;
-    (stub, gw)
-}
-
-/// Sends `request` and returns the backend's echo of it.
-async fn echo(request: reqwest::RequestBuilder) -> Value {
-    let response = request.send().await.expect("request");
-    assert_eq!(response.status(), 200, "the request reaches the backend");
-    assert_eq!(response.headers()["x-stub"], "yes");
-    response.json().await.expect("echo json")
-}
-
 /// GETs `path` with `Authorization: Bearer <token>` and returns the backend's echo.
 async fn echo_bearer(gw: &Gw, path: &str, token: &str) -> Value {
     echo(gw.get(path).header("authorization", bearer(token))).await
