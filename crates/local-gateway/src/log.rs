@@ -21,7 +21,6 @@ pub struct Entry {
     pub request_size: usize,
     pub response_size: usize,
     pub remote_ip: String,
-    pub user_agent: Option<String>,
     pub referer: Option<String>,
     pub protocol: String,
     pub latency: Duration,
@@ -60,8 +59,6 @@ struct HttpRequest<'a> {
     remote_ip: &'a str,
     latency: String,
     protocol: &'a str,
-    #[serde(rename = "userAgent", skip_serializing_if = "Option::is_none")]
-    user_agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referer: Option<&'a str>,
 }
@@ -151,7 +148,6 @@ pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
             remote_ip: &entry.remote_ip,
             latency: format!("{:.9}s", entry.latency.as_secs_f64()),
             protocol: &entry.protocol,
-            user_agent: entry.user_agent.as_deref(),
             referer: entry.referer.as_deref(),
         },
         trace: format!(

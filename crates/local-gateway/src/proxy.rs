@@ -71,7 +71,6 @@ async fn handle(
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default(),
-        user_agent: header(&req, "user-agent"),
         referer: header(&req, "referer"),
         protocol: format!("{:?}", req.version()),
         api_method: "<Unknown Operation Name>".into(),

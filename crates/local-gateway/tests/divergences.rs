@@ -430,6 +430,23 @@ async fn access_log_fields_are_espv2s() {
     assert_eq!(r.status(), 504);
     let log = gw.logs().pop().expect("logged");
     assert_eq!(log["response_code_detail"], "response_timeout");
+    // `httpRequest` has ESPv2's fields: no user agent (`FillLogEntry` sets none).
+    let http = log["httpRequest"].as_object().expect("httpRequest");
+    let mut fields: Vec<_> = http.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "latency",
+            "protocol",
+            "remoteIp",
+            "requestMethod",
+            "requestSize",
+            "requestUrl",
+            "responseSize",
+            "status"
+        ]
+    );
     assert!(
         log.get("error_cause").is_none(),
         "no Service Control error: {log}"
