@@ -97,23 +97,25 @@ struct Line<'a> {
     jwt_payloads: Option<&'a str>,
 }
 
-/// `path_and_query` with the values of the query parameters in `params` (where JWTs travel)
-/// replaced by `REDACTED`. ESPv2 reports the request's `:path` whole; the local log, read in
-/// terminals and CI artefacts, keeps tokens out (API keys stay: ESPv2 reports them as
-/// `api_key`).
-pub fn redact_tokens(path_and_query: &str, params: &[String]) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_owned();
+/// `requestUrl`: the path and the query, with the values of the query parameters in `params`
+/// (where JWTs travel) replaced by `REDACTED`. ESPv2 reports the request's `:path` whole; the
+/// local log, read in terminals and CI artefacts, keeps tokens out (API keys stay: ESPv2
+/// reports them as `api_key`).
+pub fn request_url(path: &str, query: Option<&str>, params: &[String]) -> String {
+    let Some(query) = query else {
+        return path.to_owned();
     };
     let secret = |pair: &str| {
         let name = pair.split('=').next().unwrap_or_default();
         params.iter().any(|p| p == name)
     };
-    if !query.split('&').any(secret) {
-        return path_and_query.to_owned();
-    }
-    let mut out = String::with_capacity(path_and_query.len());
+    let mut out = String::with_capacity(path.len() + 1 + query.len());
     out.push_str(path);
+    if !query.split('&').any(secret) {
+        out.push('?');
+        out.push_str(query);
+        return out;
+    }
     for (i, pair) in query.split('&').enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
         match pair.split_once('=') {

@@ -59,14 +59,12 @@ async fn handle(
     let start = Instant::now();
     let (trace_id, span_id, sampled) = trace::ids(&req, state.config.trace_sample_rate);
     let method = request_method(&req);
+    // Envoy normalises `:path` before any filter sees it, and ESPv2 reports that `:path`
+    // (esp-v2 `service_control/handler_impl.cc`, `info.url = path_`).
+    let normalized = path::normalize(req.uri().path());
     let mut entry = Entry {
         method: method.to_owned(),
-        url: log::redact_tokens(
-            req.uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().path(), |pq| pq.as_str()),
-            &state.token_params,
-        ),
+        url: log::request_url(&normalized, req.uri().query(), &state.token_params),
         remote_ip: req
             .peer_addr()
             .map(|a| a.ip().to_string())
@@ -80,7 +78,11 @@ async fn handle(
         sampled,
         ..Entry::default()
     };
-    let response = match process(&req, method, payload, &state, &client, &mut entry).await {
+    let response = match process(
+        &req, method, normalized, payload, &state, &client, &mut entry,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(&mut entry),
     };
@@ -112,6 +114,7 @@ const METHOD_OVERRIDE: &str = "x-http-method-override";
 async fn process(
     req: &HttpRequest,
     method: &str,
+    normalized: String,
     payload: web::Payload,
     state: &State,
     client: &router::BackendClient,
@@ -127,7 +130,6 @@ async fn process(
     if !api_key.is_empty() {
         entry.api_key = Some(api_key.to_owned());
     }
-    let normalized = path::normalize(req.uri().path());
     let matched = routing::route(state, method, &normalized)?;
     let operation = &*matched.operation;
     entry.api_method = state.api_method(&operation.operation_id);

@@ -271,6 +271,10 @@ async fn the_path_is_normalised_before_routing() {
         let e: Value = serde_json::from_str(&body).expect("echo");
         assert_eq!(e["path"], "/open", "{target}");
     }
+    // ESPv2 reports the normalised `:path` (`handler_impl.cc`: `info.url = path_`).
+    for log in gw.logs() {
+        assert_eq!(log["httpRequest"]["requestUrl"], "/open");
+    }
     // An escaped slash stays escaped: no template matches.
     let (status, body) = raw_get(&gw, "/v1/shelves/1%2Fbooks/2").await;
     assert_eq!(status, 404, "{body}");
