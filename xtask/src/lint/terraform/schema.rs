@@ -110,6 +110,7 @@ struct Addition {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Additions {
+    #[serde(default)]
     addition: Vec<Addition>,
 }
 
