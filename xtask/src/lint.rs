@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use crate::util;
 
+#[cfg(test)]
+mod log_fields;
 pub(crate) mod terraform;
 
 #[derive(Debug, clap::Args)]
