@@ -153,8 +153,8 @@ impl Schemas {
             providers.insert(provider.name.to_owned(), schema);
         }
         let path = additions;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let additions: Additions =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Self {
