@@ -130,11 +130,14 @@ pub(super) struct Schemas {
 
 impl Schemas {
     pub(super) fn load(repo_root: &Path) -> anyhow::Result<Self> {
-        Self::load_with(repo_root, &schema_dir(repo_root).join("additions.toml"))
+        Self::load_with(
+            repo_root,
+            Some(&schema_dir(repo_root).join("additions.toml")),
+        )
     }
 
-    /// The committed schemas with the additions of `additions` (a fixture's, in tests).
-    fn load_with(repo_root: &Path, additions: &Path) -> anyhow::Result<Self> {
+    /// The committed schemas with the additions of `additions` (a fixture's or none, in tests).
+    fn load_with(repo_root: &Path, additions: Option<&Path>) -> anyhow::Result<Self> {
         let mut providers = BTreeMap::new();
         for provider in PROVIDERS {
             let path = schema_path(repo_root, provider.name);
@@ -152,14 +155,19 @@ impl Schemas {
                 .with_context(|| format!("{}: not a provider schema", path.display()))?;
             providers.insert(provider.name.to_owned(), schema);
         }
-        let path = additions;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let additions: Additions =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let additions = match additions {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<Additions>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+                    .addition
+            }
+            None => Vec::new(),
+        };
         Ok(Self {
             providers,
-            additions: additions.addition,
+            additions,
         })
     }
 
@@ -473,11 +481,9 @@ mod tests {
     fn fixture_problems(name: &str, additions: Option<&str>) -> Vec<String> {
         let root = repo_root();
         let dir = root.join("xtask/tests/fixtures/terraform").join(name);
-        let schemas = match additions {
-            Some(file) => Schemas::load_with(&root, &dir.join(file)),
-            None => Schemas::load(&root),
-        }
-        .expect("committed schemas load");
+        let additions = additions.map(|file| dir.join(file));
+        let schemas =
+            Schemas::load_with(&root, additions.as_deref()).expect("committed schemas load");
         check_schema(&dir, &dir, &schemas).expect("readable fixture")
     }
 
