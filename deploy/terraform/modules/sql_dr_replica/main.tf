@@ -17,10 +17,6 @@ resource "google_sql_database_instance" "replica" {
   master_instance_name = var.primary_instance_name
   deletion_protection  = var.deletion_protection
 
-  replica_configuration {
-    failover_target = false
-  }
-
   settings {
     tier                        = var.tier
     edition                     = var.edition
