@@ -38,6 +38,8 @@ const MAX_REQUEST: usize = 32 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a request waits for an instance of its revision to be ready (one being replaced).
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
+/// How long one attempt waits for a ready instance before the split is drawn again.
+const RETRY_SLICE: Duration = Duration::from_secs(1);
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -278,9 +280,6 @@ async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> Http
     let Some(revision_name) = service.pick(ctx.tag.as_deref()) else {
         return text(503, "Service Unavailable: the service routes no traffic");
     };
-    let Some(revision) = inner.revision(&service.id, &revision_name) else {
-        return text(503, "Service Unavailable: the revision is gone");
-    };
     if let Some(fault) = inner.fault(&revision_name) {
         if !fault.added_latency.is_zero() {
             tokio::time::sleep(fault.added_latency).await;
@@ -294,29 +293,40 @@ async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> Http
             return response;
         }
     }
-    // A connection the instance refused never reached it: wait for a ready instance (the
-    // supervisor replaces one that exited) and try again, within the same bound.
+    // Until the request reaches an instance: a revision retired after it was picked (the split
+    // changed meanwhile) gives way to a new pick, and a connection the instance refused (it never
+    // reached it) is tried again once an instance is ready (the supervisor replaces one that
+    // exited), all within one bound.
     let deadline = tokio::time::Instant::now() + INSTANCE_WAIT;
+    let mut revision_name = revision_name;
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(port) = revision.wait_ready(left).await else {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             // Cloud Run: "The request was aborted because there was no available instance."
             return text(
                 503,
                 "Service Unavailable: the request was aborted because there was no available instance",
             );
+        }
+        let revision = inner
+            .revision(&service.id, &revision_name)
+            .filter(|r| r.is_active());
+        let lease = match revision {
+            Some(revision) => revision.wait_ready(RETRY_SLICE.min(deadline - now)).await,
+            None => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                None
+            }
         };
-        match forward(&inner.client, &req, body.clone(), port).await {
-            Forwarded::Refused if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(lease) = lease {
+            match forward(&inner.client, &req, body.clone(), lease.port).await {
+                Forwarded::Answer(response) => return response,
+                Forwarded::Refused => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            Forwarded::Refused => {
-                return text(
-                    503,
-                    "Service Unavailable: the request was aborted because there was no available instance",
-                );
-            }
-            Forwarded::Answer(response) => return response,
+        }
+        match service.pick(ctx.tag.as_deref()) {
+            Some(name) => revision_name = name,
+            None => return text(503, "Service Unavailable: the service routes no traffic"),
         }
     }
 }

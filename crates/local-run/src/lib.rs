@@ -263,6 +263,11 @@ impl Runtime {
         Ok(url)
     }
 
+    /// The URL of the service's front end, if it has one.
+    pub fn service_url(&self, id: &ServiceId) -> Option<String> {
+        lock(&self.inner.services).get(id).map(|s| s.url.clone())
+    }
+
     /// Replaces who may invoke the service (takes effect for the next request).
     pub fn set_iam(&self, id: &ServiceId, iam: Iam) {
         if let Some(service) = lock(&self.inner.services).get(id) {

@@ -220,13 +220,7 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_follow_the_split_and_tags_reach_their_revision() {
     let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
-    for name in ["items-a", "items-b"] {
-        cloud
-            .runtime
-            .deploy_revision(cloud.revision(&svc, name, &[]))
-            .await
-            .expect("ready");
-    }
+    cloud.deploy(&svc, &["items-a", "items-b"]).await;
     let tags = cloud
         .runtime
         .set_traffic(
@@ -283,6 +277,7 @@ async fn the_front_end_checks_the_id_token_as_cloud_run_does() {
         allow_unauthenticated: false,
     };
     let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), iam).await;
+    assert_eq!(cloud.runtime.service_url(&svc), Some(url.clone()));
     cloud
         .runtime
         .deploy_revision(cloud.revision(&svc, "items-a", &[]))
@@ -518,8 +513,7 @@ async fn faults_add_latency_and_errors_to_one_revision() {
 /// reference server): the image pushed through the distribution API runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pushed_to_a_real_registry_runs() {
-    let dir = std::env::temp_dir().join(format!("local-run-registry-{}", fastrand::u64(..)));
-    let Some(registry) = DockerRegistry::start(&dir) else {
+    let Some(registry) = DockerRegistry::start() else {
         return;
     };
     let reference = registry
@@ -539,8 +533,6 @@ async fn an_image_pushed_to_a_real_registry_runs() {
         (200, "from-docker-registry".to_owned())
     );
     cloud.stop().await;
-    drop(registry);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What the control plane needs of the handle: shared across tasks and threads.
@@ -548,4 +540,58 @@ async fn an_image_pushed_to_a_real_registry_runs() {
 fn the_runtime_handle_is_clone_send_sync_and_debug() {
     fn shareable<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
     shareable::<items_local_run::Runtime>();
+}
+
+/// Traffic moves back and forth between two revisions under steady load, each move retiring
+/// the revision left behind (and the next one starting it again): no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_traffic_moves_and_revisions_retire() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    cloud.deploy(&svc, &["items-a", "items-b"]).await;
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-a"))
+        .await
+        .expect("traffic");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (url, stop) = (url.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http().get(format!("{url}/")).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for target in ["items-b", "items-a", "items-b", "items-a"] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cloud
+            .runtime
+            .set_traffic(&svc, &all_to(target))
+            .await
+            .expect("traffic");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.expect("client");
+        assert!(failed.is_empty(), "{failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "{total} requests");
+    // items-b when traffic first went to items-a alone, then one per move.
+    let sigterms = cloud.log_lines().iter().filter(|l| *l == "SIGTERM").count();
+    assert_eq!(sigterms, 5, "{:?}", cloud.log_lines());
+    cloud.stop().await;
 }

@@ -25,6 +25,8 @@ fn millis(name: &str) -> Option<Duration> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let start = Instant::now();
+    // Before listening: a SIGTERM can come as soon as the startup probe passes.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
     let revision = std::env::var("K_REVISION").unwrap_or_default();
     if let Some(delay) = millis("TESTEE_LISTEN_AFTER_MS") {
@@ -33,7 +35,6 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(format!("0.0.0.0:{port}")).await?;
     println!("testee K_REVISION={revision} PORT={port}");
     let ready_after = millis("TESTEE_READY_AFTER_MS").unwrap_or_default();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let ignore_term = std::env::var_os("TESTEE_IGNORE_SIGTERM").is_some();
     let exit_at = millis("TESTEE_EXIT_AFTER_MS").map(|after| start + after);
     let mut connections = tokio::task::JoinSet::new();
