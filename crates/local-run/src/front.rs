@@ -497,6 +497,11 @@ async fn forward(client: &Client, req: &HttpRequest, body: web::Bytes, port: u16
         }
         out.append_header((name.as_str(), value.as_bytes()));
     }
+    // "If your Cloud Run service response includes a Set-Cookie header, Cloud Run sets the
+    // Cache-Control header to private" (container contract, "Response caching and cookies").
+    if parts.headers.contains_key(http::header::SET_COOKIE) {
+        out.insert_header(("cache-control", "private"));
+    }
     Forwarded::Answer(out.body(bytes))
 }
 

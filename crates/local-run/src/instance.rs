@@ -20,8 +20,13 @@
 //!   is replaced by a new one (after 1 s, doubling up to 10 s while starts keep failing), as
 //!   Cloud Run keeps a serving revision's instances (with a back-off on crash loops, same page:
 //!   "Cloud Run limits instance restarts to prevent uncontrolled crash loops").
-//! - Stopping: SIGTERM, then SIGKILL after the grace period (Cloud Run: 10 s; container contract,
-//!   "Instance shutdown").
+//! - Stopping: the instance leaves the routing, the requests already forwarded to it are answered
+//!   (bounded by Cloud Run's 300 s default request timeout), then SIGTERM, then SIGKILL after the
+//!   grace period (Cloud Run: 10 s; container contract, "Instance shutdown"; Cloud Run sends
+//!   SIGTERM "before the container instance terminates, due to an event like scale down or
+//!   deleted revision", <https://cloud.google.com/run/docs/samples/cloudrun-sigterm-handler>).
+//!   Waiting for the forwarded requests first is our reading: Cloud Run scales down idle
+//!   instances, and its exact order when traffic leaves a revision is not documented.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

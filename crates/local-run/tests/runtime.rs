@@ -58,6 +58,17 @@ async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_f
     assert_eq!(env["DATABASE_URL"], "postgres://x");
     assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
 
+    // A response that sets a cookie is marked private, as Cloud Run does.
+    let response = http()
+        .get(format!("{url}/cookie"))
+        .send()
+        .await
+        .expect("cookie");
+    assert_eq!(response.headers()["set-cookie"], "session=1");
+    assert_eq!(response.headers()["cache-control"], "private");
+    let response = http().get(format!("{url}/")).send().await.expect("plain");
+    assert!(!response.headers().contains_key("cache-control"));
+
     // The secret file at its path inside the container, read-only as a secret volume.
     let (status, body) = get(&format!("{url}/file?/secrets/db/password")).await;
     assert_eq!((status, body.as_str()), (200, "s3cret"));

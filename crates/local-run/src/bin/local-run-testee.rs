@@ -3,6 +3,7 @@
 //! - `GET /env` with its environment as JSON,
 //! - `GET /file?<absolute path>` with that file's bytes,
 //! - `GET /headers` with the request's headers as JSON,
+//! - `GET /cookie` with a `Set-Cookie` header,
 //! - `GET /ready`: 503 until `TESTEE_READY_AFTER_MS` has passed since start, then 200,
 //! - anything else: `<K_REVISION>`, after logging `request before ready` if it came before.
 //!
@@ -109,6 +110,7 @@ async fn serve(mut stream: TcpStream, ready: bool, revision: &str) -> std::io::R
             200,
             serde_json::Value::Object(headers).to_string().into_bytes(),
         ),
+        "/cookie" => (200, b"cookie".to_vec()),
         "/ready" if ready => (200, b"ready".to_vec()),
         "/ready" => (503, b"starting".to_vec()),
         _ => {
@@ -118,8 +120,13 @@ async fn serve(mut stream: TcpStream, ready: bool, revision: &str) -> std::io::R
             (200, revision.as_bytes().to_vec())
         }
     };
+    let cookie = if path == "/cookie" {
+        "set-cookie: session=1\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{cookie}connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
