@@ -197,6 +197,9 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+/// A revision: its service and name.
+type RevisionKey = (ServiceId, String);
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) opts: RuntimeOptions,
@@ -204,8 +207,9 @@ pub(crate) struct Inner {
     puller: image::Puller,
     pub(crate) client: front::Client,
     services: Mutex<BTreeMap<ServiceId, Arc<front::Service>>>,
-    revisions: Mutex<BTreeMap<(ServiceId, String), Arc<Revision>>>,
+    revisions: Mutex<BTreeMap<RevisionKey, Arc<Revision>>>,
     faults: Mutex<HashMap<String, Fault>>,
+    deploying: Mutex<BTreeMap<RevisionKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -241,6 +245,7 @@ impl Runtime {
                 services: Mutex::new(BTreeMap::new()),
                 revisions: Mutex::new(BTreeMap::new()),
                 faults: Mutex::new(HashMap::new()),
+                deploying: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -280,6 +285,12 @@ impl Runtime {
     /// Revisions are immutable: deploying a name again only starts an instance if it has none.
     pub async fn deploy_revision(&self, spec: RevisionSpec) -> Result<(), String> {
         let key = (spec.service.clone(), spec.name.clone());
+        // One deployment of a given revision at a time (two would unpack into one directory).
+        let serial = lock(&self.inner.deploying)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _serial = serial.lock().await;
         let existing = lock(&self.inner.revisions).get(&key).cloned();
         if let Some(existing) = existing {
             return existing.activate(&self.inner).await;

@@ -606,3 +606,24 @@ async fn no_request_fails_while_traffic_moves_and_revisions_retire() {
     assert_eq!(sigterms, 5, "{:?}", cloud.log_lines());
     cloud.stop().await;
 }
+
+/// The same revision deployed twice at once (two callers, one revision): one image unpack, one
+/// instance, both calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_one_revision_twice_at_once_starts_one_instance() {
+    let (cloud, svc, _url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let spec = cloud.revision(&svc, "items-twice", &[]);
+    let (first, second) = tokio::join!(
+        cloud.runtime.deploy_revision(spec.clone()),
+        cloud.runtime.deploy_revision(spec)
+    );
+    assert_eq!((first, second), (Ok(()), Ok(())));
+    let started = cloud
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("K_REVISION=items-twice"))
+        .count();
+    assert_eq!(started, 1, "{:?}", cloud.log_lines());
+    assert_eq!(cloud.runtime.instances("items-twice").len(), 1);
+    cloud.stop().await;
+}
