@@ -53,13 +53,16 @@ const HOP_BY_HOP: [&str; 9] = [
     "expect",
 ];
 
-/// The pooled HTTP/1 client requests go to instances with.
+/// The HTTP/1 client requests go to instances with, one per listener worker. It keeps no idle
+/// connection: each request opens its own (cheap on loopback), so no request is ever written to
+/// a kept connection that a stopping instance has just closed, and a connection never outlives
+/// the listener worker whose runtime drives it.
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<web::Bytes>>;
 
-pub(crate) fn client() -> Client {
+fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
         .build_http()
 }
 
@@ -228,6 +231,7 @@ fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(ctx.clone())
+            .app_data(web::Data::new(client()))
             .app_data(web::PayloadConfig::new(MAX_REQUEST))
             .default_service(web::to(handle))
     })
@@ -251,7 +255,12 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> HttpResponse {
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    ctx: web::Data<Ctx>,
+    client: web::Data<Client>,
+) -> HttpResponse {
     let (Some(inner), Some(service)) = (ctx.inner.upgrade(), ctx.service.upgrade()) else {
         return text(503, "Service Unavailable");
     };
@@ -319,7 +328,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> Http
             }
         };
         if let Some(lease) = lease {
-            match forward(&inner.client, &req, body.clone(), lease.port).await {
+            match forward(&client, &req, body.clone(), lease.port).await {
                 Forwarded::Answer(response) => return response,
                 Forwarded::Refused => tokio::time::sleep(Duration::from_millis(20)).await,
             }
