@@ -85,10 +85,29 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 impl Launcher {
-    pub fn find() -> anyhow::Result<Self> {
+    /// Finds `unshare` and checks that it may chroot and mount `/proc` here (root, or the
+    /// capabilities CAP_SYS_CHROOT and CAP_SYS_ADMIN), so that a missing privilege shows at start
+    /// rather than as every revision failing to deploy.
+    pub async fn find() -> anyhow::Result<Self> {
         let unshare = which("unshare").context(
             "util-linux `unshare` is not on PATH (Debian package util-linux): it starts containers",
         )?;
+        let tool = which("true").context("`true` is not on PATH")?;
+        let probe = Command::new(&unshare)
+            .args(["--mount-proc=/proc", "--root=/", "--wd=/", "--"])
+            .arg(&tool)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .context("running unshare")?;
+        if !probe.status.success() {
+            bail!(
+                "`unshare --mount-proc --root` does not work here (it needs root): {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            );
+        }
         Ok(Self {
             unshare,
             mknod: which("mknod"),

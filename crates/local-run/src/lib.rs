@@ -233,7 +233,7 @@ impl Runtime {
         tokio::fs::create_dir_all(&opts.state_dir)
             .await
             .with_context(|| format!("creating {}", opts.state_dir.display()))?;
-        let launcher = instance::Launcher::find()?;
+        let launcher = instance::Launcher::find().await?;
         let puller = image::Puller::new(opts.state_dir.join("blobs"))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
