@@ -130,6 +130,21 @@ async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_f
         .await
         .expect("second revision");
     assert_eq!(fetched(&cloud), before, "{:?}", cloud.registry.requests());
+    // ... nor unpacked twice: both roots hold the same file (one inode), each its own secrets.
+    use std::os::unix::fs::MetadataExt as _;
+    let revisions = cloud.state_dir.join("revisions/p/europe-west1/items");
+    let inode = |revision: &str, path: &str| {
+        std::fs::metadata(revisions.join(revision).join("rootfs").join(path))
+            .map(|m| m.ino())
+            .ok()
+    };
+    let testee = "usr/local/bin/testee";
+    assert!(inode("items-00001-abc", testee).is_some());
+    assert_eq!(
+        inode("items-00001-abc", testee),
+        inode("items-00002-def", testee)
+    );
+    assert_eq!(inode("items-00002-def", "secrets/db/password"), None);
     cloud.stop().await;
 }
 
