@@ -7,6 +7,7 @@
 //! the workspace's own path is cut from `bom-ref`s, and the serial number derives from the image
 //! digest.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context as _, bail, ensure};
@@ -78,6 +79,91 @@ pub(crate) async fn rust_bom(epoch: u64) -> anyhow::Result<Value> {
     let prefix = format!("path+file://{}/", root.display());
     let text = text.replace(&prefix, "path+file:///");
     serde_json::from_str(&text).context("cargo cyclonedx wrote invalid JSON")
+}
+
+/// `(name, version)` of every crate `cargo tree` resolves for the service on the image's target
+/// (normal dependencies: what is linked, when the binary itself does not say).
+pub(crate) async fn cargo_tree_crates() -> anyhow::Result<BTreeSet<(String, String)>> {
+    let out = util::cargo()
+        .args([
+            "tree",
+            "--locked",
+            "--package",
+            util::SERVICE,
+            "--edges",
+            "normal",
+            "--target",
+            TARGET,
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .await
+        .context("running cargo tree")?;
+    ensure!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let version = words.next()?.strip_prefix('v')?;
+            (name != util::SERVICE).then(|| (name.to_owned(), version.to_owned()))
+        })
+        .collect())
+}
+
+/// Narrows cargo cyclonedx's BOM to the crates in `linked`. It resolves features for the whole
+/// workspace (`cargo metadata`), so it also lists crates that only other members enable; the
+/// service's own build links fewer. Fails when `linked` names a crate the BOM lacks.
+pub(crate) fn keep_only(
+    bom: &mut Value,
+    linked: &BTreeSet<(String, String)>,
+) -> anyhow::Result<()> {
+    let components = bom["components"]
+        .as_array_mut()
+        .context("cargo cyclonedx's BOM has no components")?;
+    let key = |c: &Value| {
+        Some((
+            c["name"].as_str()?.to_owned(),
+            c["version"].as_str()?.to_owned(),
+        ))
+    };
+    let listed: BTreeSet<(String, String)> = components.iter().filter_map(key).collect();
+    let missing: Vec<String> = linked
+        .difference(&listed)
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the binary links crates cargo cyclonedx does not list: {}",
+        missing.join(", ")
+    );
+    components.retain(|c| key(c).is_some_and(|k| linked.contains(&k)));
+    let mut kept: BTreeSet<String> = components
+        .iter()
+        .filter_map(|c| c["bom-ref"].as_str().map(str::to_owned))
+        .collect();
+    if let Some(root) = bom["metadata"]["component"]["bom-ref"].as_str() {
+        kept.insert(root.to_owned());
+    }
+    if let Some(dependencies) = bom["dependencies"].as_array_mut() {
+        dependencies.retain(|d| d["ref"].as_str().is_some_and(|r| kept.contains(r)));
+        for dependency in dependencies {
+            if let Some(on) = dependency
+                .get_mut("dependsOn")
+                .and_then(Value::as_array_mut)
+            {
+                on.retain(|r| r.as_str().is_some_and(|r| kept.contains(r)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes `file_name` from every workspace member directory (the root, `xtask`, `crates/*`).
@@ -207,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn ci_installs_the_pinned_cargo_cyclonedx() {
+    fn ci_installs_the_pinned_cargo_cyclonedx_and_cargo_auditable() {
         let script = std::fs::read_to_string(util::project_root().join(".ci/run")).unwrap();
         assert!(
             script.contains(&format!(
