@@ -22,7 +22,7 @@ mod store;
 mod workers;
 
 pub use error::DbError;
-pub use migrate::migrate;
+pub use migrate::{SchemaStatus, check_schema, migrate};
 pub use settings::{DatabaseSettings, PoolSettings};
 pub use store::PgStore;
 pub use workers::WorkerStores;

@@ -74,14 +74,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let telemetry = Telemetry::start(&settings.telemetry, &service_info(), identity)
             .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
-        if settings.database.migrate_on_start {
-            let applied = items_repository::migrate(&settings.database)
-                .await
-                .context("applying database migrations at start-up")?;
-            if !applied.is_empty() {
-                tracing::info!(migrations = ?applied, "applied database migrations");
-            }
-        }
+        prepare_schema(&settings.database).await?;
         // One pool per actix worker (`WorkerStores` says why), so the worker count is ours to set.
         let workers = settings.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -156,6 +149,38 @@ impl Application {
     /// Serves until the future completes (tests drive shutdown themselves).
     pub async fn run(self) -> anyhow::Result<()> {
         self.server.await.context("server")
+    }
+}
+
+/// `local` migrates at start-up (`database.migrate_on_start`, refused elsewhere by the settings);
+/// every other environment only checks that the schema holds this binary's migrations: the
+/// deploy's migrate job applies them (`items-service migrate`, under the migrator role), and a
+/// schema a later release migrated is fine (expand/contract), so older revisions keep starting.
+/// An unreachable database does not stop start-up (requests get 503s and `/health/ready` says
+/// why, as before); a schema behind the binary does.
+async fn prepare_schema(database: &items_repository::DatabaseSettings) -> anyhow::Result<()> {
+    if database.migrate_on_start {
+        let applied = items_repository::migrate(database)
+            .await
+            .context("applying database migrations at start-up")?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied database migrations");
+        }
+        return Ok(());
+    }
+    match items_repository::check_schema(database).await {
+        Ok(status) if status.newer.is_empty() => Ok(()),
+        Ok(status) => {
+            tracing::info!(newer = ?status.newer, "the schema holds migrations of a later release");
+            Ok(())
+        }
+        Err(e @ items_repository::DbError::Schema(_)) => {
+            Err(anyhow::Error::new(e).context("checking the database schema at start-up"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %items_telemetry::logging::error_chain(&e), "cannot check the database schema at start-up");
+            Ok(())
+        }
     }
 }
 

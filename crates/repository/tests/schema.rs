@@ -1,0 +1,135 @@
+//! Release safety at the database seam: a binary serves against a schema that is its own or
+//! newer, never an older one; migrating waits for a concurrent migration however long it takes;
+//! only connection-level failures count as "the database is unavailable".
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use items_domain::StoreError;
+use items_repository::{DatabaseSettings, DbError, check_schema, migrate};
+use tokio_postgres::NoTls;
+
+/// `MIGRATION_LOCK_ID` of `src/migrate.rs` ("items_mg").
+const MIGRATION_LOCK_ID: i64 = 0x6974_656d_735f_6d67;
+
+async fn connect(settings: &DatabaseSettings) -> tokio_postgres::Client {
+    let (client, connection) = settings.pg_config().unwrap().connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// What a later release leaves behind: an added nullable column (expand) and its migration
+/// recorded in refinery's history under a version this binary does not have.
+async fn migrate_as_a_later_release(settings: &DatabaseSettings) {
+    let client = connect(settings).await;
+    client
+        .batch_execute(
+            "ALTER TABLE items ADD COLUMN colour text;
+             INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (9999, 'later', '2026-12-01T00:00:00Z', '1');",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_older_binary_starts_and_migrates_against_a_newer_schema() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    migrate(&settings).await.unwrap();
+    migrate_as_a_later_release(&settings).await;
+
+    let status = check_schema(&settings).await.unwrap();
+    assert!(status.missing.is_empty());
+    assert_eq!(status.newer, ["V9999__later"]);
+    // refinery alone aborts here (abort_missing): a local instance that migrates at start-up,
+    // or a migrate job of the older release, would fail.
+    assert_eq!(migrate(&settings).await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_schema_behind_the_binary_is_refused_by_name() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    let err = check_schema(&settings).await.unwrap_err();
+    assert!(matches!(err, DbError::Schema(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("V1__items") && message.contains("items-service migrate"),
+        "{message}"
+    );
+    // Checking ran no DDL: the history table is still absent.
+    let client = connect(&settings).await;
+    let row = client
+        .query_one("SELECT to_regclass('refinery_schema_history') IS NULL", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+}
+
+#[tokio::test]
+async fn migrating_waits_for_the_lock_longer_than_the_statement_timeout() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let mut settings = DatabaseSettings::from_url(&url);
+    settings.statement_timeout_ms = 200;
+    // Another run holds the lock for five statement timeouts.
+    let holder = connect(&settings).await;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        holder
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
+            .await
+            .unwrap();
+        holder
+    });
+    let applied = migrate(&settings).await.unwrap();
+    assert_eq!(applied, ["V1__items"]);
+    drop(release.await.unwrap());
+}
+
+#[tokio::test]
+async fn only_connection_failures_are_unavailable() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    // A decoding bug: text read as bigint. No SQLSTATE, but the server answered fine.
+    let client = connect(&settings).await;
+    let row = client.query_one("SELECT 'x'::text", &[]).await.unwrap();
+    let decode = DbError::Query(row.try_get::<_, i64>(0).unwrap_err());
+    assert!(
+        !decode.is_unavailable() && !decode.is_transient(),
+        "{decode:?}"
+    );
+    assert!(matches!(StoreError::from(decode), StoreError::Other(_)));
+
+    // A connection that is gone is unavailable (503 + Retry-After at the edge).
+    let (client, connection) = settings.pg_config().unwrap().connect(NoTls).await.unwrap();
+    drop(connection);
+    let closed = DbError::Query(client.simple_query("SELECT 1").await.unwrap_err());
+    assert!(
+        closed.is_unavailable() && closed.is_transient(),
+        "{closed:?}"
+    );
+    assert!(matches!(
+        StoreError::from(closed),
+        StoreError::Unavailable(_)
+    ));
+
+    // A refused connection likewise.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = DatabaseSettings::from_url(&format!("postgres://postgres@127.0.0.1:{port}/x"))
+        .pg_config()
+        .unwrap()
+        .connect(NoTls)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(DbError::Query(refused).is_unavailable());
+}
