@@ -133,3 +133,42 @@ async fn only_connection_failures_are_unavailable() {
         .unwrap_err();
     assert!(DbError::Query(refused).is_unavailable());
 }
+
+/// `(name, text)` of the committed snapshot of the previous release's statements.
+fn previous_release_statements() -> Vec<(String, String)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(items_repository::STATEMENTS_FIXTURE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, sql) = l.split_once('\t').unwrap();
+            (name.to_owned(), sql.to_owned())
+        })
+        .collect()
+}
+
+/// Expand/contract: the previous release keeps serving (canary, other regions, rollback) on the
+/// schema this release migrates to, so each of its statements must still prepare there. A
+/// migration that drops or renames a column the previous release reads fails here.
+#[tokio::test]
+async fn every_statement_of_the_previous_release_prepares_against_this_schema() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let settings = DatabaseSettings::from_url(&url);
+    migrate(&settings).await.unwrap();
+    let client = connect(&settings).await;
+    let statements = previous_release_statements();
+    assert!(!statements.is_empty());
+    let mut failures = Vec::new();
+    for (name, sql) in &statements {
+        if let Err(e) = client.prepare(sql).await {
+            failures.push(format!("{name}: {}", server_message(&e)));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn server_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+}
