@@ -36,7 +36,13 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<String>, DbError
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
-    let result = apply_pending(&mut client).await;
+    let mut result = apply_pending(&mut client).await;
+    if let (Ok(_), Some(user)) = (&result, &settings.runtime_user) {
+        let granted = grant_runtime(&client, user, settings).await;
+        if let Err(e) = granted {
+            result = Err(e);
+        }
+    }
     // The lock is also released when the session ends; unlock explicitly to be prompt.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
@@ -63,6 +69,72 @@ async fn apply_pending(client: &mut Client) -> Result<Vec<String>, DbError> {
         .iter()
         .map(ToString::to_string)
         .collect())
+}
+
+/// What the runtime's user may do: read and write rows, nothing else. It owns nothing, so it
+/// cannot alter or drop a table; it gets no `CREATE` on the schema (PostgreSQL 15 and later give
+/// `PUBLIC` none either) and only reads refinery's history (for [`check_schema`]).
+///
+/// The user is created here rather than by Terraform because Cloud SQL makes every user created
+/// through its API a member of `cloudsqlsuperuser` with `CREATEROLE` and `CREATEDB` ("About
+/// PostgreSQL users", cloud.google.com/sql/docs/postgres/users: "All users you create using
+/// Cloud SQL are created as part of the cloudsqlsuperuser role"); a role created with SQL gets
+/// only the attributes it is given. The password is sent as a SCRAM-SHA-256 verifier, so its
+/// plain text never reaches the server or its statement log. Setting it on every run makes a
+/// rotation one job run (README, "Rotating the database password").
+const RUNTIME_GRANTS: [&str; 5] = [
+    "GRANT CONNECT ON DATABASE %I TO %I",
+    "GRANT USAGE ON SCHEMA public TO %2$I",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %2$I",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %2$I",
+    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON refinery_schema_history FROM %2$I",
+];
+
+async fn grant_runtime(
+    client: &Client,
+    user: &str,
+    settings: &DatabaseSettings,
+) -> Result<(), DbError> {
+    let path = settings.runtime_password_file.as_ref().ok_or_else(|| {
+        DbError::Config("database.runtime_user needs database.runtime_password_file".to_owned())
+    })?;
+    let password = std::fs::read_to_string(path).map_err(|e| {
+        DbError::Config(format!(
+            "database.runtime_password_file: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let verifier = postgres_protocol::password::scram_sha_256(
+        password.trim_end_matches(['\r', '\n']).as_bytes(),
+    );
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await?
+        .is_some();
+    let role = if exists {
+        "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
+    } else {
+        "CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
+    };
+    let statement: String = client
+        .query_one(
+            "SELECT format($1, $2::text, $3::text)",
+            &[&role, &user, &verifier],
+        )
+        .await?
+        .get(0);
+    client.batch_execute(&statement).await?;
+    for grant in RUNTIME_GRANTS {
+        let statement: String = client
+            .query_one(
+                "SELECT format($1, current_database(), $2::text)",
+                &[&grant, &user],
+            )
+            .await?
+            .get(0);
+        client.batch_execute(&statement).await?;
+    }
+    Ok(())
 }
 
 /// The migrations recorded in the database, or `None` before the first migration.

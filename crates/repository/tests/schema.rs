@@ -172,3 +172,80 @@ fn server_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map_or_else(|| e.to_string(), |db| db.message().to_owned())
 }
+
+/// The migrate job creates the runtime's user with DML rights only: it reads and writes rows and
+/// checks the schema, but cannot create, alter or drop anything, nor rewrite migration history.
+#[tokio::test]
+async fn the_runtime_user_gets_dml_rights_only() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let password = std::env::temp_dir().join(format!("items-runtime-pw-{}", std::process::id()));
+    std::fs::write(&password, "runtime-secret\n").unwrap();
+    // Role names are cluster-wide: one per test database.
+    let user = format!(
+        "items_runtime_{}",
+        url.rsplit('/')
+            .next()
+            .unwrap()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let mut settings = DatabaseSettings::from_url(&url);
+    settings.runtime_user = Some(user.clone());
+    settings.runtime_password_file = Some(password.clone());
+    migrate(&settings).await.unwrap();
+    // Again (a rotation): the role exists, its password is set anew.
+    std::fs::write(&password, "rotated-secret\n").unwrap();
+    migrate(&settings).await.unwrap();
+    std::fs::remove_file(&password).ok();
+
+    let admin = connect(&settings).await;
+    let row = admin
+        .query_one(
+            "SELECT rolpassword LIKE 'SCRAM-SHA-256$%', rolcreaterole OR rolcreatedb OR rolsuper \
+             FROM pg_authid WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "a SCRAM verifier, not plain text");
+    assert!(!row.get::<_, bool>(1), "no role attributes beyond LOGIN");
+
+    // The same database as the runtime user (the test cluster trusts loopback, so the password
+    // is not what this checks; the verifier's form is, above).
+    let mut runtime = DatabaseSettings::from_url(&url);
+    runtime.url = None;
+    let admin_config = settings.pg_config().unwrap();
+    runtime.host = match &admin_config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(p) => Some(p.display().to_string()),
+    };
+    runtime.port = admin_config.get_ports().first().copied();
+    runtime.dbname = admin_config.get_dbname().map(str::to_owned);
+    runtime.user = Some(user.clone());
+    let status = check_schema(&runtime).await.unwrap();
+    assert!(status.missing.is_empty());
+    let app = connect(&runtime).await;
+    app.execute("INSERT INTO items (name) VALUES ('x')", &[])
+        .await
+        .unwrap();
+    app.execute("UPDATE items SET description = 'd'", &[])
+        .await
+        .unwrap();
+    app.execute("DELETE FROM idempotency_keys", &[])
+        .await
+        .unwrap();
+    for ddl in [
+        "CREATE TABLE sneaky (id int)",
+        "ALTER TABLE items ADD COLUMN colour text",
+        "DROP TABLE idempotency_keys",
+        "CREATE INDEX items_name ON items (name)",
+        "DELETE FROM refinery_schema_history",
+        "TRUNCATE items",
+    ] {
+        let err = app.batch_execute(ddl).await.unwrap_err();
+        let code = err.code().map(|c| c.code().to_owned());
+        assert!(
+            matches!(code.as_deref(), Some("42501")),
+            "{ddl}: {code:?} {err}"
+        );
+    }
+}
