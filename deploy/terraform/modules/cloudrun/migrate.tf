@@ -22,7 +22,7 @@ resource "google_project_iam_member" "migrator_cloudsql_client" {
 
   condition {
     title      = "only-${var.service_name}-instance-migrate"
-    expression = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+    expression = local.only_this_instance
   }
 }
 
