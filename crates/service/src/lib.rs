@@ -18,6 +18,10 @@ pub use settings::{
     ServerSettings, Settings, SettingsSources,
 };
 
+/// From SIGTERM to exit: Cloud Run sends SIGKILL 10 s after SIGTERM ("Container runtime
+/// contract"); the last half second is the process's own exit (the log writer's flush).
+pub const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(9500);
+
 /// A built, bound, not yet running server (zero-to-production's `Application`).
 pub struct Application {
     server: Server,
@@ -127,7 +131,8 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
     /// `server.shutdown_timeout_secs`), closes the pools and flushes telemetry (within
-    /// `telemetry.flush_timeout_ms`).
+    /// `telemetry.flush_timeout_ms`), all of it within [`SHUTDOWN_BUDGET`] of the signal: the
+    /// flush gets what the drain left.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -136,12 +141,27 @@ impl Application {
             self.key_ttl,
         ));
         shutdown_signal().await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         pruner.abort();
         tracing::info!("shutdown signal received: draining in-flight requests");
-        handle.stop(true).await;
-        server.await.context("server task")?.context("server")?;
+        let drained = tokio::time::timeout_at(deadline, async {
+            handle.stop(true).await;
+            server.await
+        })
+        .await;
         self.stores.close();
-        self.telemetry.shutdown().await;
+        if tokio::time::timeout_at(deadline, self.telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "telemetry flush cut short: SIGKILL follows SIGTERM after 10 s on Cloud Run"
+            );
+        }
+        match drained {
+            Ok(server) => server.context("server task")?.context("server")?,
+            Err(_) => tracing::warn!("in-flight requests cut short at the shutdown budget"),
+        }
         tracing::info!("stopped");
         Ok(())
     }

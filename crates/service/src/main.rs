@@ -90,6 +90,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A telemetry flush cut short at the shutdown budget may still be running on a blocking
+    // thread: do not wait for it (dropping the runtime would).
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
