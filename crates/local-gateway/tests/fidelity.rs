@@ -765,9 +765,32 @@ async fn with_allow_cors_preflights_reach_the_backend_without_key_or_jwt() {
 #[tokio::test]
 async fn without_allow_cors_preflights_are_405_on_defined_paths() {
     let stub = Stub::start().await;
-    // The committed dev config has no x-google-endpoints (managed_service is not set yet).
-    let config = items_local_gateway::config_file(&repo_root(), "dev", "europe-west1");
-    let gw = gateway_with(config, &stub.url, |_| {}).await;
+    // The committed dev config without its `x-google-endpoints` block (allowCors), as a config
+    // rendered for an environment without `[cors]` would be.
+    let committed = items_local_gateway::config_file(&repo_root(), "dev", "europe-west1");
+    let text = std::fs::read_to_string(&committed).expect("dev config");
+    let mut in_endpoints = false;
+    let stripped: String = text
+        .lines()
+        .filter(|line| {
+            if line.starts_with("x-google-endpoints:") {
+                in_endpoints = true;
+                return false;
+            }
+            if in_endpoints && (line.starts_with("- ") || line.starts_with("  ")) {
+                return false;
+            }
+            in_endpoints = false;
+            true
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(!stripped.contains("allowCors"), "{stripped}");
+    let config =
+        std::env::temp_dir().join(format!("local-gateway-no-cors-{}.yaml", std::process::id()));
+    std::fs::write(&config, stripped).expect("writing the config without CORS");
+    let gw = gateway_with(config.clone(), &stub.url, |_| {}).await;
+    let _ = std::fs::remove_file(&config);
     assert!(!gw.gateway.spec().allow_cors);
     let r = gw
         .client

@@ -116,6 +116,9 @@ pub struct Puller {
 
 impl Puller {
     pub fn new(blobs: PathBuf) -> anyhow::Result<Self> {
+        // reqwest's rustls needs a process-wide provider when the workspace's feature set leaves
+        // it without one (a full-workspace build does): ring, as everywhere else here.
+        items_local_gateway::keys::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
