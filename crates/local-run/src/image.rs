@@ -116,9 +116,10 @@ pub struct Puller {
 
 impl Puller {
     pub fn new(blobs: PathBuf) -> anyhow::Result<Self> {
-        // reqwest's rustls needs a process-wide provider when the workspace's feature set leaves
-        // it without one (a full-workspace build does): ring, as everywhere else here.
-        items_local_gateway::keys::install_crypto_provider();
+        // A workspace-wide build turns on reqwest's `rustls-no-provider` (through other crates'
+        // features), and reqwest then needs rustls' process-wide provider even for plain HTTP:
+        // ring, as everywhere else in the workspace (xtask/src/oci.rs, items-telemetry).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
