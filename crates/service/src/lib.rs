@@ -98,13 +98,18 @@ impl Application {
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
         let port = listener.local_addr()?.port();
         let worker_stores = Arc::clone(&stores);
+        let cors = settings.cors.clone();
         let server = HttpServer::new(move || {
             // Runs once on each worker's thread, so each worker serves from a pool of its own.
             let state = web::Data::new(ApiState::new(
                 worker_stores.for_worker(),
                 page_tokens.clone(),
             ));
+            // Innermost first: actix-cors answers preflights and adds its headers, its refusals
+            // become problems, and telemetry, outermost, sees every request (preflights too).
             let mut app = App::new()
+                .wrap(cors.middleware())
+                .wrap(items_http::preflight_problems())
                 .wrap(RequestTelemetry::new(instruments.clone()))
                 .configure(items_http::configure(state.clone()));
             if let Some(extra) = extra_routes {

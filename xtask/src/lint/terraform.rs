@@ -19,10 +19,12 @@
 //! 8. every environment's Cloud Run module sets `OTEL_EXPORTER_OTLP_ENDPOINT` to the port of the
 //!    collector's OTLP/HTTP receiver in `deploy/otel/collector.yaml` (4318), not its gRPC port
 //!    ([`otlp`]);
-//! 9. every environment root passes its stack at least one notification channel, through a
-//!    root variable with no default that requires one ([`notifications`]).
+//! 9. every resource and data source of the Google providers, with each nested block, matches
+//!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]);
+//! 10. every environment root passes its stack at least one notification channel, through a
+//!     root variable with no default that requires one ([`notifications`]).
 //!
-//! Checks 1 to 6, 8 and 9 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6, 8, 9 and 10 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 
@@ -38,6 +40,7 @@ mod outputs;
 mod page_token;
 mod references;
 mod roots;
+pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
 mod variables;
@@ -65,6 +68,7 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
         &repo_root.join("deploy/otel/collector.yaml"),
         repo_root,
     )?);
+    problems.extend(schema::check_repo(repo_root)?);
     Ok(problems)
 }
 

@@ -1,4 +1,4 @@
-//! Check 9: outside `local` an alert must reach someone. Every environment root passes its
+//! Check 10: outside `local` an alert must reach someone. Every environment root passes its
 //! stack a non-empty `notification_channels`: a non-empty list, or a variable of the root with no
 //! default whose validation requires at least one channel (so `terraform apply` cannot run
 //! without them). An empty list means every alert policy fires into the void.
