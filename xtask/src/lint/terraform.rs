@@ -20,9 +20,11 @@
 //!    collector's OTLP/HTTP receiver in `deploy/otel/collector.yaml` (4318), not its gRPC port
 //!    ([`otlp`]);
 //! 9. every resource and data source of the Google providers, with each nested block, matches
-//!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]).
+//!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]);
+//! 10. every environment root passes its stack at least one notification channel, through a
+//!     root variable with no default that requires one ([`notifications`]).
 //!
-//! Checks 1 to 6 and 8 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6, 8, 9 and 10 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 
@@ -32,6 +34,7 @@ mod calls;
 mod environments;
 mod iam;
 mod module;
+mod notifications;
 mod otlp;
 mod outputs;
 mod page_token;
@@ -57,6 +60,9 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
     )?);
     problems.extend(roots::check_environment_roots(&envs, repo_root)?);
     problems.extend(page_token::check_page_token_environments(&envs, repo_root)?);
+    problems.extend(notifications::check_notification_channels(
+        &envs, repo_root,
+    )?);
     problems.extend(otlp::check_otlp_endpoints(
         &envs,
         &repo_root.join("deploy/otel/collector.yaml"),

@@ -171,7 +171,10 @@ pub(crate) struct Operation {
     pub(crate) security: Option<Security>,
     #[serde(rename = "x-google-backend")]
     pub(crate) backend: Backend,
-    #[serde(rename = "x-google-quota")]
+    #[serde(
+        rename = "x-google-quota",
+        skip_serializing_if = "OperationQuota::is_free"
+    )]
     pub(crate) quota: OperationQuota,
 }
 
@@ -187,4 +190,10 @@ pub(crate) struct Backend {
 pub(crate) struct OperationQuota {
     #[serde(rename = "metricCosts")]
     pub(crate) metric_costs: BTreeMap<&'static str, u32>,
+}
+
+impl OperationQuota {
+    pub(crate) fn is_free(&self) -> bool {
+        self.metric_costs.is_empty()
+    }
 }

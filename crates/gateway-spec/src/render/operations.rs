@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::document::{Backend, Method, Operation, OperationQuota, Paths};
-use super::policy::{self, REQUESTS_METRIC};
+use super::document::{Backend, Method, Operation, Paths};
+use super::policy;
 use crate::downgrade::Warnings;
 use crate::environment::Environment;
 use crate::sorted_json::sorted_entries as sorted;
@@ -111,9 +111,7 @@ fn operation(
             jwt_audience: backend_url.to_owned(),
             deadline: env.deadline(&operation_id),
         },
-        quota: OperationQuota {
-            metric_costs: BTreeMap::from([(REQUESTS_METRIC, 1)]),
-        },
+        quota: policy::operation_quota(op),
         operation_id,
     }
 }

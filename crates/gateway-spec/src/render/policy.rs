@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::document::{
-    Endpoint, Limit, Management, Metric, QuotaLimits, Security, SecurityDefinition,
+    Endpoint, Limit, Management, Metric, OperationQuota, QuotaLimits, Security, SecurityDefinition,
 };
 use crate::downgrade::Warnings;
 use crate::environment::Environment;
@@ -22,13 +22,39 @@ pub const REQUESTS_LIMIT: &str = "requests-per-minute";
 /// API reference page (`/docs`, its files and `/openapi.json`) with `?key=`.
 pub const GATEWAY_AUTH: &str = "x-gateway-auth";
 
+/// Operation extension of the route table: `true` marks a health probe, which needs only the
+/// API key (Cloud Monitoring's uptime check sends an `x-api-key` header and no JWT) and is
+/// charged to no quota metric (ESPv2 calls Service Control's AllocateQuota only for methods with
+/// `metricCosts`, gateway-facts.md "Quota").
+pub const GATEWAY_PROBE: &str = "x-gateway-probe";
+
+fn is_probe(op: &Value) -> bool {
+    op.get(GATEWAY_PROBE).and_then(Value::as_bool) == Some(true)
+}
+
+/// The `x-google-quota` of an operation: one request, none for a probe.
+pub(crate) fn operation_quota(op: &Value) -> OperationQuota {
+    OperationQuota {
+        metric_costs: if is_probe(op) {
+            BTreeMap::new()
+        } else {
+            BTreeMap::from([(REQUESTS_METRIC, 1)])
+        },
+    }
+}
+
 pub(crate) fn operation_security(
     op: &Value,
     env: &Environment,
     at: &str,
     warnings: &mut Warnings,
 ) -> Option<Security> {
-    match op.get(GATEWAY_AUTH)?.as_str() {
+    let auth = if is_probe(op) {
+        Some("api-key")
+    } else {
+        op.get(GATEWAY_AUTH)?.as_str()
+    };
+    match auth {
         Some("api-key") => Some(if env.auth.api_key {
             vec![BTreeMap::from([("api_key".to_owned(), Vec::new())])]
         } else {

@@ -68,5 +68,5 @@ module "items" {
 
   # CI's workload identity principal, allowed to impersonate the deployer.
   deployer_impersonators = []
-  notification_channels  = []
+  notification_channels  = var.notification_channels
 }

@@ -76,5 +76,5 @@ module "items" {
   slo_goal                 = 0.999
 
   deployer_impersonators = []
-  notification_channels  = []
+  notification_channels  = var.notification_channels
 }

@@ -67,5 +67,5 @@ module "items" {
   slo_goal                 = 0.995
 
   deployer_impersonators = []
-  notification_channels  = []
+  notification_channels  = var.notification_channels
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::environments::check_environments;
 use super::module::names_with_extension;
+use super::notifications::check_notification_channels;
 use super::otlp::check_otlp_endpoints;
 use super::page_token::check_page_token_environments;
 use super::roots::{check_environment_roots, check_required_dirs};
@@ -209,4 +210,26 @@ fn an_endpoint_on_the_collectors_grpc_port_fails() {
 #[test]
 fn the_lint_command_passes_on_the_real_tree() {
     assert_clean(&lint(&repo_root()).expect("readable tree"));
+}
+
+#[test]
+fn every_environment_sends_its_alerts_somewhere() {
+    let root = repo_root();
+    let envs = root.join("deploy/terraform/envs");
+    assert_clean(&check_notification_channels(&envs, &root).expect("readable envs"));
+}
+
+#[test]
+fn an_environment_without_notification_channels_fails() {
+    let root = fixture("no_notification_channels");
+    let problems = check_notification_channels(&root.join("envs"), &root).expect("readable");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("envs/dev") && problems[0].contains("is an empty list"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].contains("envs/prod") && problems[1].contains("which has a default"),
+        "{problems:#?}"
+    );
 }
