@@ -266,6 +266,14 @@ impl Settings {
         if let Err(e) = settings.database.pg_config() {
             problems.push(e.to_string());
         }
+        if settings.database.migrate_on_start && env != AppEnvironment::Local {
+            problems.push(format!(
+                "database.migrate_on_start: {} must not migrate at start-up (the runtime's \
+                 database user has no DDL rights; the deploy's migrate job runs \
+                 `items-service migrate`)",
+                env.name()
+            ));
+        }
         if !problems.is_empty() {
             bail!("invalid setting: {}", problems.join("; "));
         }
@@ -369,6 +377,27 @@ mod tests {
         let local = Settings::load(&SettingsSources::default()).unwrap();
         assert_eq!(local.server.host, "127.0.0.1");
         assert_eq!(local.database.pool.wait_timeout_ms, 1000);
+    }
+
+    #[test]
+    fn only_local_migrates_at_start_up() {
+        let password = TempFile::new("pw-migrate", "pw");
+        let key = TempFile::new("key-migrate", GOOD_KEY);
+        let base = [
+            ("database.password_file", password.path()),
+            ("api.page_token_secret_file", key.path()),
+        ];
+        let local = Settings::load(&SettingsSources::default()).unwrap();
+        assert!(local.database.migrate_on_start, "local has no migrate job");
+        for env in ["dev", "stage", "prod"] {
+            let owned: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let s = in_env(env, &owned).unwrap();
+            assert!(!s.database.migrate_on_start, "{env}");
+            let mut on = owned.clone();
+            on.push(("database.migrate_on_start", "true"));
+            let err = format!("{:#}", in_env(env, &on).unwrap_err());
+            assert!(err.contains("database.migrate_on_start"), "{env}: {err}");
+        }
     }
 
     #[test]
