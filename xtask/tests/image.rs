@@ -178,8 +178,9 @@ fn layer_listing(layout: &Path, digest: &Value) -> Vec<String> {
         .expect("tar");
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     for line in listing.lines() {
+        // root, nonroot's home, and base-files' /var/local (group staff, 50, as Debian ships it).
         assert!(
-            line.contains(" 0/0 ") || line.contains(" 65532/65532 "),
+            line.contains(" 0/0 ") || line.contains(" 65532/65532 ") || line.contains(" 0/50 "),
             "{line}"
         );
         assert!(
@@ -284,6 +285,20 @@ fn a_pushed_image_pulls_back_with_the_same_digest() {
     assert!(status.success(), "skopeo copy from the registry failed");
     let local = skopeo(&["inspect", &format!("oci:{}:test", pulled.display())]);
     assert_eq!(local["Digest"], digest.as_str(), "pulled image differs");
+
+    // The SBOM sits beside it under the tag `sha256-<hex>.sbom`, its subject the image.
+    let sbom = format!(
+        "docker://{}/items/items-service:{}.sbom",
+        registry.addr,
+        digest.replace(':', "-")
+    );
+    let artifact = skopeo(&["inspect", "--raw", "--tls-verify=false", &sbom]);
+    assert_eq!(artifact["subject"]["digest"], digest.as_str());
+    assert_eq!(artifact["artifactType"], "application/vnd.cyclonedx+json");
+    assert_eq!(
+        artifact["layers"][0]["mediaType"],
+        "application/vnd.cyclonedx+json"
+    );
 
     // A second push finds every blob already there and stores the same manifest.
     let again = xtask_image(&dir.join("layout2"), &["--push", &reference]);
@@ -439,8 +454,9 @@ fn json_blob(layout: &Path, digest: &Value) -> Value {
 
 /// The image manifest and the SBOM's artifact manifest of a layout.
 fn manifests(layout: &Path) -> (Value, Value) {
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap())
-        .expect("index.json");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("readable"))
+            .expect("index.json");
     let image = json_blob(layout, &index["manifests"][0]["digest"]);
     let sbom = index["manifests"]
         .as_array()
@@ -690,8 +706,9 @@ fn the_sbom_validates_and_lists_the_debian_packages_and_the_linked_crates() {
     let digest = printed_digest(&out);
     let (image, artifact) = manifests(&dir);
     assert_eq!(artifact["subject"]["digest"], digest.as_str());
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap())
-        .expect("index.json");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("readable"))
+            .expect("index.json");
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
     assert_eq!(artifact["subject"]["size"], index["manifests"][0]["size"]);
     assert!(image["layers"].is_array());
@@ -735,8 +752,8 @@ fn the_sbom_validates_and_lists_the_debian_packages_and_the_linked_crates() {
         .map(|c| {
             format!(
                 "{} {}",
-                c["name"].as_str().unwrap(),
-                c["version"].as_str().unwrap()
+                c["name"].as_str().expect("readable"),
+                c["version"].as_str().expect("readable")
             )
         })
         .collect();

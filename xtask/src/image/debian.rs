@@ -93,15 +93,24 @@ fn field<'a>(stanza: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// apt with a private state directory and the lock's sources.
+/// apt with a private state directory and the lock's sources, used by one xtask at a time (image
+/// builds run in parallel in the tests; apt's own lock would make all but one fail).
 struct Apt {
     dir: PathBuf,
     config: PathBuf,
+    /// Held (an exclusive file lock) as long as this value lives.
+    _guard: std::fs::File,
 }
 
 impl Apt {
     fn new(lock: &Lock) -> anyhow::Result<Self> {
         let dir = util::project_root().join("target").join("debian-apt");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let guard = std::fs::File::create(dir.join("xtask.lock"))
+            .with_context(|| format!("creating {}", dir.join("xtask.lock").display()))?;
+        guard
+            .lock()
+            .context("waiting for another xtask's use of target/debian-apt")?;
         for sub in [
             "lists/partial",
             "cache/archives/partial",
@@ -156,7 +165,11 @@ impl Apt {
             "{LOCK}: the archive keyring {} is missing (Debian package debian-archive-keyring)",
             lock.signed_by
         );
-        Ok(Self { dir, config: path })
+        Ok(Self {
+            dir,
+            config: path,
+            _guard: guard,
+        })
     }
 
     fn command(&self, program: &str) -> tokio::process::Command {
