@@ -1,4 +1,4 @@
-//! Fidelity: each [confirmed] row of gateway-facts.md about routing, auth, the backend call,
+//! Fidelity: each behaviour confirmed in ESPv2's or Envoy's source about routing, auth, the backend call,
 //! CORS, quotas and limits, asserted on status, body and headers, with a stub backend that
 //! echoes what it received. The config is tests/fixtures/fidelity.yaml.
 

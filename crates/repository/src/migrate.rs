@@ -1,3 +1,5 @@
+//! The embedded migrations, applied under an advisory lock so that many instances run them once.
+
 use tokio_postgres::NoTls;
 
 use crate::{DatabaseSettings, DbError};
