@@ -14,25 +14,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const KEY: &str = LOCAL_API_KEY;
 
-/// Asserts a JWT refusal: Envoy's reply and `WWW-Authenticate` (envoy `jwt_authn/filter.cc`:
-/// realm = the request's URI, `error="invalid_token"` unless the JWT is missing).
-async fn assert_jwt_refused(
-    gw: &Gw,
-    response: reqwest::Response,
-    path: &str,
-    status: u16,
-    message: &str,
-) {
-    let headers = assert_reply(response, status, message).await;
-    let realm = format!("Bearer realm=\"{}\"", gw.url(path));
-    let want = if message == "Jwt is missing" {
-        realm
-    } else {
-        format!("{realm}, error=\"invalid_token\"")
-    };
-    assert_eq!(headers["www-authenticate"], want.as_str());
-}
-
 fn firebase_claims() -> Value {
     json!({"iss": FIREBASE_ISSUER, "aud": "local-project", "sub": "u", "exp": now() + 600})
 }

@@ -236,6 +236,25 @@ pub async fn echo(request: reqwest::RequestBuilder) -> Value {
     response.json().await.expect("echo json")
 }
 
+/// Asserts a JWT refusal: Envoy's reply and `WWW-Authenticate` (envoy `jwt_authn/filter.cc`:
+/// realm = the request's URI, `error="invalid_token"` unless the JWT is missing).
+pub async fn assert_jwt_refused(
+    gw: &Gw,
+    response: reqwest::Response,
+    path: &str,
+    status: u16,
+    message: &str,
+) {
+    let headers = assert_reply(response, status, message).await;
+    let realm = format!("Bearer realm=\"{}\"", gw.url(path));
+    let want = if message == "Jwt is missing" {
+        realm
+    } else {
+        format!("{realm}, error=\"invalid_token\"")
+    };
+    assert_eq!(headers["www-authenticate"], want.as_str());
+}
+
 /// A token of the local issuer with these claims.
 pub fn token(claims: Value) -> String {
     SigningKey::local_issuer().sign(&claims).expect("sign")
