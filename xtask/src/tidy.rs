@@ -205,10 +205,10 @@ impl Kind {
 /// A `.rs` file that is a module of a crate's library or binaries (not a test or an example).
 fn is_module(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
-    match parts.as_slice() {
-        ["crates", _, "src", ..] | ["xtask", "src", ..] => true,
-        _ => false,
-    }
+    matches!(
+        parts.as_slice(),
+        ["crates", _, "src", ..] | ["xtask", "src", ..]
+    )
 }
 
 static BACKTICKED: LazyLock<Regex> = LazyLock::new(|| re(r"`([^`\s]+)`"));

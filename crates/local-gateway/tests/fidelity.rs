@@ -816,7 +816,8 @@ async fn bodies_over_32_mb_are_413_and_headers_over_60_kb_431() {
 }
 
 /// A refusal whose status comes from API Gateway's limits ("Quotas and limits": 32 MB, 60 KB)
-/// and whose text is [not confirmed] (gateway-facts §1): ESPv2's shape, any message, no backend.
+/// and whose text is [not confirmed]: ESPv2's shape (esp-v2
+/// `src/go/configgenerator/filtergen/http_connection_manager.go`), any message, no backend.
 async fn assert_local_reply_status(response: reqwest::Response, status: u16) {
     assert_eq!(response.status().as_u16(), status);
     assert!(
