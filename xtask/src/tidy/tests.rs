@@ -112,7 +112,7 @@ fn a_changed_collector_image_fails_terraform_and_the_sidecar() {
 
 #[test]
 fn a_changed_health_path_fails_terraform_the_routes_and_the_gateway_configs() {
-    let failing = failing_files(|f| set(f, "health_ready", Fact::One("/health/readyz".into())));
+    let failing = failing_files(|f| set(f, "health_ready", Fact::One("/health/ready_v2".into())));
     for file in [
         "crates/http/src/health.rs",
         "deploy/terraform/modules/cloudrun/main.tf",
