@@ -17,6 +17,9 @@ locals {
     for v in var.page_token_previous_key_versions : "${local.page_token_dir}/previous-${v}"
   ]
 
+  # Cloud SQL has no instance-level IAM: project bindings are narrowed to the one instance.
+  only_this_instance = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+
   database_host = (
     var.database.connect_via == "unix_socket"
     ? "/cloudsql/${var.database.connection_name}"
@@ -63,7 +66,7 @@ resource "google_project_iam_member" "cloudsql_client" {
 
   condition {
     title      = "only-${var.service_name}-instance"
-    expression = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+    expression = local.only_this_instance
   }
 }
 

@@ -21,6 +21,7 @@ locals {
     "apigateway.googleapis.com",
     "apikeys.googleapis.com",
     "artifactregistry.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "cloudtrace.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
@@ -77,6 +78,10 @@ module "cloudsql" {
   password_version    = var.db_password_version
   labels              = local.labels
 
+  runtime_user_name          = "${replace(var.service_name, "-", "_")}_runtime"
+  runtime_password_secret_id = "${var.service_name}-db-runtime-password"
+  runtime_password_version   = var.db_password_version
+
   depends_on = [google_project_service.apis]
 }
 
@@ -107,6 +112,13 @@ module "cloudrun" {
   }
 
   database = local.database # database_engine.tf: Cloud SQL or AlloyDB
+
+  migrator = {
+    region               = var.primary_region
+    user                 = module.cloudsql.migrator_user_name
+    password_secret_id   = module.cloudsql.migrator_password_secret_id
+    password_secret_name = module.cloudsql.migrator_password_secret_name
+  }
 
   collector = {
     image  = var.collector_image
