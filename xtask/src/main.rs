@@ -14,6 +14,7 @@ mod migrate;
 mod oci;
 mod render;
 mod test;
+mod tidy;
 mod token;
 mod util;
 
@@ -52,6 +53,9 @@ enum Command {
     Lint(lint::Args),
     /// Render openapi/items.openapi.json and the API Gateway configs in openapi/gateway/ (--check: fail on drift).
     Render(render::Args),
+    /// Check the repository's text: named paths exist, nothing points outside it, every module has
+    /// a `//!` line, every command is in docs/tooling.md, deploy/facts.toml agrees everywhere.
+    Tidy(tidy::Args),
     /// Build the service's OCI image without a container engine (and push it with --push).
     Image(image::Args),
     /// Roll the service out to Cloud Run and API Gateway in every region of an environment.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             Command::Loadtest(args) => loadtest::run(args).await,
             Command::Lint(args) => lint::run(args).await,
             Command::Render(args) => render::run(args).await,
+            Command::Tidy(args) => tidy::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,
         }

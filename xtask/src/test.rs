@@ -18,6 +18,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if crate::tidy::check_workspace()? != ExitCode::SUCCESS {
+        return Ok(ExitCode::FAILURE);
+    }
     // Ctrl-C reaches cargo/nextest directly (same process group); we wait for them and clean up.
     let mut signals = Signals::install()?;
 

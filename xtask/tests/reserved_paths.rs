@@ -1,7 +1,7 @@
 //! No HTTP path that the service, its probes, the uptime checks or `cargo xtask` use may be one
 //! that Cloud Run's front end reserves: paths ending in `z` (Google's HTML 404 answers
 //! `/healthz` through a `run.app` URL; the container never sees it), paths under `/_ah/`, and
-//! `/eventlog` (cloud.google.com/run/docs/known-issues; ../shared/gateway-facts.md §7).
+//! `/eventlog` (https://cloud.google.com/run/docs/known-issues#ah).
 //! `items-gateway-spec`'s render checks hold the same rule over the API's routes.
 
 use std::fs;

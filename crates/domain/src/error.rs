@@ -1,3 +1,6 @@
+//! The domain's errors: invalid input (`DomainError`) and what the storage port reports
+//! (`StoreError`).
+
 use thiserror::Error;
 
 /// A value that does not satisfy the domain's rules. `field` names the offending input.

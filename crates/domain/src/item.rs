@@ -1,3 +1,5 @@
+//! Items and the validated requests that create and patch them.
+
 use std::fmt;
 
 use time::OffsetDateTime;

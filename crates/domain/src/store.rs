@@ -1,3 +1,6 @@
+//! The storage port (`ItemStore`) and its values: page requests and pages, create outcomes,
+//! preconditions.
+
 use std::future::Future;
 
 use crate::{ETag, IdempotencyKey, Item, ItemId, ItemPatch, NewItem, PageSize, StoreError};

@@ -12,8 +12,8 @@
 //! Behind API Gateway the page, its files and `/openapi.json` need the API key but no JWT (their
 //! `x-gateway-auth: api-key` extension; a browser cannot attach a token to a page load): open
 //! `/docs?key=API_KEY` and the page sends the key as the `x-api-key` header (one of ESPv2's
-//! default key locations, gateway-facts.md §2) with the spec request and the requests that "Try
-//! it out" sends, never in their URLs, so it stays out of the logs of every request the page makes
+//! default key locations, esp-v2 `service_control/config_parser.cc`) with the spec request and
+//! the requests that "Try it out" sends, never in their URLs, so it stays out of the logs of every request the page makes
 //! (the page load's own `?key=` is redacted in the service's log). Item operations still need a
 //! JWT where the environment configures issuers.
 

@@ -1,3 +1,6 @@
+//! `ApiError`: every way a request can fail, and the one place that maps it to a status and a
+//! problem body.
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};

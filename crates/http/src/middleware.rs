@@ -394,7 +394,7 @@ impl RequestFacts {
 
 /// Query parameters whose values are credentials: API Gateway (ESPv2) takes an API key from
 /// `key` or `api_key` and a JWT from `access_token` (esp-v2 `service_control/config_parser.cc`,
-/// `filtergen/jwt_authn.go`; see gateway-facts.md §2). Their values never reach a log line.
+/// `filtergen/jwt_authn.go`). Their values never reach a log line.
 pub(crate) const SECRET_QUERY_PARAMETERS: [&str; 3] = ["key", "api_key", "access_token"];
 
 /// What replaces a secret parameter's value in logs.

@@ -1,3 +1,5 @@
+//! RFC 9457 problem details: the body of every error response.
+
 use serde::Serialize;
 use utoipa::ToSchema;
 

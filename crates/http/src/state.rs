@@ -1,3 +1,5 @@
+//! The handlers' shared state (`ApiState`): the store and the page-token codec.
+
 use actix_web::web;
 
 use crate::page_token::PageTokenCodec;

@@ -163,7 +163,8 @@ pub fn user_token(request: &TokenRequest) -> anyhow::Result<String> {
 }
 
 /// The Google-signed ID token API Gateway sends to a backend (claims as observed on a real
-/// API Gateway → Cloud Run call, gateway-facts §3): `aud`, `azp`, `email` (the gateway's service
+/// API Gateway → Cloud Run call in salrashid123/api_gateway_auth; esp-v2
+/// `http/backend_auth/filter.cc`): `aud`, `azp`, `email` (the gateway's service
 /// account), `email_verified`, `exp`, `iat`, `iss`, `sub`.
 pub fn backend_id_token(
     key: &SigningKey,

@@ -2,7 +2,7 @@
 //! the bytes `cargo xtask deploy` uploads) and enforces it in front of the local service as
 //! Google's API Gateway (ESPv2, Envoy-based) does: routing, API keys, JWTs, quotas, CORS, the
 //! backend call with its path translation, deadline and Google-signed ID token, and one Cloud
-//! Logging line per request. The behaviour follows `gateway-facts.md` (ESPv2/Envoy sources);
+//! Logging line per request. The behaviour follows ESPv2's source (GoogleCloudPlatform/esp-v2) and Envoy's `jwt_authn`;
 //! where a fact is not confirmed, the ESPv2 source is followed and the code says so.
 //!
 //! A library first: tests and `cargo xtask dev --gateway` start it in-process with

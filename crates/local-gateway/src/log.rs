@@ -1,5 +1,6 @@
 //! One Cloud Logging JSON line per request, with the fields ESPv2 reports (esp-v2
-//! `request_builder.cc FillLogEntry`, gateway-facts §8). The exact jsonPayload of API Gateway's
+//! `request_builder.cc FillLogEntry`; the request log's name and resource: Cloud Logging's
+//! "Platform logs" page, https://cloud.google.com/logging/docs/api/platform-logs). The exact jsonPayload of API Gateway's
 //! request log is [not confirmed]; these are ESPv2's names.
 
 use std::io::Write as _;

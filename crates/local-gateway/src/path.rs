@@ -1,4 +1,5 @@
-//! Path templates, request-path normalisation and ESPv2's path translation (gateway-facts §3, §6).
+//! Path templates, request-path normalisation and ESPv2's path translation (esp-v2
+//! `util/httppattern/util.go`, `helpers/backend_route.go`, `routegen/proxy_backend.go`).
 
 /// One segment of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]

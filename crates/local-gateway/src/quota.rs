@@ -1,5 +1,6 @@
 //! Quotas: `x-google-management` limits per minute and per consumer, charged with each
-//! operation's `x-google-quota.metricCosts` (gateway-facts §5).
+//! operation's `x-google-quota.metricCosts` (esp-v2 `request_builder.cc`;
+//! https://cloud.google.com/endpoints/docs/openapi/quotas-configure).
 //!
 //! The consumer is `api_key:<key>` when the request carries a key (required or not), otherwise
 //! `project:<producer project>` (esp-v2 `request_builder.cc`). Windows are calendar minutes.

@@ -1,4 +1,4 @@
-//! The "Reviewed divergences" of gateway-facts.md: one test each, whose expected status, message
+//! The reviewed divergences of the local gateway from ESPv2/Envoy: one test each, whose expected status, message
 //! and headers come from the ESPv2, Envoy or jwt_verify_lib source named beside it. The config
 //! is tests/fixtures/fidelity.yaml; the backend a stub that echoes what it received.
 
@@ -445,7 +445,7 @@ async fn access_log_fields_are_espv2s() {
     assert_eq!(gw.logs()[0]["jwt_payloads"], "sub=user-9;iat=1700000000;");
 }
 
-/// Issue 19: the gateway's log holds what ESPv2 reports (the API key in `api_key`) and no
+/// The gateway's log holds what ESPv2 reports (the API key in `api_key`) and no
 /// token: not from `Authorization`, `?access_token=` or a custom query location, not in
 /// `requestUrl`, whether the JWT passed or not.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Fidelity: each [confirmed] row of gateway-facts.md about routing, auth, the backend call,
+//! Fidelity: each behaviour confirmed in ESPv2's or Envoy's source about routing, auth, the backend call,
 //! CORS, quotas and limits, asserted on status, body and headers, with a stub backend that
 //! echoes what it received. The config is tests/fixtures/fidelity.yaml.
 
@@ -839,7 +839,8 @@ async fn bodies_over_32_mb_are_413_and_headers_over_60_kb_431() {
 }
 
 /// A refusal whose status comes from API Gateway's limits ("Quotas and limits": 32 MB, 60 KB)
-/// and whose text is [not confirmed] (gateway-facts §1): ESPv2's shape, any message, no backend.
+/// and whose text is [not confirmed]: ESPv2's shape (esp-v2
+/// `src/go/configgenerator/filtergen/http_connection_manager.go`), any message, no backend.
 async fn assert_local_reply_status(response: reqwest::Response, status: u16) {
     assert_eq!(response.status().as_u16(), status);
     assert!(

@@ -3,8 +3,8 @@
 //! [`contract`], the one suite of store behaviour that both implementations pass.
 //!
 //! `items-http`'s handler tests run over `MemStore`, so they need no database. The contract suite
-//! keeps the two stores honest: `crates/memstore/tests/contract.rs` runs it against `MemStore`,
-//! `crates/repository/tests/contract.rs` against `PgStore` with a fresh database per test.
+//! keeps the two stores honest: this crate's unit tests run it against `MemStore`,
+//! `crates/repository/tests/store.rs` against `PgStore` with a fresh database per test.
 
 pub mod contract;
 mod store;

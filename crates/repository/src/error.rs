@@ -1,3 +1,5 @@
+//! `DbError`, the PostgreSQL adapter's errors, and how they become the port's `StoreError`.
+
 use items_domain::StoreError;
 use thiserror::Error;
 

@@ -1,3 +1,5 @@
+//! `database.*` settings: connection parts or a URL, the password file, the pool.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! `PgStore`: the `ItemStore` over PostgreSQL.
+
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};

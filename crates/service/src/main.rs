@@ -1,3 +1,5 @@
+//! The `items-service` binary: `serve`, `migrate` and `check-config`.
+
 use std::process::ExitCode;
 
 /// mimalloc rather than glibc's allocator: span data and log lines are allocated on request

@@ -1,3 +1,5 @@
+//! Throwaway PostgreSQL clusters (`PgCluster`) in a temporary directory.
+
 use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

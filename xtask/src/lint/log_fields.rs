@@ -15,8 +15,8 @@
 //! "Structured logging: special JSON fields"). `resource.*` and `log_name` come from the
 //! platform, not from the line: only the monitored-resource labels of the source are allowed
 //! (Cloud Run's `cloud_run_revision`: service_name, revision_name, location, configuration_name;
-//! API Gateway's `apigateway.googleapis.com/Gateway`: gateway_id, location; shared
-//! gateway-facts §8).
+//! API Gateway's `apigateway.googleapis.com/Gateway`: gateway_id, location;
+//! https://cloud.google.com/logging/docs/api/platform-logs).
 
 use std::collections::BTreeSet;
 use std::path::Path;

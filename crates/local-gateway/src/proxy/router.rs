@@ -1,4 +1,5 @@
-//! backend_auth and the router: the headers the backend gets (gateway-facts §3), then the call to
+//! backend_auth and the router: the headers the backend gets (esp-v2 `http/backend_auth/filter.cc`),
+//! then the call to
 //! the backend with the route's deadline and one retry when the connection fails or is reset
 //! before the response (ESPv2 defaults), and the backend's answer relayed.
 
@@ -54,7 +55,7 @@ pub(super) struct Caller<'a> {
     pub(super) key_project: Option<&'a str>,
 }
 
-/// The headers the backend gets (gateway-facts §3); `Err` names the audience whose ID token is
+/// The headers the backend gets (esp-v2 `http/backend_auth/filter.cc`); `Err` names the audience whose ID token is
 /// missing. The trace ids are the log entry's.
 pub(super) fn upstream_headers(
     req: &HttpRequest,

@@ -8,7 +8,7 @@
 //! `opentelemetry-proto` and compares it with the library's own conversion. Metrics go through
 //! `opentelemetry-otlp` (one export per interval, not per request).
 //!
-//! **Why it is kept** (issue 10, measured after mimalloc went in): `cargo xtask bench
+//! **Why it is kept** (measured after mimalloc went in): `cargo xtask bench
 //! --telemetry-overhead-only --sample-ratio 1.0,0.1 --compare-span-exporters` runs telemetry off,
 //! then on with this exporter and with `opentelemetry-otlp`'s (`telemetry.span_exporter =
 //! "library"`: same `ExportClient`, same batch settings) in every round. Three sessions of five

@@ -10,7 +10,7 @@
 locals {
   # Cloud Run's stdout/stderr and request logs of the service, and API Gateway's request log
   # of the environment's gateways (resource apigateway.googleapis.com/Gateway, labels
-  # gateway_id and location; shared gateway-facts §8).
+  # gateway_id and location; https://cloud.google.com/logging/docs/api/platform-logs).
   filter = join(" OR ", compact([
     "(resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"${var.service_name}\")",
     length(var.gateway_ids) == 0 ? "" : "(resource.type = \"apigateway.googleapis.com/Gateway\" AND (${join(" OR ", [for id in var.gateway_ids : "resource.labels.gateway_id = \"${id}\""])}))",

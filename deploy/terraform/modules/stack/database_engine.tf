@@ -1,4 +1,4 @@
-# The environment's database engine (issue 22, point 4): Cloud SQL for PostgreSQL (today's
+# The environment's database engine: Cloud SQL for PostgreSQL (today's
 # default, modules/cloudsql) or AlloyDB for PostgreSQL (modules/alloydb). The service binary
 # and its settings are the same; only the host, the database name, the password secret and the
 # way of connecting change. See README.md, "Database options".

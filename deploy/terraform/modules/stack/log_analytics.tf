@@ -1,4 +1,4 @@
-# Log Analytics (issue 22, point 3): the request logs of the service and of every regional
+# Log Analytics: the request logs of the service and of every regional
 # gateway in a log bucket upgraded to Log Analytics, with a linked BigQuery dataset for the
 # queries in deploy/log-analytics/. Kept in its own file so the stack's main.tf is unchanged.
 

@@ -1,6 +1,6 @@
 # One environment: APIs, network, Cloud SQL, Cloud Run in every region, API Gateway,
 # monitoring and the deployer identity. envs/<env>/main.tf calls this with literal values
-# that must match deploy/environments/<env>.toml (checked by xtask/tests/terraform.rs).
+# that must match deploy/environments/<env>.toml (checked by `cargo xtask lint terraform`).
 
 locals {
   labels = merge(var.labels, {

@@ -1,4 +1,4 @@
-# Multi-region (issue 22, point 5), off by default: a global external Application Load
+# Multi-region, off by default: a global external Application Load
 # Balancer in front of every region's API Gateway gateway (serverless NEGs for API Gateway are
 # Preview) and a cross-region Cloud SQL read replica for disaster recovery. The runbook is in
 # README.md, "Multi-region".

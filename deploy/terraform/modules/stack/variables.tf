@@ -187,7 +187,7 @@ variable "deletion_protection" {
 variable "collector_image" {
   type        = string
   description = "Google-built OpenTelemetry collector image run as a sidecar."
-  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/otelcol-google:0.122.1"
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/otelcol-google:0.131.0"
 }
 
 variable "collector_config_path" {

@@ -1,3 +1,5 @@
+//! `Plan::new` on hand-made region states: the steps a roll-out takes.
+
 use google_cloud_run_v2::model::Service;
 
 use super::*;

@@ -412,8 +412,8 @@ async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
 }
 
 /// Credentials as API Gateway forwards them: API keys in `?key=`, `?api_key=` and `x-api-key`, a
-/// JWT in `?access_token=` and `Authorization` (gateway-facts.md §2: the key stays in the
-/// forwarded request). None of them may reach a log line, Error Reporting events included.
+/// JWT in `?access_token=` and `Authorization` (esp-v2 `service_control/config_parser.cc`,
+/// `filtergen/jwt_authn.go`: no filter strips the key from the forwarded request). None of them may reach a log line, Error Reporting events included.
 #[tokio::test]
 async fn keys_and_tokens_reach_no_log_line() {
     capture_logs();

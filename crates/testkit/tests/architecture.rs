@@ -2,7 +2,11 @@
 //! resolved dependency graph of the workspace, and each rule names a crate and what it must never
 //! depend on. "Links" follows normal dependencies transitively (what ends up in the crate's
 //! binary or library); "declares" also looks at the crate's own dev- and build-dependencies.
+//! `ONLY_USERS` holds the reverse rules (which crates may declare a library as a normal
+//! dependency), and every workspace crate is either a part of the service or a tool crate.
 //! A failure names the rule and the chain of crates that breaks it.
+//!
+//! It lives in `items-testkit` (a default member) so that a plain `cargo test` runs it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
@@ -10,7 +14,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Crates that serve tools and tests: they never link into the service binary.
+/// Crates that serve tools and tests: they never link into the service binary. The one list: a
+/// new tool crate is one line here (`items-local-cloud` may not exist yet; a name that is absent
+/// from the graph is simply never reached).
 const TOOL_CRATES: &[&str] = &[
     "xtask",
     "items-gateway-spec",
@@ -18,7 +24,21 @@ const TOOL_CRATES: &[&str] = &[
     "items-local-gateway",
     "items-client",
     "items-memstore",
+    "items-local-run",
+    "items-local-cloud",
 ];
+
+/// The crates the service binary is made of. Every workspace crate is here or in `TOOL_CRATES`.
+const SERVICE_CRATES: &[&str] = &[
+    "items-service",
+    "items-http",
+    "items-repository",
+    "items-telemetry",
+    "items-domain",
+];
+
+/// Our own crates (a trailing `*` matches a prefix).
+const OURS: &[&str] = &["items-*"];
 
 /// Libraries only xtask uses (control-plane clients, image layers, progress, code generation,
 /// Terraform parsing, the browser test's driver): the service must not pull them in.
@@ -34,6 +54,67 @@ const XTASK_ONLY: &[&str] = &[
     "prettyplease",
     "hcl-rs",
     "thirtyfour",
+];
+
+/// The only normal dependencies `items-domain` declares.
+const DOMAIN_DEPENDENCIES: &[&str] = &["thiserror", "time"];
+
+/// Reverse rules: a library (pattern) and the only workspace crates that may declare it as a
+/// normal dependency. Dev-dependencies are free (tests may use anything).
+struct OnlyUsers {
+    library: &'static str,
+    users: &'static [&'static str],
+    why: &'static str,
+}
+
+const ONLY_USERS: &[OnlyUsers] = &[
+    OnlyUsers {
+        library: "tokio-postgres",
+        users: &["items-repository", "items-testkit", "xtask"],
+        why: "only repository knows SQL (testkit creates test databases, xtask migrates)",
+    },
+    OnlyUsers {
+        library: "deadpool*",
+        users: &["items-repository"],
+        why: "only repository knows SQL",
+    },
+    OnlyUsers {
+        library: "refinery*",
+        users: &["items-repository"],
+        why: "only repository knows SQL (the migrations)",
+    },
+    OnlyUsers {
+        library: "actix*",
+        users: &[
+            "items-http",
+            "items-service",
+            "items-local-gateway",
+            "items-local-run",
+            "items-local-cloud",
+        ],
+        why: "of the service's crates only http knows HTTP (service wires the server); the local \
+              stand-ins of Google's front ends are HTTP servers of their own",
+    },
+    OnlyUsers {
+        library: "google-cloud-run-v2",
+        users: &["xtask"],
+        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+    },
+    OnlyUsers {
+        library: "google-cloud-apigateway-v1",
+        users: &["xtask"],
+        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+    },
+    OnlyUsers {
+        library: "google-cloud-lro",
+        users: &["xtask"],
+        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+    },
+    OnlyUsers {
+        library: "items-testkit",
+        users: &["xtask"],
+        why: "testkit is used by tests (dev-dependencies) and xtask only",
+    },
 ];
 
 /// Frameworks, database drivers and async runtimes (a trailing `*` matches a prefix).
@@ -101,6 +182,36 @@ const RULES: &[Rule] = &[
         why: "gateway-spec takes the spec as JSON; it knows no web framework",
     },
     Rule {
+        krate: "items-gateway-spec",
+        scope: Scope::Links,
+        forbidden: &[OURS],
+        why: "gateway-spec reads the consumer spec as JSON: no normal dependency on our crates",
+    },
+    Rule {
+        krate: "items-local-gateway",
+        scope: Scope::Links,
+        forbidden: &[OURS],
+        why: "local-gateway serves the committed rendered config: no second rendering path",
+    },
+    Rule {
+        krate: "items-client",
+        scope: Scope::Links,
+        forbidden: &[OURS],
+        why: "client is generated from the consumer spec; it knows only the wire",
+    },
+    Rule {
+        krate: "items-testkit",
+        scope: Scope::Links,
+        forbidden: &[OURS],
+        why: "testkit builds the service's command by path; it links none of our crates",
+    },
+    Rule {
+        krate: "items-memstore",
+        scope: Scope::Links,
+        forbidden: &[&["items-http", "items-repository", "items-service", "actix*"]],
+        why: "memstore is an ItemStore of domain's port, nothing more",
+    },
+    Rule {
         krate: "items-service",
         scope: Scope::Links,
         forbidden: &[TOOL_CRATES, XTASK_ONLY],
@@ -111,11 +222,12 @@ const RULES: &[Rule] = &[
 /// The workspace's resolved graph: package name → its dependencies (name, kinds).
 struct Graph {
     deps: BTreeMap<String, Vec<(String, BTreeSet<String>)>>,
+    members: BTreeSet<String>,
 }
 
 impl Graph {
     fn load() -> Graph {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let output = Command::new(cargo)
             .args(["metadata", "--format-version", "1", "--manifest-path"])
@@ -139,6 +251,12 @@ impl Graph {
                 )
             })
             .collect();
+        let members = metadata["workspace_members"]
+            .as_array()
+            .expect("workspace_members")
+            .iter()
+            .map(|id| name_of[id.as_str().expect("member id")].to_owned())
+            .collect();
         let mut deps = BTreeMap::new();
         for node in metadata["resolve"]["nodes"]
             .as_array()
@@ -155,7 +273,7 @@ impl Graph {
             });
             deps.insert(name.to_owned(), edges.collect());
         }
-        Graph { deps }
+        Graph { deps, members }
     }
 
     /// Every crate `from` reaches, each with the chain that reaches it (`from → … → crate`).
@@ -218,6 +336,40 @@ fn breaches(graph: &Graph, rules: &[Rule]) -> Vec<String> {
             breached.insert(dep);
         }
     }
+    for rule in ONLY_USERS {
+        for member in &graph.members {
+            let declares = graph.deps[member]
+                .iter()
+                .any(|(dep, kinds)| kinds.contains("normal") && matches(rule.library, dep));
+            if declares && !rule.users.contains(&member.as_str()) {
+                found.push(format!(
+                    "{member} must not depend on {} ({}): only {} may",
+                    rule.library,
+                    rule.why,
+                    rule.users.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(domain) = graph.deps.get("items-domain") {
+        for (dep, kinds) in domain {
+            if kinds.contains("normal") && !DOMAIN_DEPENDENCIES.contains(&dep.as_str()) {
+                found.push(format!(
+                    "items-domain must not depend on {dep} (its only dependencies are {})",
+                    DOMAIN_DEPENDENCIES.join(" and ")
+                ));
+            }
+        }
+    }
+    for member in &graph.members {
+        let known = |list: &[&str]| list.contains(&member.as_str());
+        if !known(SERVICE_CRATES) && !known(TOOL_CRATES) {
+            found.push(format!(
+                "{member} is neither in SERVICE_CRATES nor in TOOL_CRATES: classify it (a tool \
+                 crate never links into the service)"
+            ));
+        }
+    }
     found
 }
 
@@ -245,39 +397,63 @@ fn no_crate_depends_on_what_architecture_md_forbids() {
     }
 }
 
-/// The checker itself: a service that links a tool through another crate, a domain with a
-/// runtime, and http with a dev-dependency on repository are all caught, with their chains.
+/// The checker itself: a service that links a tool through another crate (the local gateway, and
+/// the local cloud that is only a name in `TOOL_CRATES`), a domain with a runtime and an extra
+/// dependency, http with a dev-dependency on repository and a normal one on a database driver,
+/// a gateway-spec that links http, and an unclassified crate are all caught, with their chains.
 #[test]
 fn the_rules_catch_a_forbidden_dependency() {
     let edge = |name: &str, kind: &str| (name.to_owned(), BTreeSet::from([kind.to_owned()]));
-    let graph = Graph {
-        deps: BTreeMap::from([
-            (
-                "items-service".to_owned(),
-                vec![edge("items-http", "normal")],
-            ),
-            (
-                "items-http".to_owned(),
-                vec![
-                    edge("items-domain", "normal"),
-                    edge("items-local-gateway", "normal"),
-                    edge("items-repository", "dev"),
-                ],
-            ),
-            ("items-domain".to_owned(), vec![edge("time-ext", "normal")]),
-            ("time-ext".to_owned(), vec![edge("tokio", "normal")]),
-            ("items-repository".to_owned(), vec![]),
-            ("items-telemetry".to_owned(), vec![]),
-            ("items-gateway-spec".to_owned(), vec![]),
-            ("items-local-gateway".to_owned(), vec![]),
-            ("tokio".to_owned(), vec![]),
-        ]),
-    };
+    let deps = BTreeMap::from([
+        (
+            "items-service".to_owned(),
+            vec![
+                edge("items-http", "normal"),
+                edge("items-local-cloud", "normal"),
+            ],
+        ),
+        (
+            "items-http".to_owned(),
+            vec![
+                edge("items-domain", "normal"),
+                edge("items-local-gateway", "normal"),
+                edge("items-repository", "dev"),
+                edge("tokio-postgres", "normal"),
+            ],
+        ),
+        ("items-domain".to_owned(), vec![edge("time-ext", "normal")]),
+        ("time-ext".to_owned(), vec![edge("tokio", "normal")]),
+        ("items-repository".to_owned(), vec![]),
+        ("items-telemetry".to_owned(), vec![]),
+        (
+            "items-gateway-spec".to_owned(),
+            vec![edge("items-http", "normal")],
+        ),
+        ("items-local-gateway".to_owned(), vec![]),
+        ("items-local-cloud".to_owned(), vec![]),
+        ("items-client".to_owned(), vec![]),
+        ("items-testkit".to_owned(), vec![]),
+        ("items-memstore".to_owned(), vec![]),
+        ("items-new".to_owned(), vec![]),
+        ("tokio".to_owned(), vec![]),
+        ("tokio-postgres".to_owned(), vec![]),
+    ]);
+    let members = deps
+        .keys()
+        .filter(|k| k.starts_with("items-"))
+        .cloned()
+        .collect();
+    let graph = Graph { deps, members };
     let found = breaches(&graph, RULES);
     let expect = [
         "items-domain must not depend on tokio* (",
+        "items-domain must not depend on time-ext (its only dependencies are thiserror and time)",
         "items-http must not depend on items-repository (",
+        "items-http must not depend on tokio-postgres (only repository knows SQL",
         "items-service must not depend on items-local-gateway (",
+        "items-service must not depend on items-local-cloud (",
+        "items-gateway-spec must not depend on items-* (",
+        "items-new is neither in SERVICE_CRATES nor in TOOL_CRATES",
     ];
     for start in expect {
         assert!(
@@ -285,16 +461,15 @@ fn the_rules_catch_a_forbidden_dependency() {
             "{start} in {found:#?}"
         );
     }
-    assert!(
-        found
-            .iter()
-            .any(|f| f.ends_with("items-service → items-http → items-local-gateway")),
-        "{found:#?}"
-    );
-    assert!(
-        found
-            .iter()
-            .any(|f| f.ends_with("items-domain → time-ext → tokio")),
-        "{found:#?}"
-    );
+    for chain in [
+        "items-service → items-http → items-local-gateway",
+        "items-domain → time-ext → tokio",
+        "items-service → items-local-cloud",
+    ] {
+        assert!(
+            found.iter().any(|f| f.ends_with(chain)),
+            "{chain} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len() + 1, "{found:#?}");
 }
