@@ -1,0 +1,551 @@
+//! The local Cloud Run with real processes: an OCI image of `local-run-testee` pulled from a
+//! loopback registry, unpacked and run under `unshare`, behind the front end.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use items_local_gateway::SigningKey;
+use items_local_gateway::keys::{backend_id_token, now_secs};
+use items_local_run::{Fault, Iam, TrafficTarget};
+use support::{Cloud, DockerRegistry, GATEWAY, alive, get, http, probe, public, testee_image};
+
+fn to(revision: &str, percent: u32, tag: Option<&str>) -> TrafficTarget {
+    TrafficTarget {
+        revision: revision.into(),
+        percent,
+        tag: tag.map(str::to_owned),
+    }
+}
+
+fn all_to(revision: &str) -> Vec<TrafficTarget> {
+    vec![to(revision, 100, None)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_files() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut spec = cloud.revision(
+        &svc,
+        "items-00001-abc",
+        &[("OVERRIDDEN", "revision"), ("DATABASE_URL", "postgres://x")],
+    );
+    spec.files = vec![(PathBuf::from("/secrets/db/password"), b"s3cret".to_vec())];
+    spec.configuration = "items".into();
+    cloud.runtime.deploy_revision(spec).await.expect("ready");
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-00001-abc"))
+        .await
+        .expect("traffic");
+
+    let instances = cloud.runtime.instances("items-00001-abc");
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let instance = &instances[0];
+    assert!(instance.ready);
+
+    let (status, body) = get(&format!("{url}/env")).await;
+    assert_eq!(status, 200, "{body}");
+    let env: serde_json::Value = serde_json::from_str(&body).expect("env json");
+    // PORT is the instance's own port (the image's PORT=8080 is replaced), K_* as Cloud Run sets.
+    assert_eq!(env["PORT"], instance.port.to_string());
+    assert_eq!(env["K_SERVICE"], "items");
+    assert_eq!(env["K_REVISION"], "items-00001-abc");
+    assert_eq!(env["K_CONFIGURATION"], "items");
+    assert_eq!(env["IMAGE_VAR"], "from-image");
+    assert_eq!(env["OVERRIDDEN"], "revision");
+    assert_eq!(env["DATABASE_URL"], "postgres://x");
+    assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
+
+    // The secret file at its path inside the container, read-only as a secret volume.
+    let (status, body) = get(&format!("{url}/file?/secrets/db/password")).await;
+    assert_eq!((status, body.as_str()), (200, "s3cret"));
+    let (_, label) = get(&format!("{url}/file?/etc/label")).await;
+    assert_eq!(label, "v1", "the upper layer's file");
+    let on_host = cloud
+        .state_dir
+        .join("revisions/p/europe-west1/items/items-00001-abc/rootfs/secrets/db/password");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&on_host)
+        .expect("secret")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444);
+    let dir_mode = std::fs::metadata(on_host.parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o555);
+
+    // The process runs as the image's user (nonroot, 65532), chrooted: its root is the rootfs.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", instance.pid)).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid_line.split_whitespace().nth(1) == Some("65532"),
+        "{uid_line}"
+    );
+    let root = std::fs::read_link(format!("/proc/{}/root", instance.pid)).expect("root");
+    assert!(
+        root.ends_with("items-00001-abc/rootfs"),
+        "{}",
+        root.display()
+    );
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", instance.pid)).expect("cwd");
+    assert!(cwd.ends_with("rootfs/tmp"), "WorkingDir: {}", cwd.display());
+
+    // The container's stdout reached the instance log.
+    assert!(
+        cloud
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("K_REVISION=items-00001-abc")),
+        "{:?}",
+        cloud.log_lines()
+    );
+
+    // A second revision of the same image: no blob is fetched twice.
+    let fetched = |c: &Cloud| {
+        c.registry
+            .requests()
+            .iter()
+            .filter(|p| p.contains("/blobs/"))
+            .count()
+    };
+    let before = fetched(&cloud);
+    cloud
+        .runtime
+        .deploy_revision(cloud.revision(&svc, "items-00002-def", &[]))
+        .await
+        .expect("second revision");
+    assert_eq!(fetched(&cloud), before, "{:?}", cloud.registry.requests());
+    cloud.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_fails_its_startup_probe_or_exits_is_not_ready() {
+    let (cloud, svc, _url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut never_ready =
+        cloud.revision(&svc, "items-never", &[("TESTEE_READY_AFTER_MS", "600000")]);
+    never_ready.startup_probe = probe("/ready", 100, 3);
+    let err = cloud
+        .runtime
+        .deploy_revision(never_ready)
+        .await
+        .expect_err("not ready");
+    assert_eq!(
+        err,
+        "Revision 'items-never' is not ready and cannot serve traffic. The user-provided container failed the configured startup probe checks."
+    );
+    assert!(cloud.runtime.instances("items-never").is_empty());
+
+    let mut exits = cloud.revision(&svc, "items-exits", &[]);
+    exits.command = vec!["/usr/local/bin/no-such-program".into()];
+    let err = cloud
+        .runtime
+        .deploy_revision(exits)
+        .await
+        .expect_err("not ready");
+    assert!(
+        err.starts_with("Revision 'items-exits' is not ready and cannot serve traffic. The user-provided container failed to start and listen on the port defined provided by the PORT="),
+        "{err}"
+    );
+    assert!(err.contains("Container called exit("), "{err}");
+    // Traffic cannot go to a revision that never became ready.
+    assert!(
+        cloud
+            .runtime
+            .set_traffic(&svc, &all_to("items-exits"))
+            .await
+            .is_err()
+    );
+    cloud.stop().await;
+}
+
+/// The serving instance exits every 2.5 s; its replacement becomes ready 1 s after it starts.
+/// Requests keep coming the whole time: all are answered, none reaches an instance before its
+/// startup probe passed (the testee logs such a request), and the revision always gets a new
+/// instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut spec = cloud.revision(
+        &svc,
+        "items-flaky",
+        &[
+            ("TESTEE_READY_AFTER_MS", "1000"),
+            ("TESTEE_EXIT_AFTER_MS", "2500"),
+        ],
+    );
+    spec.startup_probe = probe("/ready", 100, 100);
+    let started = Instant::now();
+    cloud.runtime.deploy_revision(spec).await.expect("ready");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "deploy returned before the probe could pass"
+    );
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-flaky"))
+        .await
+        .expect("traffic");
+    let first_pid = cloud.runtime.instances("items-flaky")[0].pid;
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut answered = 0;
+    while Instant::now() < until {
+        let (status, body) = get(&format!("{url}/")).await;
+        assert_eq!((status, body.as_str()), (200, "items-flaky"));
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = cloud.log_lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("request before ready")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("exiting on purpose"))
+            .count()
+            >= 2,
+        "{lines:?}"
+    );
+    let now = cloud.runtime.instances("items-flaky");
+    assert!(now.iter().all(|i| i.pid != first_pid), "{now:?}");
+    assert!(answered > 20, "{answered}");
+    cloud.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_follow_the_split_and_tags_reach_their_revision() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    for name in ["items-a", "items-b"] {
+        cloud
+            .runtime
+            .deploy_revision(cloud.revision(&svc, name, &[]))
+            .await
+            .expect("ready");
+    }
+    let tags = cloud
+        .runtime
+        .set_traffic(
+            &svc,
+            &[to("items-a", 100, None), to("items-b", 0, Some("canary"))],
+        )
+        .await
+        .expect("traffic");
+    assert_eq!(tags.len(), 1);
+    let (tag, tag_url) = &tags[0];
+    assert_eq!(tag, "canary");
+    assert_ne!(tag_url, &url);
+    for _ in 0..50 {
+        assert_eq!(get(&format!("{url}/")).await.1, "items-a");
+    }
+    for _ in 0..10 {
+        assert_eq!(get(&format!("{tag_url}/")).await.1, "items-b");
+    }
+
+    let tags = cloud
+        .runtime
+        .set_traffic(
+            &svc,
+            &[to("items-a", 50, None), to("items-b", 50, Some("canary"))],
+        )
+        .await
+        .expect("traffic");
+    assert_eq!(&tags[0].1, tag_url, "a kept tag keeps its URL");
+    let mut b = 0;
+    let n = 400;
+    for _ in 0..n {
+        if get(&format!("{url}/")).await.1 == "items-b" {
+            b += 1;
+        }
+    }
+    // Binomial(400, 0.5): mean 200, standard deviation 10; this range is 6 deviations wide.
+    assert!((140..=260).contains(&b), "{b} of {n} went to items-b");
+
+    // Dropping the tag closes its URL.
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-a"))
+        .await
+        .expect("traffic");
+    assert!(http().get(format!("{tag_url}/")).send().await.is_err());
+    cloud.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_end_checks_the_id_token_as_cloud_run_does() {
+    let iam = Iam {
+        invokers: vec![format!("serviceAccount:{GATEWAY}")],
+        custom_audiences: vec!["https://items-104857600001.europe-west1.run.app".into()],
+        allow_unauthenticated: false,
+    };
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), iam).await;
+    cloud
+        .runtime
+        .deploy_revision(cloud.revision(&svc, "items-a", &[]))
+        .await
+        .expect("ready");
+    let tags = cloud
+        .runtime
+        .set_traffic(&svc, &[to("items-a", 100, Some("current"))])
+        .await
+        .expect("traffic");
+    let tag_url = tags[0].1.clone();
+    let key = SigningKey::local_google();
+    let token = |aud: &str, who: &str| backend_id_token(&key, aud, who, now_secs()).expect("sign");
+    let call = |target: String, token: Option<String>| async move {
+        let mut request = http().get(target);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        (status, content_type, response.text().await.expect("body"))
+    };
+
+    let (status, content_type, body) = call(format!("{url}/items"), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(content_type, "text/html; charset=UTF-8");
+    assert!(body.contains("<h1>Error: Forbidden</h1>"), "{body}");
+    assert!(
+        body.contains(
+            "Your client does not have permission to get URL <code>/items</code> from this server."
+        ),
+        "{body}"
+    );
+
+    let (status, _, body) = call(
+        format!("{url}/items"),
+        Some(token("http://127.0.0.1:1", GATEWAY)),
+    )
+    .await;
+    assert_eq!(status, 401, "another audience");
+    assert!(body.contains("<h1>Error: Unauthorized</h1>"), "{body}");
+
+    let (status, _, body) = call(
+        format!("{url}/items"),
+        Some(token(&url, "stranger@p.iam.gserviceaccount.com")),
+    )
+    .await;
+    assert_eq!(status, 403, "not an invoker");
+    assert!(body.contains("<h1>Error: Forbidden</h1>"), "{body}");
+
+    let good = token(&url, GATEWAY);
+    let (status, _, body) = call(format!("{url}/"), Some(good.clone())).await;
+    assert_eq!((status, body.as_str()), (200, "items-a"));
+    let custom = token("https://items-104857600001.europe-west1.run.app", GATEWAY);
+    assert_eq!(call(format!("{url}/"), Some(custom)).await.0, 200);
+    // A tag URL accepts its own URL and the service's as audience.
+    assert_eq!(call(format!("{tag_url}/"), Some(good.clone())).await.0, 200);
+    assert_eq!(
+        call(format!("{tag_url}/"), Some(token(&tag_url, GATEWAY)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(format!("{tag_url}/"), None).await.0, 403);
+
+    // The container sees the Authorization header as sent, and a trace context.
+    let (_, _, headers) = call(format!("{url}/headers"), Some(good.clone())).await;
+    let headers: serde_json::Value = serde_json::from_str(&headers).expect("headers");
+    assert_eq!(headers["authorization"], format!("Bearer {good}"));
+    assert!(headers["traceparent"].as_str().is_some(), "{headers}");
+    assert!(
+        headers["x-cloud-trace-context"].as_str().is_some(),
+        "{headers}"
+    );
+
+    // Revoking the grant takes effect at once.
+    cloud.runtime.set_iam(
+        &svc,
+        Iam {
+            invokers: vec![],
+            custom_audiences: vec![],
+            allow_unauthenticated: false,
+        },
+    );
+    assert_eq!(call(format!("{url}/"), Some(good)).await.0, 403);
+    cloud.stop().await;
+}
+
+/// Retiring sends SIGTERM; a process that exits on it is gone at once, one that ignores it is
+/// killed when the grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_revision_gets_sigterm_then_sigkill_after_the_grace_period() {
+    let grace = Duration::from_secs(2);
+    let (cloud, svc, _url) = Cloud::serving(grace, public()).await;
+    for (name, env) in [
+        ("items-polite", vec![]),
+        ("items-stubborn", vec![("TESTEE_IGNORE_SIGTERM", "1")]),
+        ("items-next", vec![]),
+    ] {
+        cloud
+            .runtime
+            .deploy_revision(cloud.revision(&svc, name, &env))
+            .await
+            .expect("ready");
+    }
+    let polite = cloud.runtime.instances("items-polite")[0].pid;
+    let stubborn = cloud.runtime.instances("items-stubborn")[0].pid;
+    cloud
+        .runtime
+        .set_traffic(
+            &svc,
+            &[
+                to("items-polite", 50, None),
+                to("items-stubborn", 50, None),
+                to("items-next", 0, Some("next")),
+            ],
+        )
+        .await
+        .expect("traffic");
+    // Now items-polite and items-stubborn have neither traffic nor tag: retired.
+    let retired_at = Instant::now();
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-next"))
+        .await
+        .expect("traffic");
+    let returned_after = retired_at.elapsed();
+    assert!(
+        returned_after < Duration::from_secs(1),
+        "set_traffic waited {returned_after:?}"
+    );
+    while alive(polite) || alive(stubborn) {
+        assert!(
+            retired_at.elapsed() < Duration::from_secs(10),
+            "still alive after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone_after = retired_at.elapsed();
+    assert!(
+        gone_after >= grace,
+        "the stubborn process went after {gone_after:?}, before the grace period"
+    );
+    assert!(cloud.runtime.instances("items-polite").is_empty());
+    assert!(cloud.runtime.instances("items-stubborn").is_empty());
+    assert_eq!(cloud.runtime.instances("items-next").len(), 1);
+    let sigterms = cloud.log_lines().iter().filter(|l| *l == "SIGTERM").count();
+    assert_eq!(sigterms, 2, "{:?}", cloud.log_lines());
+
+    // Rolling back to a retired revision starts an instance of it again.
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-polite"))
+        .await
+        .expect("traffic back");
+    let back = cloud.runtime.instances("items-polite");
+    assert!(back.len() == 1 && back[0].ready, "{back:?}");
+    cloud.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_add_latency_and_errors_to_one_revision() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    cloud
+        .runtime
+        .deploy_revision(cloud.revision(&svc, "items-a", &[]))
+        .await
+        .expect("ready");
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-a"))
+        .await
+        .expect("traffic");
+    let timed = || async {
+        let started = Instant::now();
+        let response = http().get(format!("{url}/")).send().await.expect("request");
+        let fault = response.headers().contains_key("x-local-run-fault");
+        (response.status().as_u16(), fault, started.elapsed())
+    };
+    cloud.runtime.set_fault(
+        "items-a",
+        Some(Fault {
+            added_latency: Duration::from_millis(400),
+            error_ratio: 0.0,
+            error_status: 503,
+        }),
+    );
+    let (status, fault, took) = timed().await;
+    assert_eq!((status, fault), (200, false));
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // Another revision's name leaves this one alone.
+    cloud.runtime.set_fault("items-a", None);
+    cloud.runtime.set_fault(
+        "items-other",
+        Some(Fault {
+            added_latency: Duration::from_secs(5),
+            error_ratio: 1.0,
+            error_status: 500,
+        }),
+    );
+    let (status, _, took) = timed().await;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    cloud.runtime.set_fault(
+        "items-a",
+        Some(Fault {
+            added_latency: Duration::ZERO,
+            error_ratio: 0.5,
+            error_status: 503,
+        }),
+    );
+    let mut errors = 0;
+    for _ in 0..200 {
+        let (status, fault, _) = timed().await;
+        if status == 503 {
+            assert!(fault);
+            errors += 1;
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    // Binomial(200, 0.5): mean 100, standard deviation about 7.
+    assert!((60..=140).contains(&errors), "{errors} errors of 200");
+    cloud.stop().await;
+}
+
+/// The puller against a real registry (Debian's docker-registry, the distribution project's
+/// reference server): the image pushed through the distribution API runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_to_a_real_registry_runs() {
+    let dir = std::env::temp_dir().join(format!("local-run-registry-{}", fastrand::u64(..)));
+    let Some(registry) = DockerRegistry::start(&dir) else {
+        return;
+    };
+    let reference = registry
+        .push("items/testee", &testee_image("from-docker-registry"))
+        .await;
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut spec = cloud.revision(&svc, "items-real", &[]);
+    spec.image = reference;
+    cloud.runtime.deploy_revision(spec).await.expect("ready");
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-real"))
+        .await
+        .expect("traffic");
+    assert_eq!(
+        get(&format!("{url}/file?/etc/label")).await,
+        (200, "from-docker-registry".to_owned())
+    );
+    cloud.stop().await;
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the control plane needs of the handle: shared across tasks and threads.
+#[test]
+fn the_runtime_handle_is_clone_send_sync_and_debug() {
+    fn shareable<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+    shareable::<items_local_run::Runtime>();
+}
