@@ -21,6 +21,7 @@
 //! `http://ADDR/gw/<gateway>` (`/items`).
 
 mod apigateway;
+mod gateways;
 mod google;
 mod plane;
 mod registry;
@@ -33,8 +34,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
+pub use gateways::LocalGateways;
 pub use plane::{
     DataPlane, Fault, GatewayPlane, HttpProbe, Iam, RevisionSpec, ServiceId, Stub, TrafficTarget,
+    parse_service,
 };
 pub use registry::Registry;
 
@@ -404,9 +407,10 @@ impl LocalCloud {
         &self,
         name: &str,
         template: Value,
+        listen: SocketAddr,
         iam: Iam,
     ) -> anyhow::Result<String> {
-        run::create(&self.shared, name, template, iam).await
+        run::create(&self.shared, name, template, listen, iam).await
     }
 
     /// Creates `gateway` serving `config` (which exists), as Terraform's

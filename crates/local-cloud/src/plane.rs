@@ -1,106 +1,39 @@
 //! What the control plane drives: the data plane that runs revisions (Cloud Run's serving side)
 //! and the gateways that serve API configs.
 //!
-//! The types follow the interface of `items-local-run` (the runtime that pulls, unpacks and runs
-//! each revision behind Cloud Run's IAM front end); [`Stub`] answers like the former test fake:
-//! every revision is ready at once and its tagged URL is served by the control plane itself.
+//! The data plane is `items-local-run`'s [`Runtime`] (pulls, unpacks and runs each revision
+//! behind Cloud Run's IAM front end); [`Stub`] answers like the former test fake: every revision
+//! is ready at once and its tagged URL is served by the control plane itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
-/// A Cloud Run service in one region.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceId {
-    pub project: String,
-    pub region: String,
-    pub name: String,
-}
+use items_local_run::Runtime;
 
-impl ServiceId {
-    /// `projects/{p}/locations/{region}/services/{name}` → its parts.
-    pub fn parse(resource: &str) -> Option<Self> {
-        match resource.split('/').collect::<Vec<_>>()[..] {
-            ["projects", project, "locations", region, "services", name] => Some(Self {
-                project: project.to_owned(),
-                region: region.to_owned(),
-                name: name.to_owned(),
-            }),
-            _ => None,
-        }
+pub use items_local_run::{Fault, HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget};
+
+/// `projects/{p}/locations/{region}/services/{name}` → its parts.
+pub fn parse_service(resource: &str) -> Option<ServiceId> {
+    match resource.split('/').collect::<Vec<_>>()[..] {
+        ["projects", project, "locations", region, "services", name] => Some(ServiceId {
+            project: project.to_owned(),
+            region: region.to_owned(),
+            name: name.to_owned(),
+        }),
+        _ => None,
     }
-
-    pub fn resource(&self) -> String {
-        format!(
-            "projects/{}/locations/{}/services/{}",
-            self.project, self.region, self.name
-        )
-    }
-}
-
-/// Who may invoke a service, as Cloud Run's IAM front end checks it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Iam {
-    /// Members holding `roles/run.invoker` (`serviceAccount:…`, `user:…`).
-    pub invokers: Vec<String>,
-    /// `Service.custom_audiences`: accepted as `aud` besides the service URL.
-    pub custom_audiences: Vec<String>,
-    /// `allUsers` holds `roles/run.invoker`.
-    pub allow_unauthenticated: bool,
-}
-
-/// A container's HTTP startup probe (`Probe.httpGet` of the revision's container).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpProbe {
-    pub path: String,
-    pub port: u16,
-    pub initial_delay: Duration,
-    pub period: Duration,
-    pub timeout: Duration,
-    pub failure_threshold: u32,
-}
-
-/// One revision to run: its ingress container, with secrets resolved to bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevisionSpec {
-    pub service: ServiceId,
-    /// The revision's short name (`items-00001-abc`).
-    pub name: String,
-    /// `HOST:PORT/repository@sha256:…`.
-    pub image: String,
-    pub command: Vec<String>,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    /// Secret volumes: path in the container → bytes.
-    pub files: Vec<(PathBuf, Vec<u8>)>,
-    pub container_port: u16,
-    pub startup_probe: Option<HttpProbe>,
-    /// `K_CONFIGURATION`: the service's name.
-    pub configuration: String,
-}
-
-/// One traffic entry, pinned to a revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrafficTarget {
-    pub revision: String,
-    pub percent: u32,
-    pub tag: Option<String>,
-}
-
-/// Added latency or errors for one revision's requests.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fault {
-    pub added_latency: Duration,
-    pub error_ratio: f64,
-    pub error_status: u16,
 }
 
 /// Cloud Run's serving side, driven by the Admin API.
 #[async_trait::async_trait]
 pub trait DataPlane: Send + Sync + std::fmt::Debug {
-    /// Starts the front end of a new service; its URL (`Service.uri`).
-    async fn add_service(&self, id: &ServiceId, iam: Iam) -> anyhow::Result<String>;
+    /// Starts the front end of a new service on `listen`; its URL (`Service.uri`).
+    async fn add_service(
+        &self,
+        id: &ServiceId,
+        listen: SocketAddr,
+        iam: Iam,
+    ) -> anyhow::Result<String>;
     /// Starts `spec`'s revision; `Err` is the message of its failed `Ready` condition.
     async fn deploy_revision(&self, spec: RevisionSpec) -> Result<(), String>;
     /// Routes the service's requests; the URL of each tag.
@@ -154,7 +87,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait::async_trait]
 impl DataPlane for Stub {
-    async fn add_service(&self, id: &ServiceId, _iam: Iam) -> anyhow::Result<String> {
+    async fn add_service(
+        &self,
+        id: &ServiceId,
+        _listen: SocketAddr,
+        _iam: Iam,
+    ) -> anyhow::Result<String> {
         // The shape of a Cloud Run URL (`https://SERVICE-HASH-REGION.a.run.app`, Cloud Run
         // "Service URLs"); nothing listens there.
         Ok(format!("https://{}-xyz-{}.a.run.app", id.name, id.region))
@@ -191,5 +129,33 @@ impl DataPlane for Stub {
 impl GatewayPlane for Stub {
     async fn serve(&self, _gateway: &str, _document: &[u8]) -> anyhow::Result<Option<String>> {
         Ok(None)
+    }
+}
+
+#[async_trait::async_trait]
+impl DataPlane for Runtime {
+    async fn add_service(
+        &self,
+        id: &ServiceId,
+        listen: SocketAddr,
+        iam: Iam,
+    ) -> anyhow::Result<String> {
+        Runtime::add_service(self, id.clone(), listen, iam).await
+    }
+
+    async fn deploy_revision(&self, spec: RevisionSpec) -> Result<(), String> {
+        Runtime::deploy_revision(self, spec).await
+    }
+
+    async fn set_traffic(
+        &self,
+        id: &ServiceId,
+        traffic: &[TrafficTarget],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        Runtime::set_traffic(self, id, traffic).await
+    }
+
+    fn set_fault(&self, revision: &str, fault: Option<Fault>) {
+        Runtime::set_fault(self, revision, fault);
     }
 }

@@ -34,7 +34,7 @@ use google_cloud_run_v2::model::RevisionTemplate;
 use serde_json::{Value, json};
 
 use crate::google::{self, LATEST, REVISION, error, found, not_found};
-use crate::plane::{HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget};
+use crate::plane::{HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget, parse_service};
 use crate::{Entry, Outcome, Request, Shared, State, start_operation};
 
 const SERVICE_TYPE: &str = "type.googleapis.com/google.cloud.run.v2.Service";
@@ -104,9 +104,7 @@ pub(crate) fn insert_ready(s: &mut State, name: &str, uri: &str, template: Value
     let rev_name = format!("{name}/revisions/{revision}");
     let revision_resource = revision_resource(s, name, &rev_name, &template, Ok(()));
     s.revisions.insert(rev_name.clone(), revision_resource);
-    let region = ServiceId::parse(name)
-        .map(|id| id.region)
-        .unwrap_or_default();
+    let region = parse_service(name).map(|id| id.region).unwrap_or_default();
     let tag = etag(s);
     let mut service = json!({
         "name": name,
@@ -293,7 +291,7 @@ async fn reconcile(
     traffic: Value,
     new_revision: Option<String>,
 ) -> Outcome {
-    let id = ServiceId::parse(&name).ok_or((5, format!("{name} is not a service")))?;
+    let id = parse_service(&name).ok_or((5, format!("{name} is not a service")))?;
     // The new spec, at once.
     let spec = {
         let mut s = shared.lock();
@@ -391,15 +389,17 @@ pub(crate) async fn create(
     shared: &Arc<Shared>,
     name: &str,
     mut template: Value,
+    listen: std::net::SocketAddr,
     iam: Iam,
 ) -> anyhow::Result<String> {
-    let id = ServiceId::parse(name)
+    let id = parse_service(name)
         .ok_or_else(|| anyhow::anyhow!("{name}: not projects/*/locations/*/services/*"))?;
     anyhow::ensure!(
         template_of(&template).is_some(),
         "the template of {name} is not a RevisionTemplate"
     );
-    let uri = shared.plane.add_service(&id, iam).await?;
+    let custom_audiences = iam.custom_audiences.clone();
+    let uri = shared.plane.add_service(&id, listen, iam).await?;
     let revision = match template["revision"].as_str() {
         Some(r) if !r.is_empty() => r.to_owned(),
         _ => generated_name(&id.name, 1),
@@ -412,7 +412,8 @@ pub(crate) async fn create(
         s.services.insert(
             name.to_owned(),
             json!({"name": name, "uid": format!("uid-{}", id.region), "generation": "0",
-                   "uri": uri, "template": {}, "traffic": [], "etag": tag}),
+                   "uri": uri, "customAudiences": custom_audiences, "template": {},
+                   "traffic": [], "etag": tag}),
         );
     }
     let traffic = json!([{"type": LATEST, "percent": 100}]);
