@@ -180,6 +180,7 @@ async fn start(
         "projects/{}/locations/global/apis/{}",
         env.project_id, env.api_id
     );
+    let mut gateway_lines = Vec::new();
     for region in &env.regions {
         let file = items_local_gateway::config_file(&util::project_root(), &env.name, &region.name);
         let yaml = std::fs::read(&file).with_context(|| {
@@ -198,9 +199,10 @@ async fn start(
             env.project_id, region.name, region.gateway_id
         );
         let url = cloud.create_gateway(&gateway, &config).await?;
-        lines.insert(0, format!("gateway {}: {url}", region.name));
+        gateway_lines.push(format!("gateway {}: {url}", region.name));
     }
-    lines.sort_by_key(|l| !l.starts_with("gateway"));
+    gateway_lines.append(&mut lines);
+    let mut lines = gateway_lines;
     lines.push(format!("control plane: {}", cloud.url()));
     lines.push(format!("api key: {LOCAL_API_KEY}"));
     let state = StateFile {

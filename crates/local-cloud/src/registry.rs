@@ -73,7 +73,12 @@ impl Registry {
                             .app_data(web::PayloadConfig::new(1 << 30))
                             .default_service(web::to(handle))
                     })
-                    .workers(1)
+                    // Large layers are hashed while the client waits on its kept-alive
+                    // connection (seconds in a debug build): generous timeouts.
+                    .keep_alive(std::time::Duration::from_secs(300))
+                    .client_request_timeout(std::time::Duration::from_secs(300))
+                    .client_disconnect_timeout(std::time::Duration::from_secs(30))
+                    .workers(2)
                     .disable_signals()
                     .listen(listener);
                     match server {
