@@ -1,17 +1,28 @@
 //! `cargo xtask image`: the service's container image as an OCI image layout, without a container
-//! engine, optionally pushed to a registry.
+//! engine, with its SBOM, optionally pushed to a registry.
 //!
-//! The image is assembled from scratch: the release binary, the shared libraries `ldd` lists for it
-//! (glibc, libgcc_s, the dynamic loader, taken from this Debian host, so they are the ones the
-//! binary was linked against), the CA bundle, `/etc/passwd` and `/etc/group` with the non-root user
-//! `nonroot` (65532), and a world-writable `/tmp`. No shell, no package manager. The same user,
-//! entrypoint and port as `docker/Dockerfile`.
+//! Two layers. The runtime layer holds the Debian packages of `docker/debian-packages.lock`
+//! (glibc, libgcc, CA certificates, base-files), fetched by apt and unpacked by `dpkg-deb`, with
+//! their package metadata where scanners read it ([`debian`]), plus the CA bundle, `/etc/passwd`
+//! and `/etc/group` with the non-root user `nonroot` (65532) and a world-writable `/tmp`. The
+//! second layer is the service binary, built with `cargo auditable` so that it carries its own
+//! dependency list. Nothing is taken from the build host's file system but that binary. No shell,
+//! no package manager. The same user, entrypoint and port as `docker/Dockerfile`.
+//!
+//! The SBOM ([`sbom`], CycloneDX JSON) is an OCI artifact whose `subject` is the image: in the
+//! layout's `index.json` beside the image, and pushed under the tag `sha256-<image hex>.sbom`
+//! (the tag scheme cosign uses), so that it is found on registries without the OCI 1.1 referrers
+//! API too (Debian's docker-registry, distribution 2.8, has none); registries with that API also
+//! list it among the image's referrers through `subject`.
 
-use std::collections::HashMap;
+mod debian;
+mod sbom;
+
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use oci_spec::image::{Arch, MediaType, Os};
 
 use crate::oci::{self, Blob, Entry, Image, Layer, Reference, RegistryAuth};
@@ -30,20 +41,33 @@ pub(crate) struct Args {
     /// Push the image to this reference: <registry>/<repository>:<tag>
     /// (Artifact Registry: REGION-docker.pkg.dev/PROJECT/REPO/NAME:TAG, with Application Default
     /// Credentials; other registries: REGISTRY_USERNAME / REGISTRY_PASSWORD or anonymous).
+    /// The SBOM goes to the same repository, tag `sha256-<image digest hex>.sbom`.
     #[arg(long, value_name = "REF")]
     pub(crate) push: Option<String>,
     /// The OCI image layout directory to write (replaced).
     #[arg(long, value_name = "DIR")]
     pub(crate) output: Option<PathBuf>,
-    /// Use this already-built executable instead of `cargo build --release -p items-service`.
+    /// Use this already-built executable instead of building the service with `cargo auditable`.
     #[arg(long, value_name = "PATH")]
     pub(crate) binary: Option<PathBuf>,
+    /// The cargo profile the service is built with (`dev` for a quick test image).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "release",
+        conflicts_with = "binary"
+    )]
+    pub(crate) profile: String,
     /// The `org.opencontainers.image.source` label (default: git remote `origin`).
     #[arg(long, env = "IMAGE_SOURCE", value_name = "URL")]
     pub(crate) source: Option<String>,
     /// The `org.opencontainers.image.revision` label (default: `git rev-parse HEAD`).
     #[arg(long, value_name = "REV")]
     pub(crate) revision: Option<String>,
+    /// Set each package of docker/debian-packages.lock to the version the Debian archive serves
+    /// now, and build nothing.
+    #[arg(long, conflicts_with_all = ["push", "output", "binary"])]
+    pub(crate) refresh_lock: bool,
 }
 
 impl Args {
@@ -53,8 +77,10 @@ impl Args {
             push: Some(push),
             output: None,
             binary: None,
+            profile: "release".to_owned(),
             source: None,
             revision: None,
+            refresh_lock: false,
         }
     }
 }
@@ -66,25 +92,40 @@ pub(crate) struct Built {
     pub(crate) digest: String,
     /// `<registry>/<repository>@<digest>` when pushed.
     pub(crate) pushed: Option<String>,
+    /// The digest of the SBOM's artifact manifest.
+    pub(crate) sbom: String,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.refresh_lock {
+        debian::refresh_lock().await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let built = build(&args).await?;
     println!("image layout: {}", built.layout.display());
     println!("digest: {}", built.digest);
+    println!("sbom: {}", built.sbom);
     if let Some(pushed) = &built.pushed {
         println!("pushed: {pushed}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the image (and pushes it when asked).
+/// Builds the image and its SBOM (and pushes both when asked).
 pub(crate) async fn build(args: &Args) -> anyhow::Result<Built> {
     let reference = args.push.as_deref().map(Reference::parse).transpose()?;
     let binary = match &args.binary {
         Some(path) => path.clone(),
-        None => util::build_service(true).await?,
+        None => build_auditable(&args.profile).await?,
     };
+    let embedded = embedded_dependencies(&binary)?;
+    if args.binary.is_none() {
+        ensure!(
+            embedded.is_some(),
+            "{}: cargo auditable embedded no dependency list",
+            binary.display()
+        );
+    }
     let epoch = source_date_epoch().await?;
     let labels = Labels {
         created: rfc3339(epoch)?,
@@ -97,14 +138,45 @@ pub(crate) async fn build(args: &Args) -> anyhow::Result<Built> {
             None => git(&["config", "--get", "remote.origin.url"]).await?,
         },
     };
-    let image = assemble(&binary, epoch, &labels).await?;
+    let packages = debian::packages().await?;
+    let runtime = debian::runtime_layer(&packages)?;
+    debian::check_libraries(&runtime, &shared_libraries(&binary).await?)?;
+    let os = debian::os_release(&runtime)?;
+    let image = assemble(runtime, &binary, epoch, &labels)?;
+
+    let mut rust = sbom::rust_bom(epoch).await?;
+    let linked = match &embedded {
+        Some(embedded) => embedded_crates(embedded),
+        None => {
+            eprintln!(
+                "xtask: {} carries no cargo auditable data: the SBOM lists the crates `cargo tree` \
+                 resolves for {SERVICE}",
+                binary.display()
+            );
+            sbom::cargo_tree_crates().await?
+        }
+    };
+    sbom::keep_only(&mut rust, &linked)?;
+    let document = sbom::document(rust, &packages, (&os.0, &os.1), image.digest())?;
+    let sbom = Image::artifact(
+        sbom::MEDIA_TYPE,
+        vec![Blob::new(
+            MediaType::Other(sbom::MEDIA_TYPE.to_owned()),
+            document,
+        )],
+        &image,
+    )?;
+    let sbom_tag = format!("{}.sbom", image.digest().replace(':', "-"));
+
     let layout = args.output.clone().unwrap_or_else(oci::default_layout_dir);
     let tag = reference.as_ref().map_or("latest", |r| r.tag.as_str());
-    image.write_layout(&layout, tag)?;
+    image.write_layout(&layout, tag, &[(&sbom, sbom_tag.clone())])?;
     eprintln!(
-        "xtask: image {} ({} layers) in {}",
+        "xtask: image {} ({} layers, {} Debian packages) and its SBOM {} in {}",
         image.digest(),
         image.layers.len(),
+        packages.len(),
+        sbom.digest(),
         layout.display()
     );
     let pushed = match &reference {
@@ -114,6 +186,13 @@ pub(crate) async fn build(args: &Args) -> anyhow::Result<Built> {
             let digest = oci::push(&image, reference, &auth, &progress)
                 .await
                 .with_context(|| format!("pushing to {}", reference.registry))?;
+            let sbom_reference = Reference {
+                tag: sbom_tag,
+                ..reference.clone()
+            };
+            oci::push(&sbom, &sbom_reference, &auth, &progress)
+                .await
+                .with_context(|| format!("pushing the SBOM to {}", reference.registry))?;
             Some(reference.with_digest(&digest))
         }
         None => None,
@@ -122,7 +201,71 @@ pub(crate) async fn build(args: &Args) -> anyhow::Result<Built> {
         layout,
         digest: image.digest().to_owned(),
         pushed,
+        sbom: sbom.digest().to_owned(),
     })
+}
+
+/// `cargo auditable build` of the service: its dependency list goes into the binary's `.dep-v0`
+/// section, where `cargo audit bin`, Trivy and Syft read it.
+async fn build_auditable(profile: &str) -> anyhow::Result<PathBuf> {
+    let out = util::cargo()
+        .args([
+            "auditable",
+            "build",
+            "--locked",
+            "--profile",
+            profile,
+            "--package",
+            SERVICE,
+            "--bin",
+            SERVICE,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running cargo auditable")?;
+    if !out.status.success() {
+        bail!(
+            "cargo auditable build failed ({}); is it installed? cargo install --version \
+             {CARGO_AUDITABLE_VERSION} --locked cargo-auditable",
+            out.status
+        );
+    }
+    util::executable_from_messages(&String::from_utf8_lossy(&out.stdout), SERVICE)
+        .with_context(|| format!("cargo auditable build reported no executable for {SERVICE}"))
+}
+
+/// The pinned cargo-auditable (`.ci/run` installs this version).
+pub(crate) const CARGO_AUDITABLE_VERSION: &str = "0.7.7";
+
+/// The dependency list `cargo auditable` embedded in `binary` (`None` when it has none).
+fn embedded_dependencies(binary: &Path) -> anyhow::Result<Option<serde_json::Value>> {
+    match auditable_info::json_from_file(binary, auditable_info::Limits::default()) {
+        Ok(json) => Ok(Some(
+            serde_json::from_str(&json).context("the embedded dependency list is not JSON")?,
+        )),
+        Err(auditable_info::Error::NoAuditData) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", binary.display())),
+    }
+}
+
+/// `(name, version)` of every crate the binary says it links: its run-time dependencies per
+/// `cargo auditable` (build-time ones and the root crate left out).
+fn embedded_crates(embedded: &serde_json::Value) -> BTreeSet<(String, String)> {
+    embedded["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["kind"] != "build" && p["root"] != true)
+        .filter_map(|p| {
+            Some((
+                p["name"].as_str()?.to_owned(),
+                p["version"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -156,9 +299,8 @@ impl Labels {
     }
 }
 
-/// The image: a runtime layer (libraries, CA bundle, user database) and the binary's layer.
-async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<Image> {
-    let runtime = runtime_layer(binary).await?;
+/// The image: the runtime layer (Debian packages, CA bundle, user database) and the binary's.
+fn assemble(runtime: Layer, binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<Image> {
     let mut app = Layer::default();
     let data = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     app.add(ENTRYPOINT, Entry::File { mode: 0o755, data });
@@ -168,54 +310,6 @@ async fn assemble(binary: &Path, epoch: u64, labels: &Labels) -> anyhow::Result<
     let config = image_config(labels, vec![runtime_diff, app_diff])?;
     let config = Blob::new(MediaType::ImageConfig, oci::canonical_json(&config)?);
     Image::new(config, vec![runtime_blob, app_blob])
-}
-
-/// What the binary needs at run time: its shared libraries, the CA bundle, the user database of
-/// `nonroot` and a world-writable `/tmp`.
-async fn runtime_layer(binary: &Path) -> anyhow::Result<Layer> {
-    let mut runtime = Layer::default();
-    for library in shared_libraries(binary).await? {
-        let data =
-            std::fs::read(&library).with_context(|| format!("reading {}", library.display()))?;
-        runtime.add(
-            &library.to_string_lossy(),
-            Entry::File { mode: 0o755, data },
-        );
-    }
-    let ca = std::fs::read(CA_BUNDLE).with_context(|| {
-        format!("reading {CA_BUNDLE} (install Debian's ca-certificates package)")
-    })?;
-    let passwd = b"root:x:0:0:root:/root:/sbin/nologin\n\
-                   nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
-    let files: [(&str, Vec<u8>); 4] = [
-        (CA_BUNDLE, ca),
-        ("/etc/passwd", passwd.to_vec()),
-        ("/etc/group", b"root:x:0:\nnonroot:x:65532:\n".to_vec()),
-        (
-            "/etc/nsswitch.conf",
-            b"passwd: files\ngroup: files\nhosts: files dns\n".to_vec(),
-        ),
-    ];
-    for (path, data) in files {
-        runtime.add(path, Entry::File { mode: 0o644, data });
-    }
-    runtime.add(
-        "/tmp",
-        Entry::Dir {
-            mode: 0o1777,
-            uid: 0,
-            gid: 0,
-        },
-    );
-    runtime.add(
-        "/home/nonroot",
-        Entry::Dir {
-            mode: 0o700,
-            uid: 65532,
-            gid: 65532,
-        },
-    );
-    Ok(runtime)
 }
 
 /// The image config: user, entrypoint, port, environment and labels as `docker/Dockerfile` has
@@ -258,14 +352,15 @@ fn image_config(
                 .context("building rootfs")?,
         )
         .history(vec![
-            history("xtask image: shared libraries, CA certificates, user nonroot (65532)")?,
+            history("xtask image: Debian packages of docker/debian-packages.lock, CA bundle, user nonroot (65532)")?,
             history(&format!("xtask image: {ENTRYPOINT}"))?,
         ])
         .build()
         .context("building the image config")
 }
 
-/// The shared objects the dynamic loader maps for `binary` (and the loader itself), per `ldd`.
+/// The shared objects the dynamic loader maps for `binary` (and the loader itself), per `ldd`:
+/// each must come from a locked package.
 async fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = tokio::process::Command::new("ldd")
         .arg(binary)

@@ -17,6 +17,8 @@ pub fn check(doc: &Value, previous: Option<&Value>) -> Vec<String> {
     problems.extend(port_in_host(doc));
     problems.extend(operations_without_backend(doc));
     problems.extend(duplicate_operation_ids(doc));
+    problems.extend(unsupported_security(doc));
+    problems.extend(allow_all(doc));
     // Without a previous config only the metric costs are checked.
     problems.extend(quota_metrics_kept(previous.unwrap_or(doc), doc));
     problems
@@ -233,4 +235,181 @@ pub fn quota_metrics_kept(previous: &Value, doc: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+/// `security` lists API Gateway does not support ("OpenAPI 2.0 feature limitations",
+/// cloud.google.com/api-gateway/docs/openapi-limitations, "Multiple Security Requirements"):
+/// alternatives (OR) when one of them has an API key (an empty `- {}` beside a key alternative
+/// is the documented way to make the key optional, and passes); two OAuth2 schemes ANDed in one
+/// requirement; an empty requirement beside OAuth2. The top-level list and each operation's.
+pub fn unsupported_security(doc: &Value) -> Vec<String> {
+    let kind = |scheme: &str| {
+        doc.pointer(&format!(
+            "/securityDefinitions/{}",
+            scheme.replace('~', "~0").replace('/', "~1")
+        ))
+        .and_then(|d| d.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+    };
+    let mut lists: Vec<(String, &Value)> = Vec::new();
+    if let Some(top) = doc.get("security") {
+        lists.push(("security".to_owned(), top));
+    }
+    for (path, method, op) in operations(doc) {
+        if let Some(list) = op.get("security") {
+            lists.push((format!("paths.{path}.{method}.security"), list));
+        }
+    }
+    let mut problems = Vec::new();
+    for (at, list) in lists {
+        let alternatives: Vec<Vec<String>> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|alt| {
+                alt.as_object()
+                    .into_iter()
+                    .flat_map(|o| o.keys().map(|k| kind(k)))
+                    .collect()
+            })
+            .collect();
+        let non_empty = alternatives.iter().filter(|a| !a.is_empty()).count();
+        let empty = alternatives.len() - non_empty;
+        let has = |a: &[String], t: &str| a.iter().any(|k| k == t);
+        if non_empty > 1 && alternatives.iter().any(|a| has(a, "apiKey")) {
+            problems.push(format!(
+                "{at}: alternatives (OR) where one has an API key; API Gateway does not support \
+                 them. AND the key with the others in one requirement, or make the key optional \
+                 with an empty requirement (- {{}})"
+            ));
+        }
+        if alternatives
+            .iter()
+            .any(|a| a.iter().filter(|k| *k == "oauth2").count() > 1)
+        {
+            problems.push(format!(
+                "{at}: two OAuth2 schemes ANDed in one requirement; API Gateway does not support \
+                 that. List them as alternatives (OR)"
+            ));
+        }
+        if empty > 0 && alternatives.iter().any(|a| has(a, "oauth2")) {
+            problems.push(format!(
+                "{at}: an empty requirement (- {{}}) beside OAuth2; API Gateway supports optional \
+                 security for API keys only"
+            ));
+        }
+    }
+    problems
+}
+
+/// `x-google-allow: all` passes calls outside the config to the backend with no key or JWT
+/// check ("OpenAPI 2.0 extensions in API Gateway", cloud.google.com/api-gateway/docs/oasv2-extensions).
+/// API Gateway accepts it; this project does not render it, and the local gateway does not
+/// emulate it, so a config with it is refused rather than tested locally in a form it would not
+/// have on Google Cloud.
+pub fn allow_all(doc: &Value) -> Vec<String> {
+    match doc.get("x-google-allow") {
+        Some(v) if v.as_str() != Some("configured") => vec![format!(
+            "x-google-allow: {v}; calls outside the config would reach the backend without key \
+             or JWT checks, which the local gateway does not emulate. Leave it out (the default \
+             is configured)"
+        )],
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(security: Value) -> Value {
+        json!({
+            "swagger": "2.0",
+            "securityDefinitions": {
+                "api_key": {"type": "apiKey", "name": "key", "in": "query"},
+                "firebase": {"type": "oauth2", "flow": "implicit", "authorizationUrl": "",
+                    "x-google-issuer": "https://securetoken.google.com/p"},
+                "custom": {"type": "oauth2", "flow": "implicit", "authorizationUrl": "",
+                    "x-google-issuer": "https://custom.example"},
+            },
+            "paths": {"/items": {"get": {"operationId": "list", "security": security}}},
+        })
+    }
+
+    /// Each case of "Multiple Security Requirements" in API Gateway's "OpenAPI 2.0 feature
+    /// limitations" (cloud.google.com/api-gateway/docs/openapi-limitations).
+    #[test]
+    fn security_api_gateway_does_not_support_is_refused() {
+        for (security, refused) in [
+            // "conjunctions (logical AND) are supported ... both an API key and an OAuth2 token"
+            (json!([{"api_key": [], "firebase": []}]), None),
+            // "Alternative (logical OR) ... supported for different OAuth2 security schemes"
+            (json!([{"firebase": []}, {"custom": []}]), None),
+            // "An empty security requirement (- {}) can be used to make security optional for
+            // an API key"
+            (json!([{"api_key": []}, {}]), None),
+            (json!([]), None),
+            (json!([{"api_key": []}]), None),
+            // "does not support alternative (logical OR) ... if one of the schemes is an API key"
+            (
+                json!([{"api_key": []}, {"firebase": []}]),
+                Some("alternatives (OR) where one has an API key"),
+            ),
+            (
+                json!([{"api_key": [], "firebase": []}, {"custom": []}]),
+                Some("alternatives (OR) where one has an API key"),
+            ),
+            // "Conjunctions (logical AND) ... for different OAuth2 security schemes are not supported"
+            (
+                json!([{"firebase": [], "custom": []}]),
+                Some("two OAuth2 schemes ANDed"),
+            ),
+            // "... but this is not supported for OAuth"
+            (
+                json!([{"firebase": []}, {}]),
+                Some("an empty requirement (- {}) beside OAuth2"),
+            ),
+        ] {
+            let problems = unsupported_security(&doc(security.clone()));
+            match refused {
+                None => assert!(problems.is_empty(), "{security}: {problems:?}"),
+                Some(text) => {
+                    assert_eq!(problems.len(), 1, "{security}: {problems:?}");
+                    assert!(
+                        problems[0].starts_with("paths./items.get.security: "),
+                        "{problems:?}"
+                    );
+                    assert!(problems[0].contains(text), "{security}: {problems:?}");
+                }
+            }
+        }
+        // The top-level list too, and check() reports it.
+        let mut d = doc(json!([{"api_key": []}]));
+        d["security"] = json!([{"api_key": []}, {"firebase": []}]);
+        let all = check(&d, None);
+        assert!(
+            all.iter()
+                .any(|p| p.starts_with("security: alternatives (OR)")),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn x_google_allow_all_is_refused() {
+        let mut d = doc(json!([]));
+        assert!(allow_all(&d).is_empty());
+        d["x-google-allow"] = json!("configured");
+        assert!(allow_all(&d).is_empty());
+        d["x-google-allow"] = json!("all");
+        let problems = check(&d, None);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("x-google-allow: \"all\"")),
+            "{problems:?}"
+        );
+    }
 }

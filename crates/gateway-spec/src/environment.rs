@@ -102,6 +102,11 @@ pub struct Cors {
     pub allow_methods: Vec<String>,
     pub allow_headers: Vec<String>,
     pub max_age_seconds: u32,
+    /// Response headers a page may read (`ETag`, `Location`, `Idempotent-Replayed`). The
+    /// gateway passes the service's `Access-Control-*` headers through; this table is also the
+    /// service's `cors` settings in the environment (crates/service/src/settings).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -288,16 +293,21 @@ impl Environment {
                 ));
             }
         }
-        for (i, header) in self.cors.allow_headers.iter().enumerate() {
-            if header.is_empty()
-                || !header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err((
-                    format!("cors.allow_headers[{i}]"),
-                    format!("{header:?} is not a header name"),
-                ));
+        for (key, headers) in [
+            ("allow_headers", &self.cors.allow_headers),
+            ("expose_headers", &self.cors.expose_headers),
+        ] {
+            for (i, header) in headers.iter().enumerate() {
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err((
+                        format!("cors.{key}[{i}]"),
+                        format!("{header:?} is not a header name"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -550,12 +560,27 @@ mod tests {
         assert!(m.contains("auth.api_key: must be true"), "{m}");
     }
 
+    /// `text` with its `managed_service` line set to `value`.
+    fn with_managed_service(text: &str, value: &str) -> String {
+        text.lines()
+            .map(|line| {
+                if line.starts_with("managed_service = ") {
+                    format!("managed_service = {value:?}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn bad_deadline_and_managed_service() {
         let m = message(&DEV.replace("list_items = 30.0", "list_items = -1.0"));
         assert!(m.contains("backend.deadlines.list_items"), "{m}");
-        let m = message(&format!(
-            "managed_service = \"other-1.apigateway.x.cloud.goog\"\n{DEV}"
+        let m = message(&with_managed_service(
+            DEV,
+            "other-1.apigateway.x.cloud.goog",
         ));
         assert!(m.contains("managed_service: "), "{m}");
     }

@@ -191,7 +191,9 @@ fn cors_with_a_managed_service_sets_host_and_allow_cors() {
         json!([{"name": "items-api-0123456789abc.apigateway.items-stage-4821.cloud.goog", "allowCors": true}])
     );
     // Without it, the warning says why preflights do not pass.
-    let r = render(&api(), &environment("stage"), "europe-west1", None).unwrap();
+    env.managed_service = None;
+    let r = render(&api(), &env, "europe-west1", None).unwrap();
+    assert!(parse_yaml(&r.yaml).get("x-google-endpoints").is_none());
     assert!(
         r.warnings
             .iter()
@@ -256,9 +258,16 @@ fn check_port_in_host() {
     let err = Environment::parse(
         "dev",
         "dev.toml",
-        &format!(
-            "managed_service = \"items-api-1.apigateway.items-dev-4821.cloud.goog:443\"\n{text}"
-        ),
+        &text
+            .lines()
+            .map(|line| match line.starts_with("managed_service = ") {
+                true => {
+                    "managed_service = \"items-api-1.apigateway.items-dev-4821.cloud.goog:443\""
+                }
+                false => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
     .unwrap_err();
     assert!(err.to_string().contains("managed_service"), "{err}");

@@ -11,8 +11,11 @@
 //!
 //! Behind API Gateway the page, its files and `/openapi.json` need the API key but no JWT (their
 //! `x-gateway-auth: api-key` extension; a browser cannot attach a token to a page load): open
-//! `/docs?key=API_KEY` and the page passes the key on to the spec and to the requests that
-//! "Try it out" sends. Item operations still need a JWT where the environment configures issuers.
+//! `/docs?key=API_KEY` and the page sends the key as the `x-api-key` header (one of ESPv2's
+//! default key locations, gateway-facts.md §2) with the spec request and the requests that "Try
+//! it out" sends, never in their URLs, so it stays out of the logs of every request the page makes
+//! (the page load's own `?key=` is redacted in the service's log). Item operations still need a
+//! JWT where the environment configures issuers.
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
@@ -56,26 +59,23 @@ const DOCS_HTML: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
-/// Starts Swagger UI on the served spec. With `?key=…` in the page's URL (API Gateway), the key
-/// goes along on every request to this origin that does not carry one.
+/// Starts Swagger UI on the served spec. With `?key=…` in the page's URL (API Gateway), every
+/// request to this origin (the spec, "Try it out") carries the key as the `x-api-key` header, not
+/// in its URL. Swagger UI's `requestInterceptor` sees the spec request as well as "Try it out".
 const DOCS_JS: &str = r##""use strict";
 (function () {
   var key = new URLSearchParams(window.location.search).get("key");
-  function withKey(url) {
-    var u = new URL(url, window.location.href);
-    if (key && u.origin === window.location.origin && !u.searchParams.has("key")) {
-      u.searchParams.set("key", key);
-    }
-    return u.toString();
-  }
   window.ui = SwaggerUIBundle({
-    url: withKey("openapi.json"),
+    url: "openapi.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
     requestInterceptor: function (request) {
-      request.url = withKey(request.url);
+      var url = new URL(request.url, window.location.href);
+      if (key && url.origin === window.location.origin && !url.searchParams.has("key")) {
+        request.headers["x-api-key"] = key;
+      }
       return request;
     }
   });

@@ -23,6 +23,9 @@ pub enum ApiError {
     },
     NotFound,
     MethodNotAllowed(String),
+    /// A CORS preflight from an origin, or for a method or header, the `cors` settings do not
+    /// allow (400; actix-cors's reason as detail).
+    CorsRefused(String),
     PreconditionFailed,
     IdempotencyConflict,
     /// A retry with an `Idempotency-Key` whose item has since been deleted (409): the create was
@@ -87,6 +90,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             Self::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
             Self::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::CorsRefused(_) => (S::BAD_REQUEST, "cors-refused", "Cross-origin request refused"),
             Self::PreconditionFailed => (S::PRECONDITION_FAILED, "precondition-failed", "Precondition failed"),
             Self::IdempotencyConflict => (S::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused"),
             Self::IdempotentItemGone => (S::CONFLICT, "idempotent-item-gone", "Created item deleted"),
@@ -99,7 +103,9 @@ impl ApiError {
     fn detail(&self) -> String {
         let fixed = match self {
             Self::BadParam(p) | Self::Invalid(p) => return format!("{}: {}", p.name, p.reason),
-            Self::MalformedBody(d) | Self::UnsupportedMediaType(d) => return d.clone(),
+            Self::MalformedBody(d) | Self::UnsupportedMediaType(d) | Self::CorsRefused(d) => {
+                return d.clone();
+            }
             Self::PayloadTooLarge { limit } => {
                 return format!("the request body must not exceed {limit} bytes");
             }

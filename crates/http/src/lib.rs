@@ -6,6 +6,7 @@
 //! status in one place.
 
 mod body;
+mod cors;
 mod docs;
 mod dto;
 mod error;
@@ -24,6 +25,7 @@ use actix_web::web;
 use items_domain::ItemStore;
 
 pub use body::MAX_BODY_BYTES;
+pub use cors::{CorsSettings, preflight_problems};
 pub use docs::{CONTENT_SECURITY_POLICY, DOCS_PATH, OPENAPI_PATH};
 pub use dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};

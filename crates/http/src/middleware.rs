@@ -5,7 +5,9 @@
 //!   log line of the request carries its trace and span ids;
 //! - an OpenTelemetry server span following the HTTP semantic conventions, named after the route
 //!   template (`GET /items/{id}`), and the `http.server.request.duration` histogram;
-//! - one access-log entry (`httpRequest`) per request, health probes sampled by setting;
+//! - one access-log entry (`httpRequest`) per request, health probes sampled by setting; the
+//!   values of credential query parameters (`key`, `api_key`, `access_token`) are written as
+//!   `REDACTED` there and in Error Reporting events, and no request header is ever logged;
 //! - an Error Reporting event for every 5xx, with the cause chain, except a 503: an unreachable
 //!   database or an exhausted pool is an expected operating state, logged at WARNING with its cause
 //!   and no Error Reporting type (alerting watches the 5xx ratio instead);
@@ -284,7 +286,7 @@ fn access_log(
         httpRequest.latency = %items_telemetry::Latency(latency),
         httpRequest.protocol = protocol(facts.version),
         "{method} {} {status}",
-        facts.uri,
+        RedactedTarget(&facts.uri),
     );
 }
 
@@ -356,11 +358,10 @@ impl RequestFacts {
                     .and_then(|h| h.to_str().ok())
                     .or_else(|| facts.uri.authority().map(|a| a.as_str()))
                     .unwrap_or("localhost");
-                let path = facts.uri.path_and_query().map_or("/", |p| p.as_str());
                 f.write_str(facts.scheme())?;
                 f.write_str("://")?;
                 f.write_str(host)?;
-                f.write_str(path)
+                write!(f, "{}", RedactedTarget(&facts.uri))
             }
         }
         Url(self)
@@ -389,6 +390,55 @@ impl RequestFacts {
         }
         RemoteIp(self)
     }
+}
+
+/// Query parameters whose values are credentials: API Gateway (ESPv2) takes an API key from
+/// `key` or `api_key` and a JWT from `access_token` (esp-v2 `service_control/config_parser.cc`,
+/// `filtergen/jwt_authn.go`; see gateway-facts.md §2). Their values never reach a log line.
+pub(crate) const SECRET_QUERY_PARAMETERS: [&str; 3] = ["key", "api_key", "access_token"];
+
+/// What replaces a secret parameter's value in logs.
+pub(crate) const REDACTED: &str = "REDACTED";
+
+/// The path and query of `uri` as logs show them: the values of [`SECRET_QUERY_PARAMETERS`]
+/// replaced by [`REDACTED`] (names compared after percent-decoding, ASCII case-insensitively),
+/// everything else as received. Headers are never logged, so `Authorization` and `x-api-key`
+/// need no such treatment.
+struct RedactedTarget<'a>(&'a Uri);
+
+impl std::fmt::Display for RedactedTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.0.path();
+        f.write_str(if path.is_empty() { "/" } else { path })?;
+        let Some(query) = self.0.query() else {
+            return Ok(());
+        };
+        f.write_str("?")?;
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_secret_parameter(name) => {
+                    write!(f, "{name}={REDACTED}")?;
+                }
+                // A bare `?key` carries no value; anything else is written as received.
+                _ => f.write_str(pair)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a raw (still percent-encoded) query parameter name is one of the credentials.
+fn is_secret_parameter(raw_name: &str) -> bool {
+    form_urlencoded::parse(raw_name.as_bytes())
+        .next()
+        .is_some_and(|(name, _)| {
+            SECRET_QUERY_PARAMETERS
+                .iter()
+                .any(|secret| name.eq_ignore_ascii_case(secret))
+        })
 }
 
 /// A stand-in request for a response whose own request is gone (the handler panicked, or the
@@ -421,5 +471,34 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "Box<dyn Any>".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    fn shown(target: &str) -> String {
+        RedactedTarget(&target.parse::<Uri>().expect("a request target")).to_string()
+    }
+
+    #[test]
+    fn credential_parameters_are_redacted_and_the_rest_is_kept() {
+        assert_eq!(
+            shown("/items?key=AIzaSecret&page_size=5&api_key=k2&access_token=eyJ.a.b"),
+            "/items?key=REDACTED&page_size=5&api_key=REDACTED&access_token=REDACTED"
+        );
+        // Percent-encoded or differently cased names are the same parameter to a decoder.
+        assert_eq!(
+            shown("/docs?k%65y=AIzaSecret&KEY=x&Access_Token=t"),
+            "/docs?k%65y=REDACTED&KEY=REDACTED&Access_Token=REDACTED"
+        );
+        // Other parameters, fragments of names, and no query at all are untouched.
+        assert_eq!(
+            shown("/items?monkey=1&keys=2&key"),
+            "/items?monkey=1&keys=2&key"
+        );
+        assert_eq!(shown("/items/7"), "/items/7");
+        assert_eq!(shown("/items?"), "/items?");
     }
 }

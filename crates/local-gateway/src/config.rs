@@ -1,5 +1,6 @@
 //! How to start a gateway: [`GatewayConfig`] and where its log lines go ([`LogSink`]).
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,12 @@ pub struct GatewayConfig {
     /// `SERVICE_NOT_ACTIVATED` for them, and the gateway 403 `PERMISSION_DENIED: API <service>
     /// is not enabled for the project.` (empty by default).
     pub api_keys_not_enabled: Vec<String>,
+    /// The consumer project of each API key, where it is not `producer_project` (keys made in
+    /// another project than the API's). Quota limits (`1/min/{project}`) are per consumer
+    /// project, so keys of one project share their counts; the backend's
+    /// `X-Apigateway-Api-Consumer-Number` is the project's number (empty by default: every key
+    /// belongs to `producer_project`).
+    pub api_key_projects: BTreeMap<String, String>,
     /// The identity in the backend ID token's `email` (the config's gateway service account,
     /// given to API Gateway with the config and therefore not in the file).
     pub gateway_service_account: String,
@@ -49,6 +56,13 @@ pub struct GatewayConfig {
     /// Where a provider's `x-google-jwks_uri` is fetched from (the local issuer by default).
     pub jwks: Arc<dyn JwksSource>,
     pub log: LogSink,
+    /// The share of new traces (requests without a trace context) that are sampled: ESPv2's
+    /// `--tracing_sample_rate`, 0.001 by default (esp-v2 `options/common.go`). An incoming
+    /// context keeps its own decision.
+    pub trace_sample_rate: f64,
+    /// The JWT claims the log's `jwt_payloads` names (ESPv2 `--log_jwt_payloads`, e.g. `sub` or
+    /// `foo.bar`); none by default, and then the field is absent.
+    pub log_jwt_payloads: Vec<String>,
     /// actix worker threads.
     pub workers: usize,
 }
@@ -63,11 +77,14 @@ impl GatewayConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             api_keys: vec![LOCAL_API_KEY.to_owned()],
             api_keys_not_enabled: Vec::new(),
+            api_key_projects: BTreeMap::new(),
             gateway_service_account: "local-gateway@local-project.iam.gserviceaccount.com".into(),
             producer_project: "local-project".into(),
             config_id: "local".into(),
             jwks: Arc::new(LocalJwks::default()),
             log: LogSink::Stdout,
+            trace_sample_rate: 0.001,
+            log_jwt_payloads: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

@@ -7,7 +7,6 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -22,7 +21,6 @@ pub struct Entry {
     pub request_size: usize,
     pub response_size: usize,
     pub remote_ip: String,
-    pub user_agent: Option<String>,
     pub referer: Option<String>,
     pub protocol: String,
     pub latency: Duration,
@@ -31,7 +29,7 @@ pub struct Entry {
     pub api_key_state: &'static str,
     pub response_code_detail: String,
     pub error_cause: Option<String>,
-    pub jwt_payloads: Option<Value>,
+    pub jwt_payloads: Option<String>,
     pub trace_id: String,
     pub span_id: String,
     pub sampled: bool,
@@ -61,8 +59,6 @@ struct HttpRequest<'a> {
     remote_ip: &'a str,
     latency: String,
     protocol: &'a str,
-    #[serde(rename = "userAgent", skip_serializing_if = "Option::is_none")]
-    user_agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referer: Option<&'a str>,
 }
@@ -98,7 +94,39 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error_cause: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    jwt_payloads: Option<&'a Value>,
+    jwt_payloads: Option<&'a str>,
+}
+
+/// `requestUrl`: the path and the query, with the values of the query parameters in `params`
+/// (where JWTs travel) replaced by `REDACTED`. ESPv2 reports the request's `:path` whole; the
+/// local log, read in terminals and CI artefacts, keeps tokens out (API keys stay: ESPv2
+/// reports them as `api_key`).
+pub fn request_url(path: &str, query: Option<&str>, params: &[String]) -> String {
+    let Some(query) = query else {
+        return path.to_owned();
+    };
+    let secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        params.iter().any(|p| p == name)
+    };
+    let mut out = String::with_capacity(path.len() + 1 + query.len());
+    out.push_str(path);
+    if !query.split('&').any(secret) {
+        out.push('?');
+        out.push_str(query);
+        return out;
+    }
+    for (i, pair) in query.split('&').enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
 }
 
 pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
@@ -122,7 +150,6 @@ pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
             remote_ip: &entry.remote_ip,
             latency: format!("{:.9}s", entry.latency.as_secs_f64()),
             protocol: &entry.protocol,
-            user_agent: entry.user_agent.as_deref(),
             referer: entry.referer.as_deref(),
         },
         trace: format!(
@@ -145,7 +172,7 @@ pub fn write(sink: &LogSink, ctx: &Context, entry: Entry) {
         log_message: &message,
         api_key: entry.api_key.as_deref(),
         error_cause: entry.error_cause.as_deref(),
-        jwt_payloads: entry.jwt_payloads.as_ref(),
+        jwt_payloads: entry.jwt_payloads.as_deref(),
     };
     match sink {
         LogSink::Stdout => writer().append(&line),

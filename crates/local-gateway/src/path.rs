@@ -73,29 +73,120 @@ impl Template {
     }
 }
 
-/// Envoy's path normalisation (RFC 3986 dot segments) and merge_slashes, both on in ESPv2 by
-/// default (gateway-facts §6).
+/// Envoy's path normalisation before routing, both on in ESPv2 by default (esp-v2
+/// `options/configgenerator.go`: `NormalizePath`, `MergeSlashesInPath`; escaped slashes kept):
+/// first `normalize_path` (envoy `PathUtil::canonicalPath`, Chromium's `url_canon` path rules):
+/// `\` becomes `/`, a `%XX` of an unreserved character (letters, digits, `-._~`) is decoded, so
+/// `%2E` counts as `.`, other escapes stay, and dot segments are resolved (RFC 3986 5.2.4: a
+/// final `.` or `..` leaves a trailing `/`); then `merge_slashes`.
 pub fn normalize(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let trailing = path.ends_with('/') && path.len() > 1;
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
+    let bytes = path.as_bytes();
+    let plain = !bytes.iter().any(|b| matches!(b, b'%' | b'\\'))
+        && !bytes.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain {
+        return path.to_owned();
+    }
+    let canonical = canonical_chars(path);
+    let segments: Vec<&str> = canonical.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {}
             ".." => {
                 out.pop();
             }
-            s => out.push(s),
+            s => {
+                out.push(s);
+                continue;
+            }
+        }
+        if i == last {
+            out.push("");
         }
     }
-    let mut normalized = String::with_capacity(path.len());
+    let mut normalized = String::with_capacity(canonical.len());
     for s in &out {
-        normalized.push('/');
+        // merge_slashes: never two `/` in a row.
+        if !normalized.ends_with('/') {
+            normalized.push('/');
+        }
         normalized.push_str(s);
     }
-    if normalized.is_empty() || (trailing && !out.is_empty()) {
+    if normalized.is_empty() {
         normalized.push('/');
     }
     normalized
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// `\` → `/` and the unreserved characters' escapes decoded.
+fn canonical_chars(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => out.push('/'),
+            b'%' => {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?))
+                    .filter(|d| unreserved(*d));
+                match decoded {
+                    Some(d) => {
+                        out.push(char::from(d));
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push('%'),
+                }
+            }
+            _ => {
+                // A char boundary: the path's non-ASCII bytes are copied whole.
+                let len = path[i..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&path[i..i + len]);
+                i += len;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `%XX` decoded (as Envoy decodes query parameters, `parseAndDecodeQueryString`); a `%` without
+/// two hex digits stays.
+pub fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains('%') {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(d) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?))
+        {
+            out.push(d);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `x-google-backend.path_translation`.
@@ -225,12 +316,48 @@ mod tests {
         assert_eq!(Template::parse("/").matches("/"), Some(vec![]));
     }
 
+    /// Envoy normalises before routing (`normalize_path`: `PathUtil::canonicalPath`, Chromium's
+    /// `url_canon` path rules; then `merge_slashes`), both on in ESPv2 (esp-v2
+    /// `options/configgenerator.go`).
     #[test]
     fn paths_are_normalised_like_envoy_does() {
-        assert_eq!(normalize("/items//1"), "/items/1");
-        assert_eq!(normalize("/a/./b/../items"), "/a/items");
-        assert_eq!(normalize("/items/"), "/items/");
-        assert_eq!(normalize("/"), "/");
-        assert_eq!(normalize("/../.."), "/");
+        for (raw, want) in [
+            ("/items", "/items"),
+            ("/items//1", "/items/1"),
+            ("//items///1//", "/items/1/"),
+            ("/a/./b/../items", "/a/items"),
+            ("/items/", "/items/"),
+            ("/", "/"),
+            ("/../..", "/"),
+            // RFC 3986 5.2.4: a final dot segment leaves the slash.
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            // Dot segments before merging slashes: `..` removes the empty segment.
+            ("/a//../b", "/a/b"),
+            // Escaped unreserved characters are decoded, %2E is a dot.
+            ("/%69tems/%31", "/items/1"),
+            ("/items/%7e%2D%5F", "/items/~-_"),
+            ("/a/%2E%2E/items", "/items"),
+            ("/a/%2e/items", "/a/items"),
+            ("/a/.%2E/items", "/items"),
+            // Other escapes stay, escaped slashes included (ESPv2 keeps them unchanged).
+            ("/items/a%2Fb", "/items/a%2Fb"),
+            ("/items/a%20b", "/items/a%20b"),
+            ("/items/100%", "/items/100%"),
+            ("/items/%zz", "/items/%zz"),
+            // Backslashes are slashes.
+            ("/items\\1", "/items/1"),
+            ("\\items\\..\\x", "/x"),
+        ] {
+            assert_eq!(normalize(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a.b.c"), "a.b.c");
+        assert_eq!(percent_decode("a%2Eb%2ec"), "a.b.c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 }

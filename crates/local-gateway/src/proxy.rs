@@ -57,18 +57,18 @@ async fn handle(
     client: web::Data<router::BackendClient>,
 ) -> HttpResponse {
     let start = Instant::now();
-    let (trace_id, span_id, sampled) = trace::ids(&req);
+    let (trace_id, span_id, sampled) = trace::ids(&req, state.config.trace_sample_rate);
+    let method = request_method(&req);
+    // Envoy normalises `:path` before any filter sees it, and ESPv2 reports that `:path`
+    // (esp-v2 `service_control/handler_impl.cc`, `info.url = path_`).
+    let normalized = path::normalize(req.uri().path());
     let mut entry = Entry {
-        method: req.method().to_string(),
-        url: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+        method: method.to_owned(),
+        url: log::request_url(&normalized, req.uri().query(), &state.token_params),
         remote_ip: req
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default(),
-        user_agent: header(&req, "user-agent"),
         referer: header(&req, "referer"),
         protocol: format!("{:?}", req.version()),
         api_method: "<Unknown Operation Name>".into(),
@@ -78,7 +78,11 @@ async fn handle(
         sampled,
         ..Entry::default()
     };
-    let response = match process(&req, payload, &state, &client, &mut entry).await {
+    let response = match process(
+        &req, method, normalized, payload, &state, &client, &mut entry,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(&mut entry),
     };
@@ -92,21 +96,43 @@ async fn handle(
     response
 }
 
+/// The method the filters see: ESPv2's header_sanitizer filter, first in the chain, replaces
+/// `:method` with `X-HTTP-Method-Override` as sent and removes that header before routing
+/// (esp-v2 `envoy/utils/http_header_utils.cc` `handleHttpMethodOverride`;
+/// `tests/integration_test/http_method_override_test`).
+fn request_method(req: &HttpRequest) -> &str {
+    req.headers()
+        .get(METHOD_OVERRIDE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| req.method().as_str())
+}
+
+/// The header ESPv2 takes an overriding method from.
+const METHOD_OVERRIDE: &str = "x-http-method-override";
+
 /// The filters in ESPv2's order, then the backend's response.
 async fn process(
     req: &HttpRequest,
+    method: &str,
+    normalized: String,
     payload: web::Payload,
     state: &State,
     client: &router::BackendClient,
     entry: &mut Entry,
 ) -> Result<HttpResponse, Refusal> {
     limits::check_headers(req)?;
-    let normalized = path::normalize(req.uri().path());
-    let matched = routing::route(state, req, &normalized)?;
-    let operation = &*matched.operation;
-    entry.api_method = state.api_method(&operation.operation_id);
     let query = req.uri().query();
     let query_list = query.map(query_pairs).unwrap_or_default();
+    // The Service Control handler extracts the key for every request, refused ones included,
+    // and reports it when not empty (esp-v2 `service_control/handler_impl.cc`,
+    // `request_builder.cc FillLogEntry`).
+    let api_key = service_control::api_key(req, &query_list);
+    if !api_key.is_empty() {
+        entry.api_key = Some(api_key.to_owned());
+    }
+    let matched = routing::route(state, method, &normalized)?;
+    let operation = &*matched.operation;
+    entry.api_method = state.api_method(&operation.operation_id);
 
     // jwt_authn, before service_control (`filter_generator.go`).
     let jwt_route = !matched.is_cors && !operation.requirements.jwt_providers.is_empty();
@@ -121,7 +147,7 @@ async fn process(
     } else {
         None
     };
-    let key_checked = service_control::check(state, req, &matched, &query_list, entry)?;
+    let key_project = service_control::check(state, &matched, api_key, entry)?;
 
     let Some(backend) = &operation.backend else {
         return Err(Refusal::new(
@@ -136,13 +162,15 @@ async fn process(
     let caller = router::Caller {
         verified: verified.as_ref(),
         jwt_route,
-        key_checked,
+        key_project,
     };
     let headers = router::upstream_headers(req, state, backend, &caller, &paths, entry)
         .map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
     let uri = http::Uri::try_from(format!("{}{}", state.backend_base, paths.upstream))
         .map_err(|e| Refusal::new("upstream_uri_invalid", 500, e.to_string()))?;
-    let response = router::forward(client, req, backend, uri, headers, body).await?;
+    let method = http::Method::from_bytes(method.as_bytes())
+        .map_err(|e| Refusal::new("invalid_method", 400, e.to_string()))?;
+    let response = router::forward(client, method, backend, uri, headers, body).await?;
     entry.response_code_detail = "via_upstream".into();
     Ok(response)
 }

@@ -42,7 +42,7 @@ pub enum JwtLocation {
 impl JwtLocation {
     /// ESPv2's defaults (`filtergen/jwt_authn.go`, `util/util.go`): `Authorization: Bearer`,
     /// `X-Goog-Iap-Jwt-Assertion`, query `access_token`.
-    fn defaults() -> Vec<Self> {
+    pub(crate) fn defaults() -> Vec<Self> {
         vec![
             JwtLocation::Header {
                 name: "authorization".into(),
@@ -61,11 +61,11 @@ impl JwtLocation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirements {
     /// api-compiler `AuthBuilder.isApiKeyRequired`: only when every alternative has an apiKey
-    /// scheme (an OR with a key-less alternative makes the key optional).
+    /// scheme (`[{api_key: []}, {}]` makes the key optional).
     pub api_key: bool,
-    /// JWT providers of every alternative and of every requirement, flattened
-    /// (`AuthRuleGenerator`); a JWT is required when this is not empty and any one of them may
-    /// verify it, also when one requirement ANDs two providers (see `Schemes::requirements`).
+    /// The JWT providers of the alternatives (`AuthRuleGenerator`); a JWT is required when this
+    /// is not empty and any one of them may verify it (esp-v2 `filtergen/jwt_authn.go`
+    /// `makeJwtRequirement`: one `requires_any`).
     pub jwt_providers: Vec<String>,
 }
 
@@ -210,6 +210,15 @@ impl Spec {
         if swagger != "2.0" {
             return Err(SpecError::NotSwagger2(swagger.to_owned()));
         }
+        // `x-google-allow: all` lets calls outside the config through with no check
+        // ("OpenAPI 2.0 extensions"): not emulated, so refused rather than half-served.
+        if let Some(allow) = doc.get("x-google-allow")
+            && allow.as_str() != Some("configured")
+        {
+            return Err(SpecError::Invalid(format!(
+                "x-google-allow: {allow} (calls outside the config passed through) is not emulated by the local gateway"
+            )));
+        }
         let host = doc.get("host").and_then(Value::as_str).map(str::to_owned);
         let allow_cors = allow_cors(&doc, host.as_deref());
         let schemes = Schemes::parse(&doc)?;
@@ -291,18 +300,33 @@ impl Schemes {
         })
     }
 
-    /// What a `security` list requires.
-    ///
-    /// JWT providers are ORed even when one requirement ANDs them (`[{a: [], b: []}]`): the
-    /// service config gives ESPv2 one flat list of `AuthRequirement`s per operation, and ESPv2
-    /// turns it into a single Envoy `requires_any` (a bare `provider_name` when there is one
-    /// provider) and never emits `requires_all` (esp-v2 @3dcedb6
-    /// `src/go/configgenerator/filtergen/jwt_authn.go`, `makeJwtRequirement`). A token of either
-    /// provider is therefore accepted. api-compiler refuses such a config ("…logically
-    /// ANDed…", `AuthRequirementValidator`, 2020); whether Google's hosted converter still does
-    /// is [not confirmed], so the local gateway loads it and behaves as ESPv2 would.
-    fn requirements(&self, security: &Value) -> Result<Requirements, SpecError> {
+    /// What a `security` list (at `at`) requires. The lists API Gateway does not deploy are
+    /// refused ("OpenAPI 2.0 feature limitations", "Multiple Security Requirements"): an OR
+    /// with an API key alternative (an empty `- {}` beside a key is the documented optional
+    /// key), two OAuth2 schemes ANDed, an empty requirement beside OAuth2.
+    fn requirements(&self, security: &Value, at: &str) -> Result<Requirements, SpecError> {
         let alternatives = security.as_array().cloned().unwrap_or_default();
+        let refuse = |why: &str| {
+            Err(SpecError::Invalid(format!(
+                "{at}: {why}, which API Gateway does not deploy (OpenAPI 2.0 feature limitations)"
+            )))
+        };
+        let objects: Vec<_> = alternatives.iter().filter_map(Value::as_object).collect();
+        let has_key =
+            |o: &&serde_json::Map<String, Value>| o.keys().any(|s| self.key_schemes.contains(s));
+        let jwts = |o: &&serde_json::Map<String, Value>| {
+            o.keys().filter(|s| self.providers.contains_key(*s)).count()
+        };
+        let non_empty = objects.iter().filter(|o| !o.is_empty()).count();
+        if non_empty > 1 && objects.iter().any(has_key) {
+            return refuse("alternatives (OR) where one has an API key");
+        }
+        if objects.iter().any(|o| jwts(o) > 1) {
+            return refuse("two OAuth2 schemes ANDed in one requirement");
+        }
+        if objects.len() > non_empty && objects.iter().any(|o| jwts(o) > 0) {
+            return refuse("an empty requirement (- {}) beside OAuth2");
+        }
         let mut req = Requirements::default();
         let mut every_has_key = !alternatives.is_empty();
         for alternative in &alternatives {
@@ -362,7 +386,10 @@ fn routes(doc: &Value, schemes: &Schemes) -> Result<Vec<Route>, SpecError> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let requirements = schemes.requirements(op.get("security").unwrap_or(&top_security))?;
+            let requirements = schemes.requirements(
+                op.get("security").unwrap_or(&top_security),
+                &format!("paths.{template}.{method}.security"),
+            )?;
             operations.insert(
                 method.to_ascii_uppercase(),
                 Operation {
@@ -377,6 +404,15 @@ fn routes(doc: &Value, schemes: &Schemes) -> Result<Vec<Route>, SpecError> {
                     metric_costs,
                 },
             );
+        }
+        // "API Gateway only supports URL path template parameters that represent entire path
+        // segments ... partial segments ... will be rejected" (OpenAPI 2.0 feature limitations).
+        if let Some(segment) = template.split('/').find(|s| {
+            (s.contains('{') || s.contains('}')) && !(s.starts_with('{') && s.ends_with('}'))
+        }) {
+            return Err(SpecError::Invalid(format!(
+                "paths.{template}: the segment {segment:?} is a partial-segment template, which API Gateway rejects"
+            )));
         }
         routes.push(Route {
             template: Template::parse(template),
@@ -497,26 +533,55 @@ mod tests {
         assert_eq!(DEFAULT_DEADLINE, Duration::from_secs(15));
     }
 
+    /// API Gateway's "OpenAPI 2.0 feature limitations" (Multiple Security Requirements, URL
+    /// Path Templating): configs it does not deploy are refused when loaded.
     #[test]
-    fn two_jwt_providers_anded_in_one_requirement_are_either_one() {
-        let spec = Spec::parse(FIDELITY).expect("the fixture parses");
-        let mut both = operation(&spec, "/both-jwts", "GET").requirements.clone();
-        both.jwt_providers.sort();
-        assert_eq!(
-            both,
-            Requirements {
-                api_key: false,
-                jwt_providers: vec!["custom".into(), "firebase".into()],
-            }
+    fn configs_api_gateway_does_not_deploy_are_refused() {
+        let config = |security: &str, path: &str, extra: &str| {
+            format!(
+                "swagger: '2.0'\nhost: svc.example\n{extra}securityDefinitions:\n  api_key:\n    type: apiKey\n    name: key\n    in: query\n  a:\n    type: oauth2\n    flow: implicit\n    authorizationUrl: ''\n    x-google-issuer: https://a.example\n  b:\n    type: oauth2\n    flow: implicit\n    authorizationUrl: ''\n    x-google-issuer: https://b.example\npaths:\n  {path}:\n    get:\n      operationId: op\n      security: {security}\n      x-google-backend:\n        address: https://b.example\n        path_translation: APPEND_PATH_TO_ADDRESS\n"
+            )
+        };
+        let refused = |security: &str, path: &str, extra: &str| match Spec::parse(
+            config(security, path, extra).as_bytes(),
+        ) {
+            Err(SpecError::Invalid(m)) => m,
+            other => panic!("{security} {path} {extra}: {other:?}"),
+        };
+        assert!(
+            refused("[{api_key: []}, {a: []}]", "/x", "")
+                .contains("alternatives (OR) where one has an API key")
         );
-        // The same as listing them as alternatives.
-        let mut any = operation(&spec, "/any-jwt", "GET").requirements.clone();
-        any.jwt_providers.sort();
-        assert_eq!(both, any);
-        // A key ANDed with a JWT stays required.
-        let shelves = &operation(&spec, "/v1/shelves", "GET").requirements;
-        assert!(shelves.api_key);
-        assert_eq!(shelves.jwt_providers, ["firebase"]);
+        assert!(refused("[{a: [], b: []}]", "/x", "").contains("two OAuth2 schemes ANDed"));
+        assert!(
+            refused("[{a: []}, {}]", "/x", "")
+                .contains("an empty requirement (- {}) beside OAuth2")
+        );
+        assert!(refused("[]", "/items/item_{id}", "").contains("partial-segment"));
+        assert!(refused("[]", "/items/{id}.json", "").contains("partial-segment"));
+        assert!(refused("[]", "/x", "x-google-allow: all\n").contains("x-google-allow"));
+        // What it deploys loads.
+        for (security, key, jwts) in [
+            ("[{api_key: [], a: []}]", true, vec!["a"]),
+            ("[{a: []}, {b: []}]", false, vec!["a", "b"]),
+            ("[{api_key: []}, {}]", false, vec![]),
+            ("[{api_key: []}]", true, vec![]),
+            ("[]", false, vec![]),
+        ] {
+            let spec = Spec::parse(
+                config(security, "/items/{id}", "x-google-allow: configured\n").as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("{security}: {e}"));
+            let req = &operation(&spec, "/items/{id}", "GET").requirements;
+            assert_eq!(
+                (req.api_key, req.jwt_providers.clone()),
+                (
+                    key,
+                    jwts.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+                ),
+                "{security}"
+            );
+        }
     }
 
     #[test]

@@ -12,20 +12,6 @@ use serde_json::{Value, json};
 
 const KEY: &str = LOCAL_API_KEY;
 
-async fn fixture_gateway() -> (Stub, Gw) {
-    let stub = Stub::start().await;
-    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |_| {}).await;
-    (stub, gw)
-}
-
-/// Sends `request` and returns the backend's echo of it.
-async fn echo(request: reqwest::RequestBuilder) -> Value {
-    let response = request.send().await.expect("request");
-    assert_eq!(response.status(), 200, "the request reaches the backend");
-    assert_eq!(response.headers()["x-stub"], "yes");
-    response.json().await.expect("echo json")
-}
-
 /// GETs `path` with `Authorization: Bearer <token>` and returns the backend's echo.
 async fn echo_bearer(gw: &Gw, path: &str, token: &str) -> Value {
     echo(gw.get(path).header("authorization", bearer(token))).await
@@ -201,8 +187,8 @@ async fn the_backend_gets_an_id_token_the_forwarded_authorization_and_the_userin
     );
     assert_eq!(log["api_key_state"], "VERIFIED");
     assert_eq!(log["response_code_detail"], "via_upstream");
-    assert_eq!(log["jwt_payloads"][0]["issuer"], FIREBASE_ISSUER);
-    assert_eq!(log["jwt_payloads"][0]["subject"], "user-7");
+    // ESPv2 logs no JWT claims unless `--log_jwt_payloads` names some.
+    assert!(log.get("jwt_payloads").is_none(), "{log}");
     assert_eq!(log["httpRequest"]["status"], 200);
     assert_eq!(log["httpRequest"]["requestMethod"], "GET");
     assert_eq!(
@@ -328,6 +314,16 @@ async fn api_keys_missing_401_invalid_400_from_key_api_key_or_x_api_key() {
         logs[0]["response_code_detail"],
         "service_control_bad_request{MISSING_API_KEY}"
     );
+    // `error_cause` is Service Control's status message, without the code's name (esp-v2
+    // `request_builder.cc FillLogEntry`: `info.status.message()`).
+    assert_eq!(
+        logs[0]["error_cause"],
+        "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."
+    );
+    assert_eq!(
+        logs[1]["error_cause"],
+        "API key not valid. Please pass a valid API key."
+    );
     assert_eq!(
         logs[1]["response_code_detail"],
         "service_control_check_error{API_KEY_INVALID}"
@@ -437,17 +433,17 @@ async fn a_missing_jwt_comes_before_a_missing_key() {
     );
 }
 
+/// `security: [{api_key: []}, {}]`: "An empty security requirement (- {}) can be used to make
+/// security optional for an API key" (API Gateway "OpenAPI 2.0 feature limitations"); the
+/// key is then not checked (api-compiler `isApiKeyRequired`: not every alternative has one).
 #[tokio::test]
-async fn an_or_with_a_key_less_alternative_makes_the_key_optional_and_the_jwt_required() {
+async fn an_empty_requirement_makes_the_key_optional() {
     let (_stub, gw) = fixture_gateway().await;
-    let r = gw
-        .get(&format!("/either?key={KEY}"))
-        .send()
-        .await
-        .expect("r");
-    assert_reply(r, 401, "Jwt is missing").await;
-    let t = firebase_token("u");
-    echo_bearer(&gw, "/either", &t).await;
+    echo(gw.get("/optional-key")).await;
+    echo(gw.get("/optional-key?key=unregistered")).await;
+    let logs = gw.logs();
+    assert_eq!(logs[1]["api_key_state"], "NOT CHECKED");
+    assert_eq!(logs[1]["api_key"], "unregistered");
 }
 
 // ----- JWTs --------------------------------------------------------------------------------------
@@ -460,23 +456,7 @@ async fn jwt_failure(gw: &Gw, token: &str, status: u16, message: &str) {
         .send()
         .await
         .expect("r");
-    assert_invalid_token(gw, r, &path, status, message).await;
-}
-
-/// Asserts Envoy's reply to a JWT that is present but refused: the local reply and
-/// `WWW-Authenticate` with the request's URI as realm and `error="invalid_token"`.
-async fn assert_invalid_token(
-    gw: &Gw,
-    response: reqwest::Response,
-    path: &str,
-    status: u16,
-    message: &str,
-) {
-    let headers = assert_reply(response, status, message).await;
-    assert_eq!(
-        headers["www-authenticate"],
-        format!("Bearer realm=\"{}\", error=\"invalid_token\"", gw.url(path)).as_str()
-    );
+    assert_jwt_refused(gw, r, &path, status, message).await;
 }
 
 #[tokio::test]
@@ -508,13 +488,27 @@ async fn jwt_failures_have_envoys_statuses_messages_and_challenges() {
             "Audiences in Jwt are not allowed",
         ),
         (forged, 401, "Jwt verification fails"),
+        // jwt_verify_lib `src/status.cc` (the texts since 13e329d).
         (
             "not-a-jwt".into(),
             401,
-            "Jwt is not in the form of Header.Payload.Signature",
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
         ),
+        // After `Bearer ` Envoy takes the first run of base64url characters and dots
+        // (extractor.cc `extractJWT`): `.e30.sig`, two sections.
+        (
+            "!!.e30.sig".into(),
+            401,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+        ),
+        // `e30.` is the run taken: one section.
         (
             "e30.!!!.sig".into(),
+            401,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+        ),
+        (
+            "e30.e30.sig".into(),
             401,
             "Jwt header [alg] field is required and must be a string",
         ),
@@ -597,7 +591,7 @@ async fn x_google_jwt_locations_replace_the_defaults() {
     let other = token(json!({"iss": "https://custom.example", "aud": "custom", "exp": now() + 60}));
     let path = format!("/custom?jwt={other}");
     let r = gw.get(&path).send().await.expect("r");
-    assert_invalid_token(&gw, r, &path, 403, "Audiences in Jwt are not allowed").await;
+    assert_jwt_refused(&gw, r, &path, 403, "Audiences in Jwt are not allowed").await;
     let log = gw.logs().pop().expect("logged");
     assert_eq!(
         log["response_code_detail"],
@@ -607,40 +601,78 @@ async fn x_google_jwt_locations_replace_the_defaults() {
 
 // ----- quotas -----------------------------------------------------------------------------------
 
+/// A 429's body: `RESOURCE_EXHAUSTED: ` + Service Control's description (esp-v2
+/// `check_response_convert_utils.cc`, `service_control_quota_test.go`); the description's real
+/// text is [not confirmed], so only the prefix and the consumer it names are asserted.
+async fn assert_exhausted(response: reqwest::Response, consumer: &str) {
+    assert_eq!(response.status(), 429);
+    assert!(
+        response.headers().get("x-stub").is_none(),
+        "the backend is not called"
+    );
+    assert!(response.headers().get("www-authenticate").is_none());
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], 429);
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("RESOURCE_EXHAUSTED: "), "{message}");
+    assert!(message.contains(&format!("'{consumer}'")), "{message}");
+}
+
+/// `1/min/{project}`: limits count per consumer project ("Configuring quotas"), so keys of one
+/// project share a bucket and a request without a key is charged to the producer project
+/// (consumer `project:<producer>`, esp-v2 `request_builder.cc`).
 #[tokio::test]
-async fn quota_is_per_key_per_minute_and_429_when_exhausted() {
+async fn quota_is_per_consumer_project_per_minute_and_429_when_exhausted() {
     let stub = Stub::start().await;
     for _attempt in 0..3 {
         let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |c| {
-            c.api_keys.push("second-key".into());
+            c.api_keys.push("same-project-key".into());
+            c.api_keys.push("other-project-key".into());
+            c.api_key_projects
+                .insert("other-project-key".into(), "another-project".into());
         })
         .await;
         let minute = now() / 60;
-        let limited = format!("/limited?key={KEY}");
-        let first = gw.status(&limited).await;
-        let second = gw.status(&limited).await;
-        let third = gw.get(&limited).send().await.expect("r");
-        let other = gw.status("/limited?key=second-key").await;
-        let no_key_1 = gw.status("/limited-open").await;
-        let no_key_2 = gw.status("/limited-open").await;
-        let no_key_3 = gw.get("/limited-open").send().await.expect("r");
+        let first = echo(
+            gw.get(&format!("/v1/shelves?key={KEY}"))
+                .bearer_auth(firebase_token("u")),
+        )
+        .await;
+        let number = first["headers"]["x-apigateway-api-consumer-number"]
+            .as_str()
+            .expect("consumer number")
+            .to_owned();
+        let statuses = [
+            gw.status(&format!("/limited?key={KEY}")).await,
+            gw.status("/limited?key=same-project-key").await,
+        ];
+        let third = gw
+            .get(&format!("/limited?key={KEY}"))
+            .send()
+            .await
+            .expect("r");
+        let other = gw
+            .get("/limited?key=other-project-key")
+            .send()
+            .await
+            .expect("r");
+        let no_key = gw.get("/limited-open").send().await.expect("r");
         if now() / 60 != minute {
             continue; // a new minute began mid-test: the counts restarted
         }
-        assert_eq!((first, second), (200, 200));
-        assert_eq!(other, 200, "another key has its own quota");
-        // `RESOURCE_EXHAUSTED: ` + Service Control's description (its real text is not
-        // confirmed; the local one names metric, limit, service and consumer).
-        let exhausted = |consumer: &str| {
-            format!(
-                "RESOURCE_EXHAUSTED: Quota exceeded for quota metric 'requests' and limit 'requests-per-minute' of service 'fidelity.apigateway.local-project.cloud.goog' for consumer '{consumer}'."
-            )
-        };
-        let headers = assert_reply(third, 429, &exhausted(&format!("api_key:{KEY}"))).await;
-        assert!(headers.get("x-stub").is_none(), "the backend is not called");
-        assert!(headers.get("www-authenticate").is_none());
-        assert_eq!((no_key_1, no_key_2), (200, 200));
-        assert_reply(no_key_3, 429, &exhausted("project:local-project")).await;
+        assert_eq!(
+            statuses,
+            [200, 200],
+            "two keys of one project share the limit of 2"
+        );
+        assert_exhausted(third, &format!("project_number:{number}")).await;
+        assert_eq!(
+            other.status(),
+            200,
+            "a key of another project has its own bucket"
+        );
+        // Without a key: the producer project, whose keys used its bucket up.
+        assert_exhausted(no_key, &format!("project_number:{number}")).await;
         let log = gw
             .logs()
             .into_iter()
@@ -652,9 +684,35 @@ async fn quota_is_per_key_per_minute_and_429_when_exhausted() {
         );
         assert_eq!(log["api_key_state"], "VERIFIED");
         assert_eq!(log["severity"], "ERROR");
+        let cause = log["error_cause"].as_str().expect("error_cause");
+        assert!(!cause.starts_with("RESOURCE_EXHAUSTED"), "{cause}");
         return;
     }
     panic!("three minute boundaries in a row");
+}
+
+/// The backend learns the checked key's project (`X-Apigateway-Api-Consumer-Type: PROJECT`,
+/// `-Number`), the project the key belongs to.
+#[tokio::test]
+async fn the_consumer_number_is_the_keys_project() {
+    let (stub, _) = fixture_gateway().await;
+    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |c| {
+        c.api_keys.push("other-project-key".into());
+        c.api_key_projects
+            .insert("other-project-key".into(), "another-project".into());
+    })
+    .await;
+    let t = firebase_token("u");
+    let a = echo(gw.get(&format!("/v1/shelves?key={KEY}")).bearer_auth(&t)).await;
+    let b = echo(gw.get("/v1/shelves?key=other-project-key").bearer_auth(&t)).await;
+    let number = |e: &Value| e["headers"]["x-apigateway-api-consumer-number"].clone();
+    assert_eq!(a["headers"]["x-apigateway-api-consumer-type"], "PROJECT");
+    assert!(
+        number(&a)
+            .as_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    );
+    assert_ne!(number(&a), number(&b));
 }
 
 // ----- CORS ---------------------------------------------------------------------------------------
@@ -707,9 +765,32 @@ async fn with_allow_cors_preflights_reach_the_backend_without_key_or_jwt() {
 #[tokio::test]
 async fn without_allow_cors_preflights_are_405_on_defined_paths() {
     let stub = Stub::start().await;
-    // The committed dev config has no x-google-endpoints (managed_service is not set yet).
-    let config = items_local_gateway::config_file(&repo_root(), "dev", "europe-west1");
-    let gw = gateway_with(config, &stub.url, |_| {}).await;
+    // The committed dev config without its `x-google-endpoints` block (allowCors), as a config
+    // rendered for an environment without `[cors]` would be.
+    let committed = items_local_gateway::config_file(&repo_root(), "dev", "europe-west1");
+    let text = std::fs::read_to_string(&committed).expect("dev config");
+    let mut in_endpoints = false;
+    let stripped: String = text
+        .lines()
+        .filter(|line| {
+            if line.starts_with("x-google-endpoints:") {
+                in_endpoints = true;
+                return false;
+            }
+            if in_endpoints && (line.starts_with("- ") || line.starts_with("  ")) {
+                return false;
+            }
+            in_endpoints = false;
+            true
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(!stripped.contains("allowCors"), "{stripped}");
+    let config =
+        std::env::temp_dir().join(format!("local-gateway-no-cors-{}.yaml", std::process::id()));
+    std::fs::write(&config, stripped).expect("writing the config without CORS");
+    let gw = gateway_with(config.clone(), &stub.url, |_| {}).await;
+    let _ = std::fs::remove_file(&config);
     assert!(!gw.gateway.spec().allow_cors);
     let r = gw
         .client
@@ -741,20 +822,33 @@ async fn bodies_over_32_mb_are_413_and_headers_over_60_kb_431() {
         .await
         .expect("r");
     // POST is not defined on /open: routing would say 405; the size limit comes first.
-    assert_reply(r, 413, "Payload Too Large").await;
+    assert_local_reply_status(r, 413).await;
     let r = gw
         .get("/open")
         .header("x-big", "y".repeat(61 * 1024))
         .send()
         .await
         .expect("r");
-    assert_reply(r, 431, "Request Header Fields Too Large").await;
+    assert_local_reply_status(r, 431).await;
     // Just under both limits passes.
     let e = echo(gw.get("/open").header("x-big", "y".repeat(50 * 1024))).await;
     assert_eq!(
         e["headers"]["x-big"].as_str().expect("x-big").len(),
         50 * 1024
     );
+}
+
+/// A refusal whose status comes from API Gateway's limits ("Quotas and limits": 32 MB, 60 KB)
+/// and whose text is [not confirmed] (gateway-facts §1): ESPv2's shape, any message, no backend.
+async fn assert_local_reply_status(response: reqwest::Response, status: u16) {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(
+        response.headers().get("x-stub").is_none(),
+        "the backend is not called"
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], status);
+    assert!(body["message"].is_string(), "{body}");
 }
 
 #[tokio::test]
@@ -810,56 +904,6 @@ async fn a_key_on_a_route_that_needs_none_is_not_checked_but_counts_for_quota() 
         return;
     }
     panic!("three minute boundaries in a row");
-}
-
-#[tokio::test]
-async fn two_jwt_providers_anded_in_one_requirement_accept_either_token_as_espv2_does() {
-    // `/both-jwts` has `security: [{firebase: [], custom: []}]`. ESPv2 builds one requires_any
-    // from an operation's providers (esp-v2 `src/go/configgenerator/filtergen/jwt_authn.go`,
-    // `makeJwtRequirement`), so one token of either provider is enough.
-    let (_stub, gw) = fixture_gateway().await;
-    let e = echo_bearer(&gw, "/both-jwts", &firebase_token("fb-user")).await;
-    let custom = token(json!({
-        "iss": "https://custom.example",
-        "sub": "custom-user",
-        "aud": "https://fidelity.apigateway.local-project.cloud.goog",
-        "exp": now() + 60,
-    }));
-    assert_eq!(
-        claims(&format!(
-            "x.{}.y",
-            e["headers"]["x-apigateway-api-userinfo"]
-                .as_str()
-                .expect("userinfo")
-        ))["sub"],
-        "fb-user"
-    );
-    let e = echo(
-        gw.get("/both-jwts")
-            .header("x-my-jwt", format!("Token {custom}")),
-    )
-    .await;
-    assert_eq!(
-        e["headers"]["x-apigateway-api-userinfo"],
-        custom.split('.').nth(1).expect("payload")
-    );
-    // No token at all: missing, as for any JWT route; no key is needed.
-    let r = gw.get("/both-jwts").send().await.expect("r");
-    let headers = assert_reply(r, 401, "Jwt is missing").await;
-    assert_eq!(
-        headers["www-authenticate"],
-        format!("Bearer realm=\"{}\"", gw.url("/both-jwts")).as_str()
-    );
-    let subjects: Vec<_> = gw
-        .logs()
-        .iter()
-        .map(|l| l["jwt_payloads"][0]["subject"].clone())
-        .collect();
-    assert_eq!(
-        subjects,
-        [json!("fb-user"), json!("custom-user"), Value::Null],
-        "one verified JWT per passing request"
-    );
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ const MAX_REQUEST: usize = 32 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a request waits for an instance of its revision to be ready (one being replaced).
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
+/// How long one attempt waits for a ready instance before the split is drawn again.
+const RETRY_SLICE: Duration = Duration::from_secs(1);
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -51,13 +53,16 @@ const HOP_BY_HOP: [&str; 9] = [
     "expect",
 ];
 
-/// The pooled HTTP/1 client requests go to instances with.
+/// The HTTP/1 client requests go to instances with, one per listener worker. It keeps no idle
+/// connection: each request opens its own (cheap on loopback), so no request is ever written to
+/// a kept connection that a stopping instance has just closed, and a connection never outlives
+/// the listener worker whose runtime drives it.
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<web::Bytes>>;
 
-pub(crate) fn client() -> Client {
+fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
         .build_http()
 }
 
@@ -226,6 +231,7 @@ fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(ctx.clone())
+            .app_data(web::Data::new(client()))
             .app_data(web::PayloadConfig::new(MAX_REQUEST))
             .default_service(web::to(handle))
     })
@@ -249,7 +255,12 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> HttpResponse {
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    ctx: web::Data<Ctx>,
+    client: web::Data<Client>,
+) -> HttpResponse {
     let (Some(inner), Some(service)) = (ctx.inner.upgrade(), ctx.service.upgrade()) else {
         return text(503, "Service Unavailable");
     };
@@ -278,9 +289,6 @@ async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> Http
     let Some(revision_name) = service.pick(ctx.tag.as_deref()) else {
         return text(503, "Service Unavailable: the service routes no traffic");
     };
-    let Some(revision) = inner.revision(&service.id, &revision_name) else {
-        return text(503, "Service Unavailable: the revision is gone");
-    };
     if let Some(fault) = inner.fault(&revision_name) {
         if !fault.added_latency.is_zero() {
             tokio::time::sleep(fault.added_latency).await;
@@ -294,29 +302,40 @@ async fn handle(req: HttpRequest, body: web::Bytes, ctx: web::Data<Ctx>) -> Http
             return response;
         }
     }
-    // A connection the instance refused never reached it: wait for a ready instance (the
-    // supervisor replaces one that exited) and try again, within the same bound.
+    // Until the request reaches an instance: a revision retired after it was picked (the split
+    // changed meanwhile) gives way to a new pick, and a connection the instance refused (it never
+    // reached it) is tried again once an instance is ready (the supervisor replaces one that
+    // exited), all within one bound.
     let deadline = tokio::time::Instant::now() + INSTANCE_WAIT;
+    let mut revision_name = revision_name;
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(port) = revision.wait_ready(left).await else {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             // Cloud Run: "The request was aborted because there was no available instance."
             return text(
                 503,
                 "Service Unavailable: the request was aborted because there was no available instance",
             );
+        }
+        let revision = inner
+            .revision(&service.id, &revision_name)
+            .filter(|r| r.is_active());
+        let lease = match revision {
+            Some(revision) => revision.wait_ready(RETRY_SLICE.min(deadline - now)).await,
+            None => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                None
+            }
         };
-        match forward(&inner.client, &req, body.clone(), port).await {
-            Forwarded::Refused if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(lease) = lease {
+            match forward(&client, &req, body.clone(), lease.port).await {
+                Forwarded::Answer(response) => return response,
+                Forwarded::Refused => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            Forwarded::Refused => {
-                return text(
-                    503,
-                    "Service Unavailable: the request was aborted because there was no available instance",
-                );
-            }
-            Forwarded::Answer(response) => return response,
+        }
+        match service.pick(ctx.tag.as_deref()) {
+            Some(name) => revision_name = name,
+            None => return text(503, "Service Unavailable: the service routes no traffic"),
         }
     }
 }
@@ -486,6 +505,11 @@ async fn forward(client: &Client, req: &HttpRequest, body: web::Bytes, port: u16
             continue;
         }
         out.append_header((name.as_str(), value.as_bytes()));
+    }
+    // "If your Cloud Run service response includes a Set-Cookie header, Cloud Run sets the
+    // Cache-Control header to private" (container contract, "Response caching and cookies").
+    if parts.headers.contains_key(http::header::SET_COOKIE) {
+        out.insert_header(("cache-control", "private"));
     }
     Forwarded::Answer(out.body(bytes))
 }

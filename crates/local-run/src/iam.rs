@@ -10,7 +10,9 @@
 //!   tokens carry), not expired, and its `aud` must be one of the service's URLs or a configured
 //!   custom audience (<https://cloud.google.com/run/docs/configuring/custom-audiences>: "must
 //!   provide a valid ID token that includes an audience claim matching the receiving service's
-//!   *.run.app URL"; a tag URL is accepted as well). Compared exactly but for one trailing `/`
+//!   *.run.app URL"; "the Google-generated default URL is always an acceptable audience"). On a
+//!   tag's URL, that URL is accepted as well as the service's: [not confirmed] in Google's docs,
+//!   which do not say which audience a tag URL wants. Compared exactly but for one trailing `/`
 //!   (Google's own sample uses `https://my-cloud-run-service.run.app/` as the audience).
 //! - The token's account (`email`) must hold `roles/run.invoker` on the service.
 //! - When `allUsers` holds the invoker role the check is off and no token is looked at.

@@ -11,6 +11,9 @@
 //!   image spec defines them: `.wh.<name>` deletes `<name>` from the lower layers, and
 //!   `.wh..wh..opq` empties its directory of what lower layers put there
 //!   (<https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts>).
+//!
+//! Not supported (Cloud Run accepts them, container contract "Supported languages and images"):
+//! Docker schema 1 manifests and zstd-compressed layers; such an image fails to deploy here.
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read};
@@ -113,6 +116,9 @@ pub struct Puller {
 
 impl Puller {
     pub fn new(blobs: PathBuf) -> anyhow::Result<Self> {
+        // reqwest's rustls needs a process-wide provider when the workspace's feature set leaves
+        // it without one (a full-workspace build does): ring, as everywhere else here.
+        items_local_gateway::keys::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -221,7 +227,11 @@ pub fn unpack(layers: &[PathBuf], root: &Path) -> anyhow::Result<()> {
 
 fn apply_layer(layer: &Path, root: &Path) -> anyhow::Result<()> {
     let mut file = BufReader::new(std::fs::File::open(layer)?);
-    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let head = file.fill_buf()?;
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        bail!("zstd-compressed layers are not supported by the local runtime");
+    }
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gzip {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {

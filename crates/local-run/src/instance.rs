@@ -20,8 +20,13 @@
 //!   is replaced by a new one (after 1 s, doubling up to 10 s while starts keep failing), as
 //!   Cloud Run keeps a serving revision's instances (with a back-off on crash loops, same page:
 //!   "Cloud Run limits instance restarts to prevent uncontrolled crash loops").
-//! - Stopping: SIGTERM, then SIGKILL after the grace period (Cloud Run: 10 s; container contract,
-//!   "Instance shutdown").
+//! - Stopping: the instance leaves the routing, the requests already forwarded to it are answered
+//!   (bounded by Cloud Run's 300 s default request timeout), then SIGTERM, then SIGKILL after the
+//!   grace period (Cloud Run: 10 s; container contract, "Instance shutdown"; Cloud Run sends
+//!   SIGTERM "before the container instance terminates, due to an event like scale down or
+//!   deleted revision", <https://cloud.google.com/run/docs/samples/cloudrun-sigterm-handler>).
+//!   Waiting for the forwarded requests first is our reading: Cloud Run scales down idle
+//!   instances, and its exact order when traffic leaves a revision is not documented.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -42,6 +47,28 @@ use crate::{Inner, InstanceInfo, InstanceLog, RevisionSpec, lock};
 const DEFAULT_TCP_PROBE: Duration = Duration::from_secs(240);
 const TCP_RETRY: Duration = Duration::from_millis(50);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Cloud Run's default request timeout: the longest a stopping instance's requests may run.
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+/// One request's claim on a ready instance; dropping it ends the request.
+#[derive(Debug)]
+pub struct Lease {
+    revision: Arc<Revision>,
+    pid: u32,
+    pub port: u16,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some((_, n)) = lock(&self.revision.instances)
+            .iter_mut()
+            .find(|(i, _)| i.pid == self.pid)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.revision.changed.notify_waiters();
+    }
+}
 
 /// The host tools instances are started with.
 #[derive(Debug, Clone)]
@@ -58,10 +85,29 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 impl Launcher {
-    pub fn find() -> anyhow::Result<Self> {
+    /// Finds `unshare` and checks that it may chroot and mount `/proc` here (root, or the
+    /// capabilities CAP_SYS_CHROOT and CAP_SYS_ADMIN), so that a missing privilege shows at start
+    /// rather than as every revision failing to deploy.
+    pub async fn find() -> anyhow::Result<Self> {
         let unshare = which("unshare").context(
             "util-linux `unshare` is not on PATH (Debian package util-linux): it starts containers",
         )?;
+        let tool = which("true").context("`true` is not on PATH")?;
+        let probe = Command::new(&unshare)
+            .args(["--mount-proc=/proc", "--root=/", "--wd=/", "--"])
+            .arg(&tool)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .context("running unshare")?;
+        if !probe.status.success() {
+            bail!(
+                "`unshare --mount-proc --root` does not work here (it needs root): {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            );
+        }
         Ok(Self {
             unshare,
             mknod: which("mknod"),
@@ -276,7 +322,8 @@ pub struct Revision {
     pub spec: RevisionSpec,
     pub rootfs: PathBuf,
     launch: Launch,
-    instances: Mutex<Vec<InstanceInfo>>,
+    /// Each instance with the number of requests forwarded to it and not answered yet.
+    instances: Mutex<Vec<(InstanceInfo, usize)>>,
     /// Signalled whenever an instance becomes ready or goes.
     changed: Notify,
     /// Set while the revision keeps an instance: the stop switch and the supervisor.
@@ -306,45 +353,78 @@ impl Revision {
     }
 
     pub fn instances(&self) -> Vec<InstanceInfo> {
-        lock(&self.instances).clone()
-    }
-
-    /// The port of a ready instance.
-    pub fn ready_port(&self) -> Option<u16> {
         lock(&self.instances)
             .iter()
-            .find(|i| i.ready)
-            .map(|i| i.port)
+            .map(|(info, _)| info.clone())
+            .collect()
     }
 
-    /// A ready instance's port, waiting up to `limit` for one (an instance being replaced).
-    pub async fn wait_ready(&self, limit: Duration) -> Option<u16> {
+    /// A ready instance, leased for one request (its in-flight count is raised until the lease
+    /// is dropped, and an instance is stopped only once that count is back to zero).
+    fn lease(self: &Arc<Self>) -> Option<Lease> {
+        let mut instances = lock(&self.instances);
+        let (info, in_flight) = instances.iter_mut().find(|(i, _)| i.ready)?;
+        *in_flight += 1;
+        Some(Lease {
+            revision: self.clone(),
+            pid: info.pid,
+            port: info.port,
+        })
+    }
+
+    /// A lease on a ready instance, waiting up to `limit` for one (an instance being replaced).
+    pub async fn wait_ready(self: &Arc<Self>, limit: Duration) -> Option<Lease> {
         let deadline = Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(port) = self.ready_port() {
-                return Some(port);
+            if let Some(lease) = self.lease() {
+                return Some(lease);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.ready_port();
+                return self.lease();
+            }
+        }
+    }
+
+    fn in_flight(&self, pid: u32) -> usize {
+        lock(&self.instances)
+            .iter()
+            .find(|(i, _)| i.pid == pid)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Takes the instance out of routing and waits (up to `limit`) for its requests to finish.
+    async fn drain(&self, pid: u32, limit: Duration) {
+        if let Some((info, _)) = lock(&self.instances).iter_mut().find(|(i, _)| i.pid == pid) {
+            info.ready = false;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight(pid) == 0
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                return;
             }
         }
     }
 
     fn set_instance(&self, info: InstanceInfo) {
         let mut instances = lock(&self.instances);
-        match instances.iter_mut().find(|i| i.pid == info.pid) {
-            Some(slot) => *slot = info,
-            None => instances.push(info),
+        match instances.iter_mut().find(|(i, _)| i.pid == info.pid) {
+            Some((slot, _)) => *slot = info,
+            None => instances.push((info, 0)),
         }
         drop(instances);
         self.changed.notify_waiters();
     }
 
     fn remove_instance(&self, pid: u32) {
-        lock(&self.instances).retain(|i| i.pid != pid);
+        lock(&self.instances).retain(|(i, _)| i.pid != pid);
         self.changed.notify_waiters();
     }
 
@@ -573,12 +653,9 @@ async fn supervise(
                 backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
             }
             None => {
-                if let Some(info) = revision.instances().into_iter().find(|i| i.pid == pid) {
-                    revision.set_instance(InstanceInfo {
-                        ready: false,
-                        ..info
-                    });
-                }
+                // Cloud Run stops idle instances: no new requests, the running ones finish
+                // (within the request timeout), then SIGTERM.
+                revision.drain(pid, DRAIN_LIMIT).await;
                 terminate(&mut running.child, pid, grace, &revision.spec.name).await;
                 revision.remove_instance(pid);
                 return;

@@ -4,8 +4,11 @@
 //!
 //! - **Images**: a revision's image is pulled by digest from an OCI distribution registry on
 //!   loopback (plain HTTP), every blob checked against its digest and cached by digest under the
-//!   state directory; the layers are unpacked in order, OCI whiteouts applied, into one root file
-//!   system per revision ([`image`]).
+//!   state directory; the layers are unpacked in order, OCI whiteouts applied, once per image;
+//!   each revision's root file system is a hard-linked copy of it (`cp -al`: no data copied) with
+//!   the revision's own files added ([`image`]). A container running as root could change an image
+//!   file in place for every revision of that image; images running as a non-root user (ours:
+//!   65532) cannot.
 //! - **Instances**: the entrypoint runs from that root file system through util-linux `unshare
 //!   --root --wd --setuid --setgid --mount-proc` (a chroot with its own `/proc`; the workspace
 //!   forbids `unsafe`, so no `pre_exec`), on the host network, with the environment Cloud Run gives:
@@ -197,15 +200,19 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+/// A revision: its service and name.
+type RevisionKey = (ServiceId, String);
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) opts: RuntimeOptions,
     pub(crate) launcher: instance::Launcher,
     puller: image::Puller,
-    pub(crate) client: front::Client,
     services: Mutex<BTreeMap<ServiceId, Arc<front::Service>>>,
-    revisions: Mutex<BTreeMap<(ServiceId, String), Arc<Revision>>>,
+    revisions: Mutex<BTreeMap<RevisionKey, Arc<Revision>>>,
     faults: Mutex<HashMap<String, Fault>>,
+    deploying: Mutex<BTreeMap<RevisionKey, Arc<tokio::sync::Mutex<()>>>>,
+    unpacking: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -230,17 +237,18 @@ impl Runtime {
         tokio::fs::create_dir_all(&opts.state_dir)
             .await
             .with_context(|| format!("creating {}", opts.state_dir.display()))?;
-        let launcher = instance::Launcher::find()?;
+        let launcher = instance::Launcher::find().await?;
         let puller = image::Puller::new(opts.state_dir.join("blobs"))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 opts,
                 launcher,
                 puller,
-                client: front::client(),
                 services: Mutex::new(BTreeMap::new()),
                 revisions: Mutex::new(BTreeMap::new()),
                 faults: Mutex::new(HashMap::new()),
+                deploying: Mutex::new(BTreeMap::new()),
+                unpacking: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -263,6 +271,11 @@ impl Runtime {
         Ok(url)
     }
 
+    /// The URL of the service's front end, if it has one.
+    pub fn service_url(&self, id: &ServiceId) -> Option<String> {
+        lock(&self.inner.services).get(id).map(|s| s.url.clone())
+    }
+
     /// Replaces who may invoke the service (takes effect for the next request).
     pub fn set_iam(&self, id: &ServiceId, iam: Iam) {
         if let Some(service) = lock(&self.inner.services).get(id) {
@@ -275,6 +288,12 @@ impl Runtime {
     /// Revisions are immutable: deploying a name again only starts an instance if it has none.
     pub async fn deploy_revision(&self, spec: RevisionSpec) -> Result<(), String> {
         let key = (spec.service.clone(), spec.name.clone());
+        // One deployment of a given revision at a time (two would unpack into one directory).
+        let serial = lock(&self.inner.deploying)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _serial = serial.lock().await;
         let existing = lock(&self.inner.revisions).get(&key).cloned();
         if let Some(existing) = existing {
             return existing.activate(&self.inner).await;
@@ -294,14 +313,54 @@ impl Runtime {
         })?;
         let dir = revision_dir(&self.inner.opts.state_dir, &spec.service, &spec.name)?;
         let rootfs = dir.join("rootfs");
-        let layers = pulled.layers.clone();
-        let target = rootfs.clone();
-        tokio::task::spawn_blocking(move || image::unpack(&layers, &target))
+        let image_root = self.unpacked(&reference, &pulled).await?;
+        // The revision's root: hard links to the image's files (no copy of the data), to which
+        // its own files (secrets, /dev, /etc/hosts) are added as new files.
+        if rootfs.exists() {
+            tokio::fs::remove_dir_all(&rootfs).await?;
+        }
+        tokio::fs::create_dir_all(&dir).await?;
+        let copied = tokio::process::Command::new("cp")
+            .arg("-al")
+            .arg(&image_root)
+            .arg(&rootfs)
+            .output()
             .await
-            .context("unpacking the image")??;
+            .context("running cp -al")?;
+        if !copied.status.success() {
+            bail!(
+                "linking the image's files into {}: {}",
+                rootfs.display(),
+                String::from_utf8_lossy(&copied.stderr).trim()
+            );
+        }
         instance::prepare_rootfs(&rootfs, &spec.files, &self.inner.launcher)?;
         let launch = instance::Launch::new(&spec, &pulled.config, &rootfs)?;
         Ok(Arc::new(Revision::new(spec, rootfs, launch)))
+    }
+
+    /// The image's unpacked root file system, `state_dir/images/<digest>/rootfs`, unpacked once
+    /// per image (into a temporary directory renamed when complete).
+    async fn unpacked(
+        &self,
+        reference: &image::ImageRef,
+        pulled: &image::Pulled,
+    ) -> anyhow::Result<PathBuf> {
+        let _one_at_a_time = self.inner.unpacking.lock().await;
+        let hex = reference.digest.trim_start_matches("sha256:");
+        let dir = self.inner.opts.state_dir.join("images").join(hex);
+        let root = dir.join("rootfs");
+        if tokio::fs::try_exists(&root).await.unwrap_or(false) {
+            return Ok(root);
+        }
+        let partial = dir.join("rootfs.partial");
+        let layers = pulled.layers.clone();
+        let target = partial.clone();
+        tokio::task::spawn_blocking(move || image::unpack(&layers, &target))
+            .await
+            .context("unpacking the image")??;
+        tokio::fs::rename(&partial, &root).await?;
+        Ok(root)
     }
 
     /// Routes the service by this split (percentages summing to 100) and these tags; every tag
@@ -387,7 +446,7 @@ impl Runtime {
         for revision in &revisions {
             revision.stopped().await;
         }
-        for dir in ["blobs", "revisions"] {
+        for dir in ["blobs", "images", "revisions"] {
             let path = self.inner.opts.state_dir.join(dir);
             if let Err(e) = tokio::fs::remove_dir_all(&path).await
                 && e.kind() != std::io::ErrorKind::NotFound

@@ -58,6 +58,17 @@ async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_f
     assert_eq!(env["DATABASE_URL"], "postgres://x");
     assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
 
+    // A response that sets a cookie is marked private, as Cloud Run does.
+    let response = http()
+        .get(format!("{url}/cookie"))
+        .send()
+        .await
+        .expect("cookie");
+    assert_eq!(response.headers()["set-cookie"], "session=1");
+    assert_eq!(response.headers()["cache-control"], "private");
+    let response = http().get(format!("{url}/")).send().await.expect("plain");
+    assert!(!response.headers().contains_key("cache-control"));
+
     // The secret file at its path inside the container, read-only as a secret volume.
     let (status, body) = get(&format!("{url}/file?/secrets/db/password")).await;
     assert_eq!((status, body.as_str()), (200, "s3cret"));
@@ -119,6 +130,21 @@ async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_f
         .await
         .expect("second revision");
     assert_eq!(fetched(&cloud), before, "{:?}", cloud.registry.requests());
+    // ... nor unpacked twice: both roots hold the same file (one inode), each its own secrets.
+    use std::os::unix::fs::MetadataExt as _;
+    let revisions = cloud.state_dir.join("revisions/p/europe-west1/items");
+    let inode = |revision: &str, path: &str| {
+        std::fs::metadata(revisions.join(revision).join("rootfs").join(path))
+            .map(|m| m.ino())
+            .ok()
+    };
+    let testee = "usr/local/bin/testee";
+    assert!(inode("items-00001-abc", testee).is_some());
+    assert_eq!(
+        inode("items-00001-abc", testee),
+        inode("items-00002-def", testee)
+    );
+    assert_eq!(inode("items-00002-def", "secrets/db/password"), None);
     cloud.stop().await;
 }
 
@@ -220,13 +246,7 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_follow_the_split_and_tags_reach_their_revision() {
     let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
-    for name in ["items-a", "items-b"] {
-        cloud
-            .runtime
-            .deploy_revision(cloud.revision(&svc, name, &[]))
-            .await
-            .expect("ready");
-    }
+    cloud.deploy(&svc, &["items-a", "items-b"]).await;
     let tags = cloud
         .runtime
         .set_traffic(
@@ -283,6 +303,7 @@ async fn the_front_end_checks_the_id_token_as_cloud_run_does() {
         allow_unauthenticated: false,
     };
     let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), iam).await;
+    assert_eq!(cloud.runtime.service_url(&svc), Some(url.clone()));
     cloud
         .runtime
         .deploy_revision(cloud.revision(&svc, "items-a", &[]))
@@ -518,8 +539,7 @@ async fn faults_add_latency_and_errors_to_one_revision() {
 /// reference server): the image pushed through the distribution API runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pushed_to_a_real_registry_runs() {
-    let dir = std::env::temp_dir().join(format!("local-run-registry-{}", fastrand::u64(..)));
-    let Some(registry) = DockerRegistry::start(&dir) else {
+    let Some(registry) = DockerRegistry::start() else {
         return;
     };
     let reference = registry
@@ -539,8 +559,6 @@ async fn an_image_pushed_to_a_real_registry_runs() {
         (200, "from-docker-registry".to_owned())
     );
     cloud.stop().await;
-    drop(registry);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What the control plane needs of the handle: shared across tasks and threads.
@@ -548,4 +566,79 @@ async fn an_image_pushed_to_a_real_registry_runs() {
 fn the_runtime_handle_is_clone_send_sync_and_debug() {
     fn shareable<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
     shareable::<items_local_run::Runtime>();
+}
+
+/// Traffic moves back and forth between two revisions under steady load, each move retiring
+/// the revision left behind (and the next one starting it again): no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_traffic_moves_and_revisions_retire() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    cloud.deploy(&svc, &["items-a", "items-b"]).await;
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-a"))
+        .await
+        .expect("traffic");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (url, stop) = (url.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http().get(format!("{url}/")).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for target in ["items-b", "items-a", "items-b", "items-a"] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cloud
+            .runtime
+            .set_traffic(&svc, &all_to(target))
+            .await
+            .expect("traffic");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.expect("client");
+        assert!(failed.is_empty(), "{failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "{total} requests");
+    // items-b when traffic first went to items-a alone, then one per move.
+    let sigterms = cloud.log_lines().iter().filter(|l| *l == "SIGTERM").count();
+    assert_eq!(sigterms, 5, "{:?}", cloud.log_lines());
+    cloud.stop().await;
+}
+
+/// The same revision deployed twice at once (two callers, one revision): one image unpack, one
+/// instance, both calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_one_revision_twice_at_once_starts_one_instance() {
+    let (cloud, svc, _url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let spec = cloud.revision(&svc, "items-twice", &[]);
+    let (first, second) = tokio::join!(
+        cloud.runtime.deploy_revision(spec.clone()),
+        cloud.runtime.deploy_revision(spec)
+    );
+    assert_eq!((first, second), (Ok(()), Ok(())));
+    let started = cloud
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("K_REVISION=items-twice"))
+        .count();
+    assert_eq!(started, 1, "{:?}", cloud.log_lines());
+    assert_eq!(cloud.runtime.instances("items-twice").len(), 1);
+    cloud.stop().await;
 }

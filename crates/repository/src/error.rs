@@ -16,6 +16,8 @@ pub enum DbError {
     Migrate(#[from] refinery::Error),
     #[error("stored row violates a domain rule: {0}")]
     Corrupt(#[from] items_domain::DomainError),
+    #[error("database schema: {0}")]
+    Schema(String),
 }
 
 impl DbError {
@@ -47,8 +49,13 @@ impl DbError {
 
 fn pg_transient(e: &tokio_postgres::Error) -> bool {
     match e.as_db_error() {
-        // No server error: the transport failed (refused, reset, closed).
-        None => e.code().is_none(),
+        // No server error: only a failed transport is "unavailable" (refused, reset, timed out:
+        // tokio-postgres puts the `io::Error` as the source; a closed connection has none).
+        // Decoding a column, encoding a parameter, an unexpected row count are bugs: a 500 that
+        // Error Reporting sees, not a 503 a client retries.
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
         Some(db) => {
             let code = db.code().code();
             // 08: connection exception; 53: insufficient resources; 57P0x: shutdown/starting;

@@ -18,11 +18,13 @@ mod instruments;
 mod migrate;
 mod settings;
 mod sql;
+mod statements;
 mod store;
 mod workers;
 
 pub use error::DbError;
-pub use migrate::migrate;
+pub use migrate::{SchemaStatus, check_schema, migrate};
 pub use settings::{DatabaseSettings, PoolSettings};
+pub use statements::{STATEMENTS_FIXTURE, statements};
 pub use store::PgStore;
 pub use workers::WorkerStores;

@@ -29,6 +29,15 @@ pub struct DatabaseSettings {
     /// with the same key creates a new item.
     pub idempotency_key_ttl_hours: u64,
     pub pool: PoolSettings,
+    /// For `items-service migrate` (the migrate job, run as the migrator, who owns the schema):
+    /// the runtime's database user, created if missing with `LOGIN` and no other attribute, its
+    /// password set from `runtime_password_file`, and granted DML on the schema only. Unset: no
+    /// role is managed (local, tests).
+    #[serde(default)]
+    pub runtime_user: Option<String>,
+    /// The runtime user's password (a Secret Manager mount in the migrate job).
+    #[serde(default)]
+    pub runtime_password_file: Option<PathBuf>,
 }
 
 /// `database.pool.*` settings.
@@ -77,6 +86,8 @@ impl DatabaseSettings {
                 create_timeout_ms: 1000,
                 recycle_timeout_ms: 1000,
             },
+            runtime_user: None,
+            runtime_password_file: None,
         }
     }
 

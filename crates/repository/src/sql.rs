@@ -27,6 +27,13 @@ pub(crate) struct Sql {
     query: Query,
 }
 
+impl Sql {
+    /// The statement's text (`statements.rs` lists them for the release-compatibility check).
+    pub(crate) const fn text(&self) -> &'static str {
+        self.text
+    }
+}
+
 pub(crate) const SELECT_ITEM: Sql = Sql {
     text: concat!("SELECT ", item_columns!(), " FROM items WHERE id = $1"),
     query: Query::SELECT_ITEMS,

@@ -18,6 +18,10 @@ pub use settings::{
     ServerSettings, Settings, SettingsSources,
 };
 
+/// From SIGTERM to exit: Cloud Run sends SIGKILL 10 s after SIGTERM ("Container runtime
+/// contract"); the last half second is the process's own exit (the log writer's flush).
+pub const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(9500);
+
 /// A built, bound, not yet running server (zero-to-production's `Application`).
 pub struct Application {
     server: Server,
@@ -74,14 +78,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let telemetry = Telemetry::start(&settings.telemetry, &service_info(), identity)
             .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
-        if settings.database.migrate_on_start {
-            let applied = items_repository::migrate(&settings.database)
-                .await
-                .context("applying database migrations at start-up")?;
-            if !applied.is_empty() {
-                tracing::info!(migrations = ?applied, "applied database migrations");
-            }
-        }
+        prepare_schema(&settings.database).await?;
         // One pool per actix worker (`WorkerStores` says why), so the worker count is ours to set.
         let workers = settings.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -101,13 +98,18 @@ impl Application {
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
         let port = listener.local_addr()?.port();
         let worker_stores = Arc::clone(&stores);
+        let cors = settings.cors.clone();
         let server = HttpServer::new(move || {
             // Runs once on each worker's thread, so each worker serves from a pool of its own.
             let state = web::Data::new(ApiState::new(
                 worker_stores.for_worker(),
                 page_tokens.clone(),
             ));
+            // Innermost first: actix-cors answers preflights and adds its headers, its refusals
+            // become problems, and telemetry, outermost, sees every request (preflights too).
             let mut app = App::new()
+                .wrap(cors.middleware())
+                .wrap(items_http::preflight_problems())
                 .wrap(RequestTelemetry::new(instruments.clone()))
                 .configure(items_http::configure(state.clone()));
             if let Some(extra) = extra_routes {
@@ -134,7 +136,8 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
     /// `server.shutdown_timeout_secs`), closes the pools and flushes telemetry (within
-    /// `telemetry.flush_timeout_ms`).
+    /// `telemetry.flush_timeout_ms`), all of it within [`SHUTDOWN_BUDGET`] of the signal: the
+    /// flush gets what the drain left.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -143,12 +146,27 @@ impl Application {
             self.key_ttl,
         ));
         shutdown_signal().await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         pruner.abort();
         tracing::info!("shutdown signal received: draining in-flight requests");
-        handle.stop(true).await;
-        server.await.context("server task")?.context("server")?;
+        let drained = tokio::time::timeout_at(deadline, async {
+            handle.stop(true).await;
+            server.await
+        })
+        .await;
         self.stores.close();
-        self.telemetry.shutdown().await;
+        if tokio::time::timeout_at(deadline, self.telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "telemetry flush cut short: SIGKILL follows SIGTERM after 10 s on Cloud Run"
+            );
+        }
+        match drained {
+            Ok(server) => server.context("server task")?.context("server")?,
+            Err(_) => tracing::warn!("in-flight requests cut short at the shutdown budget"),
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -156,6 +174,38 @@ impl Application {
     /// Serves until the future completes (tests drive shutdown themselves).
     pub async fn run(self) -> anyhow::Result<()> {
         self.server.await.context("server")
+    }
+}
+
+/// `local` migrates at start-up (`database.migrate_on_start`, refused elsewhere by the settings);
+/// every other environment only checks that the schema holds this binary's migrations: the
+/// deploy's migrate job applies them (`items-service migrate`, under the migrator role), and a
+/// schema a later release migrated is fine (expand/contract), so older revisions keep starting.
+/// An unreachable database does not stop start-up (requests get 503s and `/health/ready` says
+/// why, as before); a schema behind the binary does.
+async fn prepare_schema(database: &items_repository::DatabaseSettings) -> anyhow::Result<()> {
+    if database.migrate_on_start {
+        let applied = items_repository::migrate(database)
+            .await
+            .context("applying database migrations at start-up")?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied database migrations");
+        }
+        return Ok(());
+    }
+    match items_repository::check_schema(database).await {
+        Ok(status) if status.newer.is_empty() => Ok(()),
+        Ok(status) => {
+            tracing::info!(newer = ?status.newer, "the schema holds migrations of a later release");
+            Ok(())
+        }
+        Err(e @ items_repository::DbError::Schema(_)) => {
+            Err(anyhow::Error::new(e).context("checking the database schema at start-up"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %items_telemetry::logging::error_chain(&e), "cannot check the database schema at start-up");
+            Ok(())
+        }
     }
 }
 

@@ -22,7 +22,10 @@ struct Cli {
 enum Command {
     /// Serve HTTP (the default).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations, forget expired idempotency keys, and exit: the deploy's
+    /// migrate job (a Cloud Run job under the migrator database role) runs it before traffic
+    /// moves, and Cloud Scheduler runs the job hourly, so pruning happens even when every
+    /// instance scales to zero within the hour.
     Migrate,
     /// Load and validate the settings, print them (secrets redacted) and the effective telemetry
     /// settings with where each came from (`APP__…`, `OTEL_*`, a file, the default), and exit.
@@ -72,6 +75,12 @@ fn main() -> ExitCode {
             Command::Migrate => {
                 let applied = items_repository::migrate(&settings.database).await?;
                 tracing::info!(migrations = ?applied, "migrations applied");
+                let store = items_repository::PgStore::new(&settings.database)?;
+                let pruned = store
+                    .prune_idempotency_keys(settings.database.idempotency_key_ttl())
+                    .await?;
+                store.close();
+                tracing::info!(pruned, "pruned expired idempotency keys");
                 Ok(())
             }
             Command::CheckConfig => {
@@ -81,6 +90,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A telemetry flush cut short at the shutdown budget may still be running on a blocking
+    // thread: do not wait for it (dropping the runtime would).
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -82,6 +82,10 @@ pub fn otel_env(get: impl Fn(&str) -> Option<String>) -> OtelEnv {
         match parsed {
             Ok(Some(v)) => out.values.push((key, v, var)),
             Ok(None) => {}
+            // The headers may hold credentials (an API key, a bearer token): never echoed.
+            Err(why) if var == "OTEL_EXPORTER_OTLP_HEADERS" => out
+                .warnings
+                .push(format!("{var} ignored (its value is not shown): {why}")),
             Err(why) => out.warnings.push(format!("{var}={raw:?} ignored: {why}")),
         }
     }
@@ -101,20 +105,23 @@ pub const SAMPLERS: [&str; 6] = [
 /// `key1=value1,key2=value2` as `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS` write
 /// it: entries separated by commas, whitespace around keys and values trimmed, values (and keys)
 /// percent-decoded. An empty string is an empty list; any malformed entry fails the whole value.
+/// Errors name the entry by position, never by its text: header values may be credentials.
 pub fn parse_key_values(input: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
-    for entry in input.split(',') {
+    for (n, entry) in input.split(',').enumerate().map(|(i, e)| (i + 1, e)) {
         if entry.trim().is_empty() {
             continue;
         }
         let (key, value) = entry
             .split_once('=')
-            .ok_or_else(|| format!("{:?} is not key=value", entry.trim()))?;
-        let key = percent_decode(key.trim())?;
+            .ok_or_else(|| format!("entry {n} is not key=value"))?;
+        let key = percent_decode(key.trim()).map_err(|why| format!("entry {n}: key {why}"))?;
         if key.is_empty() {
-            return Err(format!("{:?} has an empty key", entry.trim()));
+            return Err(format!("entry {n} has an empty key"));
         }
-        out.push((key, percent_decode(value.trim())?));
+        let value =
+            percent_decode(value.trim()).map_err(|why| format!("entry {n}: value {why}"))?;
+        out.push((key, value));
     }
     Ok(out)
 }
@@ -129,7 +136,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{s:?}: malformed percent-encoding"))?;
+                .ok_or_else(|| "has malformed percent-encoding".to_owned())?;
             out.push(hex);
             i += 3;
         } else {
@@ -137,7 +144,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?}: percent-encoding is not UTF-8"))
+    String::from_utf8(out).map_err(|_| "is percent-encoded bytes that are not UTF-8".to_owned())
 }
 
 /// An `http://` or `https://` URL with a host.
@@ -258,6 +265,27 @@ mod tests {
                 "{var}: {:?}",
                 got.warnings
             );
+        }
+    }
+
+    #[test]
+    fn a_malformed_headers_value_is_never_echoed() {
+        for headers in [
+            "authorization=Bearer%zzs3cr3t-token",
+            "x-api-key=s3cr3t-token,broken-s3cr3t",
+            "x-api-key=s3cr3t-token,=s3cr3t",
+            "x-api-key=s3cr3t%ff%fe",
+        ] {
+            let got = env(&[("OTEL_EXPORTER_OTLP_HEADERS", headers)]);
+            assert!(got.values.is_empty(), "{headers}: {:?}", got.values);
+            assert_eq!(got.warnings.len(), 1, "{headers}: {:?}", got.warnings);
+            let warning = &got.warnings[0];
+            assert!(
+                warning.starts_with("OTEL_EXPORTER_OTLP_HEADERS") && !warning.contains("s3cr3t"),
+                "{headers}: {warning}"
+            );
+            let err = parse_key_values(headers).unwrap_err();
+            assert!(!err.contains("s3cr3t") && err.contains("entry"), "{err}");
         }
     }
 

@@ -18,7 +18,9 @@
 //!    root keeps its state in GCS and pins exact provider versions ([`roots`]);
 //! 8. every environment's Cloud Run module sets `OTEL_EXPORTER_OTLP_ENDPOINT` to the port of the
 //!    collector's OTLP/HTTP receiver in `deploy/otel/collector.yaml` (4318), not its gRPC port
-//!    ([`otlp`]).
+//!    ([`otlp`]);
+//! 9. every resource and data source of the Google providers, with each nested block, matches
+//!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]).
 //!
 //! Checks 1 to 6 and 8 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
@@ -35,6 +37,7 @@ mod outputs;
 mod page_token;
 mod references;
 mod roots;
+pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
 mod variables;
@@ -59,6 +62,7 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
         &repo_root.join("deploy/otel/collector.yaml"),
         repo_root,
     )?);
+    problems.extend(schema::check_repo(repo_root)?);
     Ok(problems)
 }
 

@@ -10,11 +10,12 @@ use oci_spec::image::MediaType;
 
 use super::blob::{Blob, sha256_digest};
 
-/// One regular file or directory of a layer.
+/// One regular file, directory or symbolic link of a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
     Dir { mode: u32, uid: u64, gid: u64 },
     File { mode: u32, data: Vec<u8> },
+    Symlink { target: String },
 }
 
 /// A filesystem layer: absolute paths (without the leading `/`) to entries. Parent directories
@@ -25,6 +26,19 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
+    /// The entry at `path` (absolute or not), if any.
+    pub(crate) fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries
+            .get(path.trim_start_matches('/').trim_end_matches('/'))
+    }
+
+    /// Every path (without the leading `/`) and its entry, in path order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries
+            .iter()
+            .map(|(path, entry)| (path.as_str(), entry))
+    }
+
     pub(crate) fn add(&mut self, path: &str, entry: Entry) {
         let path = path
             .trim_start_matches('/')
@@ -64,6 +78,15 @@ impl Layer {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(*mode);
                     (path.clone(), data)
+                }
+                Entry::Symlink { target } => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, path, target)
+                        .with_context(|| format!("adding {path} to a layer"))?;
+                    continue;
                 }
             };
             header.set_size(data.len() as u64);

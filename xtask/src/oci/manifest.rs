@@ -35,6 +35,37 @@ impl Image {
         })
     }
 
+    /// An artifact (OCI image spec 1.1, "Guidelines for Artifact Usage"): a manifest with
+    /// `artifactType`, the empty config `{}`, `blobs` as its layers and `subject` the image it
+    /// describes, so that registries with the referrers API list it under that image.
+    pub(crate) fn artifact(
+        artifact_type: &str,
+        blobs: Vec<Blob>,
+        subject: &Image,
+    ) -> anyhow::Result<Self> {
+        let config = Blob::new(MediaType::EmptyJSON, b"{}".to_vec());
+        let manifest = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2_u32)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::Other(artifact_type.to_owned()))
+            .config(config.descriptor()?)
+            .layers(
+                blobs
+                    .iter()
+                    .map(Blob::descriptor)
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            )
+            .subject(subject.manifest.descriptor()?)
+            .build()
+            .context("building the artifact manifest")?;
+        let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
+        Ok(Self {
+            config,
+            layers: blobs,
+            manifest,
+        })
+    }
+
     /// The manifest digest: the image's identity.
     pub(crate) fn digest(&self) -> &str {
         &self.manifest.digest

@@ -22,8 +22,8 @@ pub(super) struct Refusal {
     message: Cow<'static, str>,
     /// ESPv2's `response_code_detail`.
     detail: Cow<'static, str>,
-    /// ESPv2's `error_cause`, where it sets one.
-    cause: Option<&'static str>,
+    /// ESPv2's `error_cause`: Service Control's status message, where it refused.
+    cause: Option<String>,
     /// `WWW-Authenticate`, for JWT refusals.
     challenge: Option<String>,
 }
@@ -43,7 +43,7 @@ impl Refusal {
         }
     }
 
-    pub(super) fn cause(self, cause: &'static str) -> Self {
+    pub(super) fn cause(self, cause: String) -> Self {
         Self {
             cause: Some(cause),
             ..self
@@ -60,9 +60,7 @@ impl Refusal {
     /// The local reply, with the refusal recorded in the log entry.
     pub(super) fn into_response(self, entry: &mut Entry) -> HttpResponse {
         entry.response_code_detail = self.detail.into_owned();
-        if let Some(cause) = self.cause {
-            entry.error_cause = Some(cause.to_owned());
-        }
+        entry.error_cause = self.cause;
         let mut response = local_reply(self.status, &self.message);
         if let Some(challenge) = self.challenge
             && let Ok(value) = HeaderValue::from_str(&challenge)

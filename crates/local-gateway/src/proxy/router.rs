@@ -1,6 +1,6 @@
 //! backend_auth and the router: the headers the backend gets (gateway-facts §3), then the call to
-//! the backend with the route's deadline and one retry on connect failure (ESPv2 defaults), and
-//! the backend's answer relayed.
+//! the backend with the route's deadline and one retry when the connection fails or is reset
+//! before the response (ESPv2 defaults), and the backend's answer relayed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,11 @@ use crate::spec::Backend;
 
 const USERINFO: &str = "x-apigateway-api-userinfo";
 
+/// Envoy's local reply when the upstream fails before the response headers, after ESPv2's
+/// retry (`retried and the latest `): esp-v2 `tests/integration_test/non_gcp_test.go`,
+/// `backend_retry_test.go`.
 const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
+const RESET: &str = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination";
 
 /// Hop-by-hop headers and those the HTTP client sets itself: never copied across.
 const HOP_BY_HOP: [&str; 10] = [
@@ -46,8 +50,8 @@ pub(super) struct Caller<'a> {
     pub(super) verified: Option<&'a Arc<Verified>>,
     /// Whether the operation has JWT requirements (and this is no CORS preflight).
     pub(super) jwt_route: bool,
-    /// Whether the API key was checked (service_control).
-    pub(super) key_checked: bool,
+    /// The consumer project of the checked API key (service_control).
+    pub(super) key_project: Option<&'a str>,
 }
 
 /// The headers the backend gets (gateway-facts §3); `Err` names the audience whose ID token is
@@ -64,12 +68,12 @@ pub(super) fn upstream_headers(
     if let Some(v) = caller.verified {
         set(&mut out, USERINFO, &v.payload_segment);
     }
-    if caller.key_checked {
+    if let Some(project) = caller.key_project {
         set(&mut out, "x-apigateway-api-consumer-type", "PROJECT");
         set(
             &mut out,
             "x-apigateway-api-consumer-number",
-            &state.consumer_number,
+            state.project_number(project),
         );
     }
     if !backend.disable_auth {
@@ -97,7 +101,8 @@ fn client_headers(req: &HttpRequest, jwt_route: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in req.headers() {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) {
+        // The method override was applied and the header removed (header_sanitizer).
+        if HOP_BY_HOP.contains(&n) || n == "x-http-method-override" {
             continue;
         }
         // A client's copy of the userinfo header is removed only on routes with JWT
@@ -192,18 +197,23 @@ pub(super) fn backend_client() -> BackendClient {
 
 /// The router: sends the request to `uri` within the route's deadline and relays the answer, or
 /// refuses as Envoy does on a timeout, a failed connection or a reset.
+///
+/// ESPv2 sets one retry (`--backend_retry_num=1`) on `reset,connect-failure,refused-stream`
+/// (`--backend_retry_ons`; esp-v2 `options/configgenerator.go`, `routegen/helpers/retry.go`),
+/// whatever the method: a request that got no response headers is sent once more, within the
+/// same deadline (no per-try timeout by default).
 pub(super) async fn forward(
     client: &BackendClient,
-    req: &HttpRequest,
+    method: http::Method,
     backend: &Backend,
     uri: http::Uri,
     headers: HeaderMap,
     body: web::Bytes,
 ) -> Result<HttpResponse, Refusal> {
-    let method =
-        http::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(http::Method::GET);
     let deadline = Instant::now() + backend.deadline;
-    let timeout = || Refusal::new("upstream_response_timeout", 504, "upstream request timeout");
+    // Envoy's response code detail for the route timeout (`ResponseCodeDetails::ResponseTimeout`,
+    // seen in API Gateway's request log).
+    let timeout = || Refusal::new("response_timeout", 504, "upstream request timeout");
     let mut attempt = 0;
     let upstream = loop {
         let mut request = http::Request::new(Full::new(body.clone()));
@@ -212,7 +222,7 @@ pub(super) async fn forward(
         *request.headers_mut() = headers.clone();
         match timeout_at(deadline, client.request(request)).await {
             Err(_) => return Err(timeout()),
-            Ok(Err(e)) if e.is_connect() && attempt == 0 => attempt += 1,
+            Ok(Err(_)) if attempt == 0 => attempt += 1,
             Ok(Err(e)) => return Err(send_failure(&e)),
             Ok(Ok(response)) => break response,
         }
@@ -237,19 +247,20 @@ pub(super) async fn forward(
     }
 }
 
-/// Envoy's refusal when no response headers came back.
+/// Envoy's refusal when no response headers came back, after the retry. The detail is
+/// `upstream_reset_before_response_started{<reason>[,<transport failure reason>]}` with spaces as
+/// `_` (esp-v2 `dynamic_routing_integration_test.go`'s TLS case).
 fn send_failure(e: &hyper_util::client::legacy::Error) -> Refusal {
     if e.is_connect() {
         return Refusal::new(
-            "upstream_reset_before_response_started{remote_connection_failure}",
+            "upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}",
             503,
             CONNECT_FAILURE,
         );
     }
-    // A reset after connecting: Envoy's text for it is [not confirmed] in the facts.
     Refusal::new(
         "upstream_reset_before_response_started{connection_termination}",
         503,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        RESET,
     )
 }

@@ -5,8 +5,6 @@
 use std::borrow::Cow;
 use std::cmp::Reverse;
 
-use actix_web::HttpRequest;
-
 use super::reply::Refusal;
 use super::state::State;
 use crate::spec::Operation;
@@ -23,13 +21,13 @@ pub(super) struct Matched<'a> {
     pub(super) is_cors: bool,
 }
 
-/// The operation for `req`, whose path normalised is `normalized`.
+/// The operation for `method` (as sent: Envoy matches `:method` exactly, so `get` is not `GET`)
+/// on the normalised path `normalized`.
 pub(super) fn route<'a>(
     state: &'a State,
-    req: &HttpRequest,
+    method: &str,
     normalized: &str,
 ) -> Result<Matched<'a>, Refusal> {
-    let method = req.method().as_str().to_ascii_uppercase();
     let mut matched: Vec<_> = state
         .spec
         .routes
@@ -42,11 +40,11 @@ pub(super) fn route<'a>(
     matched.sort_by_key(|(r, _)| Reverse(r.template.literal_count()));
     if let Some(i) = matched
         .iter()
-        .position(|(r, _)| r.operations.contains_key(&method))
+        .position(|(r, _)| r.operations.contains_key(method))
     {
         let (route, bindings) = matched.swap_remove(i);
         return Ok(Matched {
-            operation: Cow::Borrowed(&route.operations[&method]),
+            operation: Cow::Borrowed(&route.operations[method]),
             bindings,
             is_cors: false,
         });

@@ -29,7 +29,12 @@ pub struct State {
     pub(super) backend_base: String,
     /// `1.<service name with _ for . and ->`: the log's `api_method` without the operation.
     api_method_prefix: String,
-    pub(super) consumer_number: String,
+    /// Project id → a stable stand-in for its project number, for the producer project and the
+    /// keys' projects.
+    project_numbers: HashMap<String, String>,
+    /// The query parameters a JWT may come in (each provider's, `access_token` by default): their
+    /// values are left out of the log.
+    pub(super) token_params: Vec<String>,
 }
 
 impl State {
@@ -47,12 +52,28 @@ impl State {
         };
         let api_method_prefix = format!("1.{}", spec.service_name().replace(['.', '-'], "_"));
         let backend_base = config.backend_url.trim_end_matches('/').to_owned();
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, config.producer_project.as_bytes());
-        let consumer_number = digest.as_ref()[..6]
-            .iter()
-            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-            .to_string();
+        let project_numbers = std::iter::once(&config.producer_project)
+            .chain(config.api_key_projects.values())
+            .map(|p| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, p.as_bytes());
+                let number = digest.as_ref()[..6]
+                    .iter()
+                    .fold(0u64, |n, b| (n << 8) | u64::from(*b));
+                (p.clone(), number.to_string())
+            })
+            .collect();
+        let mut token_params: Vec<String> = spec
+            .providers
+            .values()
+            .flat_map(|p| &p.locations)
+            .filter_map(|l| match l {
+                crate::spec::JwtLocation::Query(name) => Some(name.clone()),
+                crate::spec::JwtLocation::Header { .. } => None,
+            })
+            .collect();
+        token_params.push("access_token".into());
+        token_params.sort();
+        token_params.dedup();
         keys::install_crypto_provider();
         Self {
             spec,
@@ -65,7 +86,8 @@ impl State {
             log,
             backend_base,
             api_method_prefix,
-            consumer_number,
+            project_numbers,
+            token_params,
         }
     }
 
@@ -88,6 +110,24 @@ impl State {
         let bearer = HeaderValue::try_from(format!("Bearer {token}"))?;
         cache.insert(audience.to_owned(), (bearer.clone(), now + 3600));
         Ok(bearer)
+    }
+
+    /// The consumer project of a known API key.
+    pub(super) fn key_project(&self, key: &str) -> &str {
+        self.config
+            .api_key_projects
+            .get(key)
+            .unwrap_or(&self.config.producer_project)
+    }
+
+    /// The number of a project of the producer or of a key.
+    pub(super) fn project_number(&self, project: &str) -> &str {
+        self.project_numbers.get(project).map_or("", String::as_str)
+    }
+
+    /// Service Control's name of a consumer project in quota errors.
+    pub(super) fn consumer_id(&self, project: &str) -> String {
+        format!("project_number:{}", self.project_number(project))
     }
 
     pub(super) fn api_method(&self, operation_id: &str) -> String {

@@ -5,12 +5,18 @@ use actix_web::HttpRequest;
 
 use super::request::header;
 
-/// The trace (incoming or new), the gateway's span id and whether the trace is sampled.
-pub(super) fn ids(req: &HttpRequest) -> (String, String, bool) {
+/// The trace (incoming or new), the gateway's span id and whether the trace is sampled: an
+/// incoming context keeps its decision, a new trace is sampled with probability `sample_rate`
+/// (ESPv2 `--tracing_sample_rate`, Envoy's `random_sampling`; esp-v2 `tracing/tracing.go`).
+pub(super) fn ids(req: &HttpRequest, sample_rate: f64) -> (String, String, bool) {
     // Ids need to be unique, not secret: a thread-local generator (as OpenTelemetry's SDK uses),
     // where the operating system's took a system call per id.
-    let (trace_id, sampled) =
-        trace_context(req).unwrap_or_else(|| (hex(&fastrand::u128(1..).to_be_bytes()), true));
+    let (trace_id, sampled) = trace_context(req).unwrap_or_else(|| {
+        (
+            hex(&fastrand::u128(1..).to_be_bytes()),
+            fastrand::f64() < sample_rate,
+        )
+    });
     (trace_id, hex(&fastrand::u64(1..).to_be_bytes()), sampled)
 }
 

@@ -30,7 +30,7 @@ pub struct Stub {
     handle: actix_web::dev::ServerHandle,
 }
 
-async fn echo(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn echo_handler(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if req.path().starts_with("/slow") {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -58,7 +58,7 @@ impl Stub {
         let server = HttpServer::new(|| {
             App::new()
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                .default_service(web::to(echo))
+                .default_service(web::to(echo_handler))
         })
         .workers(1)
         .disable_signals()
@@ -219,6 +219,40 @@ impl Gw {
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().expect("logs").clone()
     }
+}
+
+/// A gateway enforcing `tests/fixtures/fidelity.yaml` in front of a [`Stub`].
+pub async fn fixture_gateway() -> (Stub, Gw) {
+    let stub = Stub::start().await;
+    let gw = gateway_with(fixture("fidelity.yaml"), &stub.url, |_| {}).await;
+    (stub, gw)
+}
+
+/// Sends `request` and returns the [`Stub`]'s echo of it.
+pub async fn echo(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.expect("request");
+    assert_eq!(response.status(), 200, "the request reaches the backend");
+    assert_eq!(response.headers()["x-stub"], "yes");
+    response.json().await.expect("echo json")
+}
+
+/// Asserts a JWT refusal: Envoy's reply and `WWW-Authenticate` (envoy `jwt_authn/filter.cc`:
+/// realm = the request's URI, `error="invalid_token"` unless the JWT is missing).
+pub async fn assert_jwt_refused(
+    gw: &Gw,
+    response: reqwest::Response,
+    path: &str,
+    status: u16,
+    message: &str,
+) {
+    let headers = assert_reply(response, status, message).await;
+    let realm = format!("Bearer realm=\"{}\"", gw.url(path));
+    let want = if message == "Jwt is missing" {
+        realm
+    } else {
+        format!("{realm}, error=\"invalid_token\"")
+    };
+    assert_eq!(headers["www-authenticate"], want.as_str());
 }
 
 /// A token of the local issuer with these claims.

@@ -3,6 +3,7 @@
 //! - `GET /env` with its environment as JSON,
 //! - `GET /file?<absolute path>` with that file's bytes,
 //! - `GET /headers` with the request's headers as JSON,
+//! - `GET /cookie` with a `Set-Cookie` header,
 //! - `GET /ready`: 503 until `TESTEE_READY_AFTER_MS` has passed since start, then 200,
 //! - anything else: `<K_REVISION>`, after logging `request before ready` if it came before.
 //!
@@ -25,6 +26,8 @@ fn millis(name: &str) -> Option<Duration> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let start = Instant::now();
+    // Before listening: a SIGTERM can come as soon as the startup probe passes.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
     let revision = std::env::var("K_REVISION").unwrap_or_default();
     if let Some(delay) = millis("TESTEE_LISTEN_AFTER_MS") {
@@ -33,7 +36,6 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(format!("0.0.0.0:{port}")).await?;
     println!("testee K_REVISION={revision} PORT={port}");
     let ready_after = millis("TESTEE_READY_AFTER_MS").unwrap_or_default();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let ignore_term = std::env::var_os("TESTEE_IGNORE_SIGTERM").is_some();
     let exit_at = millis("TESTEE_EXIT_AFTER_MS").map(|after| start + after);
     let mut connections = tokio::task::JoinSet::new();
@@ -108,6 +110,7 @@ async fn serve(mut stream: TcpStream, ready: bool, revision: &str) -> std::io::R
             200,
             serde_json::Value::Object(headers).to_string().into_bytes(),
         ),
+        "/cookie" => (200, b"cookie".to_vec()),
         "/ready" if ready => (200, b"ready".to_vec()),
         "/ready" => (503, b"starting".to_vec()),
         _ => {
@@ -117,8 +120,13 @@ async fn serve(mut stream: TcpStream, ready: bool, revision: &str) -> std::io::R
             (200, revision.as_bytes().to_vec())
         }
     };
+    let cookie = if path == "/cookie" {
+        "set-cookie: session=1\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{cookie}connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

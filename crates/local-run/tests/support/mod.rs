@@ -295,11 +295,13 @@ pub fn testee_image(label: &str) -> Vec<Blob> {
 #[derive(Debug)]
 pub struct DockerRegistry {
     child: std::process::Child,
+    dir: PathBuf,
     pub host: String,
 }
 
 impl DockerRegistry {
-    pub fn start(dir: &Path) -> Option<Self> {
+    pub fn start() -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("local-run-registry-{}", fastrand::u64(..)));
         let Ok(status) = std::process::Command::new("docker-registry")
             .arg("--version")
             .stdout(std::process::Stdio::null())
@@ -314,7 +316,7 @@ impl DockerRegistry {
             .expect("a free port")
             .port();
         let host = format!("127.0.0.1:{port}");
-        std::fs::create_dir_all(dir).expect("dir");
+        std::fs::create_dir_all(&dir).expect("dir");
         let config = dir.join("config.yml");
         std::fs::write(
             &config,
@@ -331,7 +333,7 @@ impl DockerRegistry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting docker-registry");
-        let registry = Self { child, host };
+        let registry = Self { child, dir, host };
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(&registry.host).is_err() {
             assert!(
@@ -395,6 +397,7 @@ impl Drop for DockerRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -470,12 +473,29 @@ impl Cloud {
         }
     }
 
+    /// Deploys plain testee revisions with these names.
+    pub async fn deploy(&self, service: &ServiceId, names: &[&str]) {
+        for name in names {
+            self.runtime
+                .deploy_revision(self.revision(service, name, &[]))
+                .await
+                .expect("ready");
+        }
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().expect("log").clone()
     }
 
     pub async fn stop(self) {
-        self.runtime.shutdown().await;
+        self.runtime.clone().shutdown().await;
+    }
+}
+
+/// Also when a test fails: its instances die with the test's tokio runtime (kill on drop), and
+/// this removes its files.
+impl Drop for Cloud {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }

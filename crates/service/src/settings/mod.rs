@@ -1,5 +1,6 @@
 //! Layered settings: defaults (`config/base.toml`, the only place a default is written) → the
-//! environment's file → an optional explicit file → Cloud Run's `PORT` → the OpenTelemetry
+//! `[cors]` table of `deploy/environments/<env>.toml` (dev, stage, prod: the table that also
+//! renders the environment's gateway configs) → the environment's file → an optional explicit file → Cloud Run's `PORT` → the OpenTelemetry
 //! specification's `OTEL_*` variables → `APP__SECTION__KEY` variables (so an `APP__…` setting
 //! wins over its `OTEL_*` twin). Environment files are compiled in, so the binary needs no files
 //! at run time. README's settings tables are checked against these files (`defaults_tests`).
@@ -13,7 +14,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Map, Source, Value};
+use items_http::CorsSettings;
 use items_repository::DatabaseSettings;
 use items_telemetry::{LogSettings, TelemetrySettings};
 use serde::Deserialize;
@@ -33,6 +35,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
+    /// Browser apps: allowed origins, methods, headers (`items_http::CorsSettings`).
+    pub cors: CorsSettings,
     /// Only optional keys: absent when no environment sets one.
     #[serde(default)]
     pub api: ApiSettings,
@@ -92,6 +96,49 @@ impl AppEnvironment {
             Self::Prod => ("prod.toml", include_str!("../../config/prod.toml")),
         }
     }
+
+    /// The environment's deployment file (`deploy/environments/<env>.toml`), whose `[cors]`
+    /// table the service shares with the rendered gateway configs; `local` has none.
+    fn deploy_file(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Self::Local => return None,
+            Self::Dev => (
+                "deploy/environments/dev.toml",
+                include_str!("../../../../deploy/environments/dev.toml"),
+            ),
+            Self::Stage => (
+                "deploy/environments/stage.toml",
+                include_str!("../../../../deploy/environments/stage.toml"),
+            ),
+            Self::Prod => (
+                "deploy/environments/prod.toml",
+                include_str!("../../../../deploy/environments/prod.toml"),
+            ),
+        })
+    }
+}
+
+/// The `[cors]` table of a deployment file, as the settings' `cors` section.
+#[derive(Debug, Clone)]
+struct DeployCors {
+    file: &'static str,
+    text: &'static str,
+}
+
+impl Source for DeployCors {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        let deploy = Config::builder()
+            .add_source(File::from_str(self.text, FileFormat::Toml))
+            .build()?;
+        let cors = deploy
+            .get::<Value>("cors")
+            .map_err(|e| config::ConfigError::Message(format!("{}: [cors]: {e}", self.file)))?;
+        Ok(Map::from([("cors".to_owned(), cors)]))
+    }
 }
 
 /// Where settings come from besides the compiled-in files; tests pass their own.
@@ -139,18 +186,24 @@ impl SettingsSources {
 }
 
 /// `APP__…` list settings (comma-separated in a variable).
-const LIST_KEYS: [&str; 2] = [
+const LIST_KEYS: [&str; 6] = [
     "api.page_token_previous_secrets",
     "api.page_token_previous_secret_files",
+    "cors.allow_origins",
+    "cors.allow_methods",
+    "cors.allow_headers",
+    "cors.expose_headers",
 ];
 
 impl Settings {
     pub fn load(sources: &SettingsSources) -> anyhow::Result<Self> {
         let env = AppEnvironment::parse(sources.environment.as_deref().unwrap_or("local"))?;
         let (env_name, env_text) = env.file();
-        let mut builder = Config::builder()
-            .add_source(File::from_str(BASE_TOML, FileFormat::Toml))
-            .add_source(File::from_str(env_text, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(BASE_TOML, FileFormat::Toml));
+        if let Some((file, text)) = env.deploy_file() {
+            builder = builder.add_source(DeployCors { file, text });
+        }
+        builder = builder.add_source(File::from_str(env_text, FileFormat::Toml));
         if let Some(path) = &sources.file {
             builder = builder.add_source(
                 File::from(path.as_path())
@@ -188,7 +241,10 @@ impl Settings {
         })?;
         let mut settings: Settings = config.try_deserialize().map_err(|e| {
             anyhow::anyhow!(
-                "invalid setting: {e} (sources: config/base.toml, config/{env_name}, {}APP__* environment variables)",
+                "invalid setting: {e} (sources: config/base.toml, {}config/{env_name}, {}APP__* environment variables)",
+                env.deploy_file()
+                    .map(|(file, _)| format!("{file} [cors], "))
+                    .unwrap_or_default(),
                 sources
                     .file
                     .as_ref()
@@ -204,8 +260,19 @@ impl Settings {
         if let Err(e) = settings.telemetry.validate() {
             problems.push(e);
         }
+        if let Err(e) = settings.cors.validate() {
+            problems.push(e);
+        }
         if let Err(e) = settings.database.pg_config() {
             problems.push(e.to_string());
+        }
+        if settings.database.migrate_on_start && env != AppEnvironment::Local {
+            problems.push(format!(
+                "database.migrate_on_start: {} must not migrate at start-up (the runtime's \
+                 database user has no DDL rights; the deploy's migrate job runs \
+                 `items-service migrate`)",
+                env.name()
+            ));
         }
         if !problems.is_empty() {
             bail!("invalid setting: {}", problems.join("; "));
@@ -310,6 +377,27 @@ mod tests {
         let local = Settings::load(&SettingsSources::default()).unwrap();
         assert_eq!(local.server.host, "127.0.0.1");
         assert_eq!(local.database.pool.wait_timeout_ms, 1000);
+    }
+
+    #[test]
+    fn only_local_migrates_at_start_up() {
+        let password = TempFile::new("pw-migrate", "pw");
+        let key = TempFile::new("key-migrate", GOOD_KEY);
+        let base = [
+            ("database.password_file", password.path()),
+            ("api.page_token_secret_file", key.path()),
+        ];
+        let local = Settings::load(&SettingsSources::default()).unwrap();
+        assert!(local.database.migrate_on_start, "local has no migrate job");
+        for env in ["dev", "stage", "prod"] {
+            let owned: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let s = in_env(env, &owned).unwrap();
+            assert!(!s.database.migrate_on_start, "{env}");
+            let mut on = owned.clone();
+            on.push(("database.migrate_on_start", "true"));
+            let err = format!("{:#}", in_env(env, &on).unwrap_err());
+            assert!(err.contains("database.migrate_on_start"), "{env}: {err}");
+        }
     }
 
     #[test]
@@ -500,6 +588,52 @@ mod tests {
             Settings::load(&sources(&[("telemetry.sampler", "xray")])).unwrap_err()
         );
         assert!(err.contains("sampler"), "{err}");
+    }
+
+    #[test]
+    fn cors_comes_from_the_deployment_file_and_app_variables_override_it() {
+        // dev: the [cors] table of deploy/environments/dev.toml, the one the gateway configs
+        // are rendered from.
+        let deploy: toml::Table = include_str!("../../../../deploy/environments/dev.toml")
+            .parse()
+            .unwrap();
+        let origins: Vec<String> = deploy["cors"]["allow_origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_owned())
+            .collect();
+        let dev = with_vars("dev", &[("APP__API__PAGE_TOKEN_SECRET", GOOD_KEY)]).unwrap();
+        assert!(!origins.is_empty());
+        assert_eq!(dev.cors.allow_origins, origins);
+        assert_eq!(
+            dev.cors.expose_headers,
+            ["ETag", "Location", "Idempotent-Replayed"]
+        );
+        // local: none by default; a comma-separated variable (what `cargo xtask dev` users set).
+        let local = Settings::load(&SettingsSources::default()).unwrap();
+        assert!(local.cors.allow_origins.is_empty());
+        let local_with_origins = |origins: &str| {
+            Settings::load(&SettingsSources {
+                vars: Some(HashMap::from([(
+                    "APP__CORS__ALLOW_ORIGINS".to_owned(),
+                    origins.to_owned(),
+                )])),
+                ..SettingsSources::default()
+            })
+        };
+        let s = local_with_origins("http://127.0.0.1:5173,http://localhost:5173").unwrap();
+        assert_eq!(
+            s.cors.allow_origins,
+            ["http://127.0.0.1:5173", "http://localhost:5173"]
+        );
+        // A path in an origin would never match a browser's Origin: refused, naming the key.
+        let err = local_with_origins("https://app.example.com/").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("cors.allow_origins[0]") && err.contains("no path"),
+            "{err}"
+        );
     }
 
     #[test]

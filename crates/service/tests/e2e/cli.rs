@@ -61,3 +61,31 @@ fn otel_service_name_shows_in_check_config() {
         "{stdout}"
     );
 }
+
+/// Header values may be credentials: a malformed `OTEL_EXPORTER_OTLP_HEADERS` (ignored with a
+/// warning) or `APP__TELEMETRY__OTLP_HEADERS` (an error) is reported without its text.
+#[test]
+fn check_config_never_echoes_malformed_otlp_headers() {
+    let out = check_config(&[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cr3t%zz")]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{all}");
+    assert!(!all.contains("s3cr3t"), "{all}");
+
+    let out = check_config(&[(
+        "APP__TELEMETRY__OTLP_HEADERS",
+        "authorization=Bearer s3cr3t,x",
+    )]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("telemetry.otlp_headers"), "{all}");
+    assert!(!all.contains("s3cr3t"), "{all}");
+}

@@ -6,5 +6,6 @@
 
 mod api;
 mod cli;
+mod schema;
 mod support;
 mod telemetry;

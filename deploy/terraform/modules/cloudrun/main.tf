@@ -17,6 +17,9 @@ locals {
     for v in var.page_token_previous_key_versions : "${local.page_token_dir}/previous-${v}"
   ]
 
+  # Cloud SQL has no instance-level IAM: project bindings are narrowed to the one instance.
+  only_this_instance = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+
   database_host = (
     var.database.connect_via == "unix_socket"
     ? "/cloudsql/${var.database.connection_name}"
@@ -55,14 +58,22 @@ resource "google_service_account" "runtime" {
 # Cloud SQL has no instance-level IAM: the project binding is narrowed to the one instance
 # with a condition.
 resource "google_project_iam_member" "cloudsql_client" {
+  count = var.database.connection_name == "" ? 0 : 1
+
   project = var.project_id
   role    = "roles/cloudsql.client"
   member  = google_service_account.runtime.member
 
   condition {
     title      = "only-${var.service_name}-instance"
-    expression = "resource.name == \"projects/${var.project_id}/instances/${split(":", var.database.connection_name)[2]}\" && resource.service == \"sqladmin.googleapis.com\""
+    expression = local.only_this_instance
   }
+}
+
+# The binding gained a count (none with AlloyDB); existing environments keep theirs.
+moved {
+  from = google_project_iam_member.cloudsql_client
+  to   = google_project_iam_member.cloudsql_client[0]
 }
 
 resource "google_project_iam_member" "telemetry" {
@@ -204,9 +215,13 @@ resource "google_cloud_run_v2_service" "this" {
         mount_path = local.page_token_dir
       }
 
-      volume_mounts {
-        name       = "cloudsql"
-        mount_path = "/cloudsql"
+      # No Cloud SQL volume when the database is not Cloud SQL (AlloyDB: connection_name "").
+      dynamic "volume_mounts" {
+        for_each = var.database.connection_name == "" ? [] : [1]
+        content {
+          name       = "cloudsql"
+          mount_path = "/cloudsql"
+        }
       }
 
       # Readiness touches the database: a revision only takes traffic once it can serve.
@@ -294,10 +309,13 @@ resource "google_cloud_run_v2_service" "this" {
       }
     }
 
-    volumes {
-      name = "cloudsql"
-      cloud_sql_instance {
-        instances = [var.database.connection_name]
+    dynamic "volumes" {
+      for_each = var.database.connection_name == "" ? [] : [1]
+      content {
+        name = "cloudsql"
+        cloud_sql_instance {
+          instances = [var.database.connection_name]
+        }
       }
     }
 

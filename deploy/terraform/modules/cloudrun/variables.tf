@@ -208,3 +208,19 @@ variable "page_token_previous_key_versions" {
     error_message = "page_token_previous_key_versions must be Secret Manager version numbers such as \"3\"."
   }
 }
+
+variable "migrator" {
+  type = object({
+    region               = string
+    user                 = string
+    password_secret_id   = string
+    password_secret_name = string
+    schedule             = optional(string, "17 * * * *")
+  })
+  description = "The migrate job: its region (one of regions, where Cloud SQL is), the migrator database user (owner of the schema) and its password secret (full id for IAM, short name for the volume), and the cron schedule (UTC) of its hourly run, which prunes expired idempotency keys."
+
+  validation {
+    condition     = length(split(" ", var.migrator.schedule)) == 5
+    error_message = "migrator.schedule must be a five-field cron expression."
+  }
+}

@@ -1,6 +1,13 @@
 # Cloud SQL for PostgreSQL with a private IP only, automated backups with point-in-time
 # recovery, optional regional HA, deletion protection, a maintenance window, the application
-# database and user, and the user's password in Secret Manager (never in Terraform state).
+# database, and two users with their passwords in Secret Manager (never in Terraform state):
+# - the migrator (user_name), created through the Cloud SQL API, which makes it a member of
+#   cloudsqlsuperuser: it owns the schema, and only the migrate job logs in as it;
+# - the runtime user (runtime_user_name), NOT created here: every user the Cloud SQL API creates
+#   gets cloudsqlsuperuser, CREATEROLE and CREATEDB ("About PostgreSQL users",
+#   cloud.google.com/sql/docs/postgres/users). The migrate job (`items-service migrate` with
+#   APP__DATABASE__RUNTIME_USER) creates it with SQL, with LOGIN and DML rights only, and sets
+#   its password from the runtime secret below on every run.
 
 resource "google_sql_database_instance" "this" {
   project             = var.project_id
@@ -102,4 +109,32 @@ resource "google_secret_manager_secret_version" "db_password" {
   deletion_policy = "DISABLE"
 
   depends_on = [google_sql_user.app]
+}
+
+# The runtime user's password. Bump runtime_password_version to rotate: a new version becomes
+# "latest", the next migrate job run sets it on the role, and the next revision reads it
+# (README, "Rotating the database password").
+ephemeral "random_password" "runtime" {
+  length           = 40
+  special          = true
+  override_special = "-_.~"
+}
+
+resource "google_secret_manager_secret" "runtime_password" {
+  project   = var.project_id
+  secret_id = var.runtime_password_secret_id
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "runtime_password" {
+  secret                 = google_secret_manager_secret.runtime_password.id
+  secret_data_wo         = ephemeral.random_password.runtime.result
+  secret_data_wo_version = var.runtime_password_version
+
+  # Running revisions read the version they started with until the next one rolls out.
+  deletion_policy = "DISABLE"
 }

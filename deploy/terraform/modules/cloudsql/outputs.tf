@@ -19,17 +19,32 @@ output "database_name" {
 }
 
 output "user_name" {
-  description = "Application user name (APP__DATABASE__USER)."
-  value       = google_sql_user.app.name
+  description = "The runtime user (APP__DATABASE__USER of the service): DML rights only, created by the migrate job."
+  value       = var.runtime_user_name
 }
 
 output "password_secret_id" {
-  description = "Full id (projects/P/secrets/S) of the secret holding the password."
-  value       = google_secret_manager_secret.db_password.id
+  description = "Full id (projects/P/secrets/S) of the secret holding the runtime user's password."
+  value       = google_secret_manager_secret.runtime_password.id
 }
 
 output "password_secret_name" {
-  description = "Short secret id, as Cloud Run's secret volume expects it."
+  description = "Short id of the runtime password secret, as Cloud Run's secret volume expects it."
+  value       = google_secret_manager_secret.runtime_password.secret_id
+}
+
+output "migrator_user_name" {
+  description = "The migrator, owner of the schema (APP__DATABASE__USER of the migrate job)."
+  value       = google_sql_user.app.name
+}
+
+output "migrator_password_secret_id" {
+  description = "Full id of the secret holding the migrator's password."
+  value       = google_secret_manager_secret.db_password.id
+}
+
+output "migrator_password_secret_name" {
+  description = "Short id of the migrator's password secret, for the migrate job's secret volume."
   value       = google_secret_manager_secret.db_password.secret_id
 }
 

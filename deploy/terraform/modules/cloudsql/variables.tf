@@ -193,7 +193,7 @@ variable "database_name" {
 
 variable "user_name" {
   type        = string
-  description = "Built-in PostgreSQL user the service logs in as."
+  description = "Built-in PostgreSQL user that owns the schema (the migrator); only the migrate job logs in as it."
   default     = "items"
 
   validation {
@@ -204,7 +204,7 @@ variable "user_name" {
 
 variable "password_secret_id" {
   type        = string
-  description = "Secret Manager secret id that holds the user's password (mounted by Cloud Run as a file)."
+  description = "Secret Manager secret id that holds the migrator's password (mounted into the migrate job as a file)."
   default     = "items-db-password"
 
   validation {
@@ -228,4 +228,37 @@ variable "labels" {
   type        = map(string)
   description = "Labels put on the instance and the secret."
   default     = {}
+}
+
+variable "runtime_user_name" {
+  type        = string
+  description = "PostgreSQL user the service logs in as, with DML rights only; created by the migrate job, not by the Cloud SQL API (which would make it a cloudsqlsuperuser member)."
+  default     = "items_runtime"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.runtime_user_name))
+    error_message = "runtime_user_name must be a lowercase PostgreSQL identifier."
+  }
+}
+
+variable "runtime_password_secret_id" {
+  type        = string
+  description = "Secret Manager secret id that holds the runtime user's password (mounted by Cloud Run as a file, and into the migrate job, which sets it on the role)."
+  default     = "items-db-runtime-password"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.runtime_password_secret_id))
+    error_message = "runtime_password_secret_id may only contain letters, digits, underscores and hyphens."
+  }
+}
+
+variable "runtime_password_version" {
+  type        = number
+  description = "Bump to rotate the runtime user's password: a new secret version, set on the role by the next migrate job run and read by the next revision."
+  default     = 1
+
+  validation {
+    condition     = var.runtime_password_version >= 1 && floor(var.runtime_password_version) == var.runtime_password_version
+    error_message = "runtime_password_version must be a positive integer."
+  }
 }

@@ -21,6 +21,7 @@ locals {
     "apigateway.googleapis.com",
     "apikeys.googleapis.com",
     "artifactregistry.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "cloudtrace.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
@@ -56,6 +57,7 @@ module "network" {
 # the API) reference nothing that would order them after the APIs otherwise.
 module "cloudsql" {
   source = "../cloudsql"
+  count  = var.database_engine == "cloudsql" ? 1 : 0 # database_engine.tf
 
   project_id          = var.project_id
   region              = var.primary_region
@@ -75,6 +77,10 @@ module "cloudsql" {
   password_secret_id  = "${var.service_name}-db-password"
   password_version    = var.db_password_version
   labels              = local.labels
+
+  runtime_user_name          = "${replace(var.service_name, "-", "_")}_runtime"
+  runtime_password_secret_id = "${var.service_name}-db-runtime-password"
+  runtime_password_version   = var.db_password_version
 
   depends_on = [google_project_service.apis]
 }
@@ -105,15 +111,13 @@ module "cloudrun" {
     }
   }
 
-  database = {
-    connection_name      = module.cloudsql.connection_name
-    private_ip           = module.cloudsql.private_ip
-    name                 = module.cloudsql.database_name
-    user                 = module.cloudsql.user_name
-    password_secret_id   = module.cloudsql.password_secret_id
-    password_secret_name = module.cloudsql.password_secret_name
-    pool_max_size        = var.pool_max_size
-    connect_via          = var.database_connect_via
+  database = local.database # database_engine.tf: Cloud SQL or AlloyDB
+
+  migrator = {
+    region               = var.primary_region
+    user                 = module.cloudsql.migrator_user_name
+    password_secret_id   = module.cloudsql.migrator_password_secret_id
+    password_secret_name = module.cloudsql.migrator_password_secret_name
   }
 
   collector = {
@@ -154,7 +158,7 @@ module "monitoring" {
   project_id               = var.project_id
   environment              = var.environment
   service_name             = var.service_name
-  cloudsql_database_id     = "${var.project_id}:${module.cloudsql.instance_name}"
+  cloudsql_database_id     = local.cloudsql_database_id
   gateway_hosts            = { for region, gw in module.apigateway.gateways : region => gw.hostname }
   uptime_api_key           = module.apigateway.api_key_strings["uptime"]
   latency_p95_threshold_ms = var.latency_p95_threshold_ms

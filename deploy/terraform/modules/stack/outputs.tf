@@ -52,12 +52,12 @@ output "image_repository" {
 
 output "cloudsql_connection_name" {
   description = "Cloud SQL connection name (PROJECT:REGION:INSTANCE)."
-  value       = module.cloudsql.connection_name
+  value       = try(module.cloudsql[0].connection_name, null)
 }
 
 output "cloudsql_private_ip" {
   description = "Private IP of the Cloud SQL instance."
-  value       = module.cloudsql.private_ip
+  value       = try(module.cloudsql[0].private_ip, null)
 }
 
 output "page_token_key_secret" {
@@ -67,7 +67,7 @@ output "page_token_key_secret" {
 
 output "db_password_secret" {
   description = "Secret Manager secret with the database password."
-  value       = module.cloudsql.password_secret_id
+  value       = local.database.password_secret_id
 }
 
 output "max_connections" {

@@ -2,6 +2,8 @@
 //! thirtyfour. The page must render every operation of the served spec with no
 //! Content-Security-Policy violation (and an inline script added afterwards is blocked, so the
 //! policy is enforced and the recorder works), and "Try it out" on `GET /items` shows the live 200.
+//! Opened as `/docs?key=…` (how API Gateway users open it), the page sends the key as the
+//! `x-api-key` header of the spec request and of "Try it out", never in their URLs.
 //! A screenshot goes to `target/screenshots/docs.png`.
 //!
 //! Skipped, with the reason printed, only when chromium or chromedriver is not installed
@@ -23,6 +25,17 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// What the page script sees of CSP violations, installed before any page script runs.
 const RECORD_VIOLATIONS: &str = "window.__csp = []; document.addEventListener(\
     'securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));";
+
+/// Every `fetch` the page makes (Swagger UI's spec request and "Try it out"): its URL and its
+/// `x-api-key` header, installed before any page script runs.
+const RECORD_FETCHES: &str = "window.__fetches = []; const pageFetch = window.fetch; \
+    window.fetch = function (input, init) { \
+      const request = new Request(input, init); \
+      window.__fetches.push({ url: request.url, key: request.headers.get('x-api-key') }); \
+      return pageFetch.apply(this, arguments); };";
+
+/// The API key the page is opened with.
+const PAGE_KEY: &str = "docs-page-test-key";
 
 fn find(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -173,10 +186,12 @@ async fn drive(
         .cdp()
         .send_raw(
             "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": RECORD_VIOLATIONS }),
+            json!({ "source": format!("{RECORD_VIOLATIONS}\n{RECORD_FETCHES}") }),
         )
         .await?;
-    driver.goto(format!("{address}/docs")).await?;
+    driver
+        .goto(format!("{address}/docs?key={PAGE_KEY}"))
+        .await?;
 
     // Every operation of the spec, as Swagger UI lists them (method and path).
     let rendered = wait_for("every operation", Duration::from_secs(60), || async {
@@ -245,6 +260,23 @@ async fn drive(
     assert_eq!(status.trim(), "200", "live response: {body}");
     let name = item["name"].as_str().unwrap_or_default();
     assert!(body.contains(name), "the live body lists the item: {body}");
+
+    // The key went as a header, never in a URL: the spec request and "Try it out" both.
+    let fetches = driver.execute("return window.__fetches;", vec![]).await?;
+    let fetches = fetches.json().as_array().cloned().unwrap_or_default();
+    let paths: Vec<&str> = fetches
+        .iter()
+        .filter_map(|f| f["url"].as_str()?.strip_prefix(address))
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("/openapi.json"))
+            && paths.iter().any(|p| p.starts_with("/items")),
+        "the spec request and Try it out: {fetches:?}"
+    );
+    for fetch in &fetches {
+        assert_eq!(fetch["key"], PAGE_KEY, "{fetch}");
+        assert!(!fetch["url"].as_str().unwrap().contains("key="), "{fetch}");
+    }
 
     let dir = target_dir().join("screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod client;
+mod cors;
 mod docs_browser;
 mod faults;
 mod idempotency;

@@ -131,3 +131,64 @@ async fn patch_across_sigterm<F: Future<Output = ()>>(
         .get(0);
     assert_eq!(name, "finished after SIGTERM");
 }
+
+/// The worst case of both budgets: an in-flight request that holds the drain for all of
+/// `server.shutdown_timeout_secs` (8 s), then an OTLP receiver that accepts and never answers
+/// (a flush of up to twice `telemetry.flush_timeout_ms`). The process still exits before Cloud
+/// Run's SIGKILL, 10 s after SIGTERM (`items_service::SHUTDOWN_BUDGET`, 9.5 s).
+#[tokio::test]
+async fn a_full_drain_and_a_stuck_flush_still_end_before_sigkill() {
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = blackhole.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let db_url = items_testkit::fresh_database().await.unwrap();
+    let launch = launch(&db_url)
+        .log_format("json")
+        .otlp(&endpoint)
+        .env("APP__SERVER__SHUTDOWN_TIMEOUT_SECS", 8)
+        .env("APP__TELEMETRY__FLUSH_TIMEOUT_MS", 3000)
+        .env("APP__TELEMETRY__EXPORT_TIMEOUT_MS", 30000)
+        .env("APP__DATABASE__STATEMENT_TIMEOUT_MS", 30000);
+    let client = client();
+    let (mut child, base) = spawn_binary(launch, Stdio::null(), &client).await;
+    let id = create_item(&client, &base).await;
+
+    let mut blocker = connect(&db_url).await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM items WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/items/{id}");
+        async move {
+            client
+                .patch(url)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(r#"{"name": "never"}"#)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let took = signalled.elapsed();
+    tx.rollback().await.unwrap();
+    drop(in_flight);
+    held.abort();
+    assert!(exited.is_ok(), "still running 20 s after SIGTERM");
+    assert!(
+        took >= Duration::from_secs(7),
+        "the drain was not held ({took:?}): the test lost its worst case"
+    );
+    assert!(
+        took < Duration::from_millis(9800),
+        "exit {took:?} after SIGTERM: Cloud Run kills at 10 s"
+    );
+}

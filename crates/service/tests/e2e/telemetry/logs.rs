@@ -410,3 +410,66 @@ async fn a_503_for_an_unreachable_database_is_a_warning_not_an_error_report() {
     // The cause is included: the database could not be reached.
     assert!(message.contains("connect"), "{message}");
 }
+
+/// Credentials as API Gateway forwards them: API keys in `?key=`, `?api_key=` and `x-api-key`, a
+/// JWT in `?access_token=` and `Authorization` (gateway-facts.md §2: the key stays in the
+/// forwarded request). None of them may reach a log line, Error Reporting events included.
+#[tokio::test]
+async fn keys_and_tokens_reach_no_log_line() {
+    capture_logs();
+    let base = spawn_traced(&traced_settings(|_| {}).await, platform()).await;
+    let query_key = "AIzaQueryKey7f3a9c1d";
+    let query_api_key = "AIzaApiKeyParam2b8e";
+    let query_token = "eyJhbGciOiJSUzI1NiJ9.cXVlcnktdG9rZW4.c2lnbmF0dXJl";
+    let header_key = "AIzaHeaderKey5e6f";
+    let header_token = "eyJhbGciOiJSUzI1NiJ9.aGVhZGVyLXRva2Vu.c2lnbmF0dXJl";
+    let query =
+        format!("?key={query_key}&page_size=5&api_key={query_api_key}&access_token={query_token}");
+    // An access-log entry for a 200 and a 404, and Error Reporting events for a 5xx and a panic.
+    for (n, (path, status, lines)) in [
+        ("/items", 200, 1),
+        ("/items/999999", 404, 1),
+        ("/test/fail", 500, 2),
+        ("/test/panic", 500, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let trace = format!("7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c{n:02}");
+        let response = client()
+            .get(format!("{base}{path}{query}"))
+            .header("traceparent", format!("00-{trace}-{PARENT}-01"))
+            .header("x-api-key", header_key)
+            .header("authorization", format!("Bearer {header_token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let lines = lines_of_trace(&trace, lines).await;
+        let url = access_entry(&lines)["httpRequest"]["requestUrl"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            url.ends_with(&format!(
+                "{path}?key=REDACTED&page_size=5&api_key=REDACTED&access_token=REDACTED"
+            )),
+            "{url}"
+        );
+        if status == 500 {
+            let report = lines.iter().find(|l| l["severity"] == "ERROR").unwrap();
+            let url = report["context"]["httpRequest"]["url"].as_str().unwrap();
+            assert!(url.contains("?key=REDACTED&"), "{report}");
+        }
+    }
+    let text: String = all_lines().iter().map(|l| format!("{l}\n")).collect();
+    for secret in [
+        query_key,
+        query_api_key,
+        query_token,
+        header_key,
+        header_token,
+    ] {
+        assert!(!text.contains(secret), "{secret} was logged:\n{text}");
+    }
+}
