@@ -95,8 +95,13 @@ pub(crate) struct Args {
     poll_interval_ms: Option<u64>,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let env = load_environment(&args)?;
+    // `--env local`: the same plan and executor against the local cloud `cargo xtask cloud`
+    // runs; only the endpoints and credentials differ.
+    let local = (env.name == LOCAL)
+        .then(|| local_cloud(&mut args, &env))
+        .transpose()?;
     if !args.anonymous
         && let Err(missing) = cloud::check_credentials(CREDENTIALS_TIMEOUT).await
     {
@@ -130,9 +135,38 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?
-        .with_token(args.slo.token.clone());
+        .with_token(args.slo.token.clone())
+        .with_local_identity(local.map(|state| state.deployer));
     let executor = Executor::new(&plan, &env, cloud, ui, prober);
     execute(&plan, executor).await
+}
+
+/// The environment played by `cargo xtask cloud`.
+const LOCAL: &str = "local";
+
+/// Points `args` at the running local cloud (its state file): its control plane for both APIs,
+/// anonymous clients, its registry, its API key and a token its gateways accept.
+fn local_cloud(args: &mut Args, env: &Environment) -> anyhow::Result<crate::cloud::StateFile> {
+    let state = crate::cloud::read_state(&env.name)?;
+    args.run_endpoint
+        .get_or_insert_with(|| state.control_plane.clone());
+    args.apigateway_endpoint
+        .get_or_insert_with(|| state.control_plane.clone());
+    args.anonymous = true;
+    args.poll_interval_ms.get_or_insert(100);
+    args.repository.get_or_insert_with(|| {
+        format!(
+            "{}/{}/items/{}",
+            state.registry,
+            env.project_id,
+            util::SERVICE
+        )
+    });
+    args.api_key.get_or_insert_with(|| state.api_key.clone());
+    if args.slo.token.is_none() {
+        args.slo.token = Some(crate::token::first_provider_token(&env.name)?);
+    }
+    Ok(state)
 }
 
 /// Runs the plan: the roll-out (rolled back on failure), then pruning.

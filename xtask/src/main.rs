@@ -5,6 +5,7 @@
 //! struct and a `run` function, plus one variant in [`Command`].
 
 mod bench;
+mod cloud;
 mod deploy;
 mod dev;
 mod image;
@@ -60,6 +61,9 @@ enum Command {
     Image(image::Args),
     /// Roll the service out to Cloud Run and API Gateway in every region of an environment.
     Deploy(deploy::Args),
+    /// Run the local cloud `deploy --env local` deploys to: PostgreSQL, an OCI registry, Cloud
+    /// Run (each revision run from its image) and one local API Gateway per region.
+    Cloud(cloud::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Command::Tidy(args) => tidy::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,
+            Command::Cloud(args) => cloud::run(args).await,
         }
     });
     match result {

@@ -62,6 +62,19 @@ pub(crate) fn load_config(
     Ok((environment, region, file, spec))
 }
 
+/// A token for the first JWT provider of `env`'s first region's config (what `cargo xtask token
+/// --env <env>` prints).
+pub(crate) fn first_provider_token(env: &str) -> anyhow::Result<String> {
+    token(&Args {
+        env: env.to_owned(),
+        region: None,
+        provider: None,
+        sub: "local-user".into(),
+        aud: None,
+        expired: false,
+    })
+}
+
 fn token(args: &Args) -> anyhow::Result<String> {
     let (_, _, file, spec) = load_config(&args.env, args.region.as_deref())?;
     let provider = spec.provider(args.provider.as_deref()).with_context(|| {

@@ -1,14 +1,16 @@
-//! `cargo xtask deploy` against a fake control plane (`fake_gcp`): Google's real Rust clients,
-//! pointed at it with `with_endpoint` and anonymous credentials, through the real command line.
+//! `cargo xtask deploy` against the local cloud's control plane (`items-local-cloud`, with its
+//! stub data plane): Google's real Rust clients, pointed at it with `with_endpoint` and anonymous
+//! credentials, through the real command line.
 
-mod fake_gcp;
+#[path = "support/slo_gateway.rs"]
+mod slo_gateway;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use fake_gcp::{FailAs, Fake};
+use items_local_cloud::{Call, FailAs, LocalCloud as Fake};
 
 const PROJECT: &str = "items-dev-4821";
 const API: &str = "projects/items-dev-4821/locations/global/apis/items-api";
@@ -112,7 +114,7 @@ fn t(revision: &str, percent: i64, tag: &str) -> (String, i64, String) {
 fn mutating_calls(fake: &Fake) -> Vec<String> {
     fake.calls()
         .into_iter()
-        .filter(fake_gcp::Call::mutating)
+        .filter(Call::mutating)
         .map(|c| format!("{} {}", c.method, c.path))
         .collect()
 }
@@ -497,10 +499,10 @@ fn deploy_with_slo(
     p95_ms: &str,
 ) -> Output {
     for (gateway, region, delay_ms) in delays {
-        let url = fake_gcp::gateway::start(region, Duration::from_millis(delay_ms));
+        let url = slo_gateway::start(region, Duration::from_millis(delay_ms));
         fake.set_gateway_hostname(gateway, &url);
     }
-    let token = fake_gcp::gateway::token();
+    let token = slo_gateway::token();
     deploy(
         fake,
         &[
@@ -509,7 +511,7 @@ fn deploy_with_slo(
             "--canary-wait",
             "0",
             "--api-key",
-            fake_gcp::gateway::API_KEY,
+            slo_gateway::API_KEY,
             "--token",
             &token,
             "--slo-p95-ms",

@@ -22,6 +22,8 @@ const TOOL_CRATES: &[&str] = &[
     "items-gateway-spec",
     "items-testkit",
     "items-local-gateway",
+    "items-local-cloud",
+    "items-local-run",
     "items-client",
     "items-memstore",
     "items-local-run",

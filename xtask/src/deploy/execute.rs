@@ -124,9 +124,12 @@ impl<'a> Executor<'a> {
                 splits,
             } => {
                 let step = format!("3 (canary {percent}% to {rev})");
-                self.shift(*region, splits)
+                // The service as updated: its etag is the one the next patch must send.
+                let updated = self
+                    .shift(*region, splits)
                     .await
                     .step(&step, self.name(*region))?;
+                self.services[*region] = updated;
             }
             Step::HoldCanary { seconds } => {
                 self.ui

@@ -21,6 +21,8 @@ pub(crate) struct Prober {
     api_key: Option<String>,
     /// Bearer token for the request through the gateway (the API's JWT).
     token: Option<String>,
+    /// The local cloud: ID tokens for this account, signed by the local "Google" key.
+    local_identity: Option<String>,
 }
 
 impl Prober {
@@ -46,6 +48,7 @@ impl Prober {
             },
             api_key,
             token: None,
+            local_identity: None,
         })
     }
 
@@ -101,7 +104,20 @@ impl Prober {
         Ok(format!("GET {target} → {status}"))
     }
 
+    /// ID tokens for `account` signed by the local "Google" key (the local cloud's Cloud Run
+    /// checks them), instead of none.
+    pub(crate) fn with_local_identity(mut self, account: Option<String>) -> Self {
+        self.local_identity = account;
+        self
+    }
+
     async fn id_token(&self, audience: &str) -> anyhow::Result<Option<String>> {
+        if let Some(account) = &self.local_identity {
+            let key = items_local_gateway::SigningKey::local_google();
+            let now = items_local_gateway::keys::now_secs();
+            return items_local_gateway::keys::backend_id_token(&key, audience, account, now)
+                .map(Some);
+        }
         if self.anonymous {
             return Ok(None);
         }

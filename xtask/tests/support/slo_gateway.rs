@@ -1,6 +1,8 @@
-//! A gateway URL for the fake's gateways: the local API Gateway (`items-local-gateway`) enforcing
+//! A gateway URL for the local cloud's stub gateways: the local API Gateway (`items-local-gateway`) enforcing
 //! the dev environment's rendered config in front of a stub items backend that answers after a
 //! chosen delay. The deploy's SLO gate loads it as it would load a real gateway.
+
+#![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
