@@ -86,6 +86,10 @@ pub(crate) struct Args {
     /// With --through-gateway: the gateway's actix worker threads.
     #[arg(long, default_value_t = 1, requires = "through_gateway")]
     gateway_workers: u32,
+    /// Measure this service binary instead of building the release one (A/B runs of builds
+    /// kept aside, e.g. before and after a change).
+    #[arg(long)]
+    binary: Option<PathBuf>,
     /// Where to write the JSON report (default: target/bench.json; with --through-gateway
     /// target/bench-gateway.json).
     #[arg(long)]
@@ -137,8 +141,13 @@ impl Setup<'_> {
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let wrk_bin = wrk::find_or_install().await?;
-    eprintln!("xtask: building the release binary");
-    let binary = util::build_service(true).await?;
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => {
+            eprintln!("xtask: building the release binary");
+            util::build_service(true).await?
+        }
+    };
     let work = TempDir::create()?;
 
     eprintln!("xtask: starting a throwaway PostgreSQL cluster (durable settings)");
