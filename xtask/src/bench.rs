@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: the release binary under load on loopback.
 //!
 //! Throwaway durable PostgreSQL cluster → migrate → seed 10,000 items → start the service (logs at
-//! warn) and time spawn → first 200 from `/health/ready` → wrk per endpoint → peak RSS (VmHWM) → report
-//! as a table and as JSON.
+//! warn) and time spawn → first 200 from `/health/ready` → per endpoint and round: wrk on the
+//! service (CPU of the service and of PostgreSQL from `/proc`), then pgbench on PostgreSQL alone
+//! with the endpoint's statement → peak RSS (VmHWM) → report as a table and as JSON.
 
+mod cpu;
 mod gateway;
+mod pgbench;
 pub(crate) mod report;
 mod telemetry;
 pub(crate) mod wrk;
@@ -38,6 +41,13 @@ pub(crate) struct Args {
     /// machine 2 threads gave the server more GET throughput than 1 (same p99 or better).
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// Rounds per endpoint: each is a wrk run on the service, then a pgbench run on PostgreSQL
+    /// alone (targets on p99 hold in every round; req/s are summed over the rounds).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Skip pgbench (PostgreSQL alone): no "% of pgbench" column.
+    #[arg(long)]
+    no_pgbench: bool,
     /// How many times to start the service to time start-up (the last one takes the load).
     #[arg(long, default_value_t = 5)]
     startups: u32,
@@ -76,6 +86,10 @@ pub(crate) struct Args {
     /// With --through-gateway: the gateway's actix worker threads.
     #[arg(long, default_value_t = 1, requires = "through_gateway")]
     gateway_workers: u32,
+    /// Measure this service binary instead of building the release one (A/B runs of builds
+    /// kept aside, e.g. before and after a change).
+    #[arg(long)]
+    binary: Option<PathBuf>,
     /// Where to write the JSON report (default: target/bench.json; with --through-gateway
     /// target/bench-gateway.json).
     #[arg(long)]
@@ -84,6 +98,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.startups >= 1, "--startups must be at least 1");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(
         args.connections >= args.threads && args.threads >= 1,
         "--connections must be at least --threads, which must be at least 1"
@@ -107,6 +122,10 @@ struct Setup<'a> {
     args: &'a Args,
     wrk_bin: &'a Path,
     work: &'a Path,
+    /// The cluster's postmaster, whose backends' CPU is PostgreSQL's.
+    postmaster: u32,
+    /// pgbench of the cluster's installation; `None` with `--no-pgbench`.
+    pgbench: Option<PathBuf>,
 }
 
 impl Setup<'_> {
@@ -122,8 +141,13 @@ impl Setup<'_> {
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let wrk_bin = wrk::find_or_install().await?;
-    eprintln!("xtask: building the release binary");
-    let binary = util::build_service(true).await?;
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => {
+            eprintln!("xtask: building the release binary");
+            util::build_service(true).await?
+        }
+    };
     let work = TempDir::create()?;
 
     eprintln!("xtask: starting a throwaway PostgreSQL cluster (durable settings)");
@@ -131,12 +155,19 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let database_url = items_testkit::create_database(&cluster.url("postgres"), "items").await?;
     migrate(&binary, &database_url).await?;
     seed(&database_url).await?;
+    let pgbench = if args.no_pgbench {
+        None
+    } else {
+        Some(pgbench::find(&cluster)?)
+    };
     let setup = Setup {
         binary: &binary,
         database_url: &database_url,
         args,
         wrk_bin: &wrk_bin,
         work: work.path(),
+        postmaster: cpu::postmaster_pid(cluster.data_dir())?,
+        pgbench,
     };
     if args.through_gateway {
         gateway::compare(&setup).await?;
@@ -158,8 +189,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start-up timing, then wrk on every endpoint of the last service started, its peak RSS and
-/// whether it exits gracefully.
+/// Start-up timing, then every endpoint in rounds (wrk on the last service started, then
+/// pgbench on PostgreSQL alone), its peak RSS and whether it exits gracefully.
 async fn endpoints(setup: &Setup<'_>) -> anyhow::Result<report::Report> {
     let args = setup.args;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
@@ -168,11 +199,26 @@ async fn endpoints(setup: &Setup<'_>) -> anyhow::Result<report::Report> {
     let load_average = load_average();
     let mut results = Vec::new();
     for endpoint in wrk::ENDPOINTS {
-        let summary = load_endpoint(setup, &endpoint, addr).await?;
-        if server.try_wait()?.is_some() {
-            bail!("{SERVICE} died under load; its log:\n{}", tail(&log));
+        let mut rounds = Vec::new();
+        for _ in 0..args.rounds {
+            let (service, cpu) = load_endpoint(setup, &endpoint, addr, server.id()).await?;
+            if server.try_wait()?.is_some() {
+                bail!("{SERVICE} died under load; its log:\n{}", tail(&log));
+            }
+            let limit = match &setup.pgbench {
+                Some(pgbench) => Some(limit(setup, pgbench, &endpoint).await?),
+                None => None,
+            };
+            rounds.push(report::Round {
+                service,
+                cpu,
+                limit,
+            });
         }
-        results.push((endpoint.name, summary));
+        results.push(report::Endpoint {
+            name: endpoint.name,
+            rounds,
+        });
     }
     let pid = server.id().context("the service is gone")?;
     let peak_rss = peak_rss_bytes(pid)?;
@@ -188,6 +234,46 @@ async fn endpoints(setup: &Setup<'_>) -> anyhow::Result<report::Report> {
         peak_rss_bytes: peak_rss,
         graceful_exit: shutdown.success(),
         endpoints: results,
+    })
+}
+
+/// PostgreSQL alone on the endpoint's statement: pgbench with as many clients as wrk has
+/// connections, for as long, and PostgreSQL's CPU per transaction.
+async fn limit(
+    setup: &Setup<'_>,
+    pgbench_bin: &Path,
+    endpoint: &wrk::Endpoint,
+) -> anyhow::Result<report::Limit> {
+    let args = setup.args;
+    let run = pgbench::Run {
+        pgbench: pgbench_bin,
+        database_url: setup.database_url,
+        clients: args.connections,
+        threads: args.threads,
+        duration: args.duration,
+    };
+    let script = pgbench::script(endpoint.work, SEED_ITEMS);
+    eprintln!(
+        "xtask: pgbench, {}'s statement, for {}s with {} clients",
+        endpoint.name,
+        args.duration.as_secs(),
+        args.connections
+    );
+    let before = cpu::Sample::take(None, setup.postmaster);
+    let summary = run
+        .script(setup.work, &format!("{:?}.sql", endpoint.work), &script)
+        .await?;
+    let after = cpu::Sample::take(None, setup.postmaster);
+    anyhow::ensure!(
+        summary.failed == 0,
+        "pgbench: {} of {} transactions failed on {}'s statement",
+        summary.failed,
+        summary.transactions + summary.failed,
+        endpoint.name
+    );
+    Ok(report::Limit {
+        pgbench: summary,
+        postgres_cpu_us: before.per_request(&after, summary.transactions).postgres_us,
     })
 }
 
@@ -218,12 +304,14 @@ async fn time_startups(
     Ok((server, startup_ms))
 }
 
-/// The unmeasured warm-up, then the measured wrk run of one endpoint.
+/// The unmeasured warm-up, then the measured wrk run of one endpoint, with the CPU per request of
+/// the service (`pid`) and of PostgreSQL.
 async fn load_endpoint(
     setup: &Setup<'_>,
     endpoint: &wrk::Endpoint,
     addr: SocketAddr,
-) -> anyhow::Result<wrk::Summary> {
+    pid: Option<u32>,
+) -> anyhow::Result<(wrk::Summary, cpu::PerRequest)> {
     let args = setup.args;
     let base_url = format!("http://{addr}");
     let script = endpoint.write_script(setup.work)?;
@@ -239,7 +327,11 @@ async fn load_endpoint(
         args.connections
     );
     load.duration = args.duration;
-    wrk::run(setup.wrk_bin, &script, &base_url, &load, &script_args).await
+    let before = cpu::Sample::take(pid, setup.postmaster);
+    let summary = wrk::run(setup.wrk_bin, &script, &base_url, &load, &script_args).await?;
+    let after = cpu::Sample::take(pid, setup.postmaster);
+    let cpu = before.per_request(&after, summary.requests);
+    Ok((summary, cpu))
 }
 
 /// Writes a JSON report to `path` (default: target/`default_name`) and says where.

@@ -28,3 +28,14 @@ pub use settings::{DatabaseSettings, PoolSettings};
 pub use statements::{STATEMENTS_FIXTURE, statements};
 pub use store::PgStore;
 pub use workers::WorkerStores;
+
+/// The text of the statements behind the read and create endpoints, for `cargo xtask bench`,
+/// which runs them on PostgreSQL alone (pgbench) to measure the service against that limit.
+pub mod statements {
+    /// `GET /items/{id}`: `$1` the id.
+    pub const SELECT_ITEM: &str = crate::sql::SELECT_ITEM.text;
+    /// `GET /items`: `$1` the last id of the previous page (0: none), `$2` the page size + 1.
+    pub const LIST_ITEMS: &str = crate::sql::LIST_ITEMS.text;
+    /// `POST /items` without an `Idempotency-Key`: `$1` name, `$2` description.
+    pub const INSERT_ITEM: &str = crate::sql::INSERT_ITEM.text;
+}

@@ -23,7 +23,7 @@ macro_rules! item_columns {
 
 /// One statement: its text and the span (and duration sample) it is recorded as.
 pub(crate) struct Sql {
-    text: &'static str,
+    pub(crate) text: &'static str,
     query: Query,
 }
 

@@ -75,6 +75,11 @@ impl PgCluster {
         &self.data_dir
     }
 
+    /// A program of the PostgreSQL installation that runs this cluster (`pgbench`, `psql` …).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
     /// URL of a database on this cluster (user `postgres`, trust authentication on loopback).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

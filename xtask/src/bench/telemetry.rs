@@ -119,12 +119,14 @@ async fn measure(
     let mut load = setup.load(args.warmup.max(MIN_WARMUP));
     wrk::run(setup.wrk_bin, script, &base_url, &load, &script_args).await?;
     load.duration = args.duration;
-    let cpu_before = cpu_seconds(server.id());
+    let cpu_before = server.id().and_then(super::cpu::process);
     let summary = wrk::run(setup.wrk_bin, script, &base_url, &load, &script_args).await?;
-    let cpu_after = cpu_seconds(server.id());
+    let cpu_after = server.id().and_then(super::cpu::process);
     let label = variant.map_or_else(|| "off".to_owned(), |v| v.label());
     let cpu_per_request = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) if summary.requests > 0 => (a - b) * 1e6 / summary.requests as f64,
+        (Some(b), Some(a)) if summary.requests > 0 => {
+            a.saturating_sub(b).as_secs_f64() * 1e6 / summary.requests as f64
+        }
         _ => f64::NAN,
     };
     if summary.errors.total() > 0 {
@@ -286,15 +288,4 @@ async fn start_sink() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
-}
-
-/// User + system CPU seconds of a process so far (`/proc/<pid>/stat`, Linux).
-fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // USER_HZ is 100 on Linux.
-    Some(ticks / 100.0)
 }

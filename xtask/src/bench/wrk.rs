@@ -18,6 +18,16 @@ pub(crate) struct Endpoint {
     /// The script's file name under `xtask/bench/`.
     file: &'static str,
     script: &'static str,
+    /// What the service does per request: what pgbench does per transaction.
+    pub(crate) work: Work,
+}
+
+/// The database work behind one request of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    GetItem,
+    ListItems,
+    CreateItem,
 }
 
 pub(crate) const ENDPOINTS: [Endpoint; 3] = [
@@ -25,16 +35,19 @@ pub(crate) const ENDPOINTS: [Endpoint; 3] = [
         name: "GET /items/{id}",
         file: "get_item.lua",
         script: include_str!("../../bench/get_item.lua"),
+        work: Work::GetItem,
     },
     Endpoint {
         name: "GET /items?page_size=50",
         file: "list_items.lua",
         script: include_str!("../../bench/list_items.lua"),
+        work: Work::ListItems,
     },
     Endpoint {
         name: "POST /items",
         file: "create_item.lua",
         script: include_str!("../../bench/create_item.lua"),
+        work: Work::CreateItem,
     },
 ];
 
