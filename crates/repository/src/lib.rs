@@ -31,7 +31,7 @@ pub use workers::WorkerStores;
 
 /// The text of the statements behind the read and create endpoints, for `cargo xtask bench`,
 /// which runs them on PostgreSQL alone (pgbench) to measure the service against that limit.
-pub mod statements {
+pub mod bench_statements {
     /// `GET /items/{id}`: `$1` the id.
     pub const SELECT_ITEM: &str = crate::sql::SELECT_ITEM.text;
     /// `GET /items`: `$1` the last id of the previous page (0: none), `$2` the page size + 1.

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use items_repository::statements;
+use items_repository::bench_statements as statements;
 
 use super::wrk::Work;
 

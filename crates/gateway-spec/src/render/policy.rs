@@ -25,7 +25,7 @@ pub const GATEWAY_AUTH: &str = "x-gateway-auth";
 /// Operation extension of the route table: `true` marks a health probe, which needs only the
 /// API key (Cloud Monitoring's uptime check sends an `x-api-key` header and no JWT) and is
 /// charged to no quota metric (ESPv2 calls Service Control's AllocateQuota only for methods with
-/// `metricCosts`, gateway-facts.md "Quota").
+/// `metricCosts`: esp-v2 `src/api_proxy/service_control/request_builder.cc`).
 pub const GATEWAY_PROBE: &str = "x-gateway-probe";
 
 fn is_probe(op: &Value) -> bool {
