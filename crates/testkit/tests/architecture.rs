@@ -99,8 +99,9 @@ const ONLY_USERS: &[OnlyUsers] = &[
     },
     OnlyUsers {
         library: "google-cloud-run-v2",
-        users: &["xtask"],
-        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+        users: &["xtask", "items-local-cloud"],
+        why: "xtask is the only place that calls Google Cloud control-plane APIs; the local cloud \
+              serves that API and compares revision templates with the client's own model types",
     },
     OnlyUsers {
         library: "google-cloud-apigateway-v1",

@@ -517,6 +517,8 @@ pub fn public() -> Iam {
 }
 
 pub fn http() -> reqwest::Client {
+    // As in `image::Puller::new`: a workspace-wide build leaves reqwest's rustls without a provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .build()
