@@ -149,6 +149,7 @@ fn print_banner(addr: SocketAddr, database_url: &str, throwaway: bool) {
         "  items service: {base}   (database {})",
         redact(database_url)
     );
+    println!("  API reference: {base}/docs");
     println!("  try:");
     println!(
         "    curl -i -X POST {base}/items -H 'Content-Type: application/json' \\\n         -d '{{\"name\": \"first item\", \"description\": \"hello\"}}'"

@@ -44,7 +44,7 @@ struct SharedReads {
 }
 
 /// Reads pipelined on one connection at most; more open another. `cargo xtask bench`, GET
-/// /items/{id}, one worker, 200 connections: see README § Performance for the figures.
+/// /items/{id}, one worker, 200 connections: see docs/performance.md for the figures.
 const READS_PER_CONNECTION: usize = 64;
 
 impl SharedReads {

@@ -94,7 +94,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    /// The numbered phase of the roll-out the step belongs to (README "What it does").
+    /// The numbered phase of the roll-out the step belongs to (docs/deploy.md, "What it does").
     pub(crate) fn phase(&self) -> u8 {
         match self {
             Self::RevisionServing { .. }

@@ -199,8 +199,8 @@ fn disagreements(readme: &str) -> Vec<String> {
 }
 
 fn readme() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
-    std::fs::read_to_string(path).expect("README.md")
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    std::fs::read_to_string(path).expect("docs/configuration.md")
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! renders the environment's gateway configs) → the environment's file → an optional explicit file → Cloud Run's `PORT` → the OpenTelemetry
 //! specification's `OTEL_*` variables → `APP__SECTION__KEY` variables (so an `APP__…` setting
 //! wins over its `OTEL_*` twin). Environment files are compiled in, so the binary needs no files
-//! at run time. README's settings tables are checked against these files (`defaults_tests`).
+//! at run time. The settings tables of docs/configuration.md are checked against these files (`defaults_tests`).
 
 mod api;
 #[cfg(test)]

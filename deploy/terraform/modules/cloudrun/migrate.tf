@@ -6,7 +6,7 @@
 # even when the service scales to zero ("Execute jobs on a schedule": the caller needs
 # roles/run.invoker on the job).
 # Owners: Terraform owns everything here except the container image, which the release sets
-# (`gcloud run jobs update items-migrate --image …`, README "Schema changes").
+# (`gcloud run jobs update items-migrate --image …`, docs/deploy.md "Schema changes").
 
 resource "google_service_account" "migrator" {
   project      = var.project_id

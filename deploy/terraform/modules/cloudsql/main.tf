@@ -113,7 +113,7 @@ resource "google_secret_manager_secret_version" "db_password" {
 
 # The runtime user's password. Bump runtime_password_version to rotate: a new version becomes
 # "latest", the next migrate job run sets it on the role, and the next revision reads it
-# (README, "Rotating the database password").
+# (docs/deploy.md, "Rotating the database password").
 ephemeral "random_password" "runtime" {
   length           = 40
   special          = true

@@ -35,7 +35,7 @@ variable "domains" {
 
 variable "drained_regions" {
   type        = list(string)
-  description = "Regions whose gateway gets no traffic (manual failover, see README's multi-region runbook)."
+  description = "Regions whose gateway gets no traffic (manual failover, see the multi-region runbook in docs/deploy.md)."
   default     = []
 }
 

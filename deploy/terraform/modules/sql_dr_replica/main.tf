@@ -1,6 +1,6 @@
 # A cross-region read replica of the Cloud SQL primary, for disaster recovery: it follows the
 # primary asynchronously in another region, private IP only, and is promoted by the runbook
-# (README, "Multi-region") when the primary's region is lost.
+# (docs/deploy.md, "Multi-region") when the primary's region is lost.
 #
 # With Cloud SQL Enterprise Plus the replica can be the primary's designated DR replica
 # (advanced disaster recovery: `gcloud sql instances switchover` with zero data loss, and
