@@ -79,7 +79,15 @@ fn the_scanner_catches_reserved_paths() {
 fn no_probe_route_or_check_uses_a_reserved_path() {
     let root = root();
     let mut all = Vec::new();
-    for dir in ["deploy", "docs", "openapi", "xtask/src", "crates", ".ci", ".github"] {
+    for dir in [
+        "deploy",
+        "docs",
+        "openapi",
+        "xtask/src",
+        "crates",
+        ".ci",
+        ".github",
+    ] {
         files(&root.join(dir), &mut all);
     }
     all.push(root.join("README.md"));
