@@ -3,85 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway, LogSink, SigningKey};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/local_cloud.rs"]
+mod support;
 
-fn xtask(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("DEPLOY_API_KEY")
-        .env_remove("DEPLOY_TOKEN")
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- xtask {args:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The running `cargo xtask cloud` and every line it printed.
-struct Cloud {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Cloud {
-    fn start(binary: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["cloud", "--binary"])
-            .arg(binary)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn wait_for(&self, what: impl Fn(&str) -> bool, within: Duration) -> Option<String> {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| what(l)) {
-                return Some(l.clone());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    fn value(&self, prefix: &str) -> String {
-        let line = self
-            .wait_for(|l| l.starts_with(prefix), Duration::from_secs(300))
-            .unwrap_or_else(|| panic!("no line {prefix:?}"));
-        line[prefix.len()..].trim().to_owned()
-    }
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let _ = self.child.wait();
-    }
-}
+use support::{Cloud, push_image, revision_of, root, service_binary, xtask};
 
 fn get(url: &str, headers: &[(&str, String)]) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -102,24 +31,15 @@ fn get(url: &str, headers: &[(&str, String)]) -> (u16, String) {
 
 #[test]
 fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
-    let binary = root().join("target/debug/items-service");
-    if !binary.is_file() {
-        eprintln!(
-            "skipped: {} does not exist (cargo build -p items-service builds it)",
-            binary.display()
-        );
+    let Some(binary) = service_binary() else {
         return;
-    }
+    };
     let cloud = Cloud::start(&binary);
     let gateway = cloud.value("gateway europe-west1:");
     let run = cloud.value("run europe-west1:");
     let key = cloud.value("api key:");
     assert_eq!(key, LOCAL_API_KEY);
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root().join("target/local-cloud/local.json")).unwrap(),
-    )
-    .unwrap();
-    let registry = state["registry"].as_str().unwrap();
+    let registry = cloud.registry();
     let bootstrap = cloud
         .wait_for(|l| l.starts_with("items-00001-"), Duration::from_secs(5))
         .and_then(|l| l.split('|').next().map(str::to_owned))
@@ -127,24 +47,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
 
     // v1: an image of the same binary with another revision label.
     let layout = std::env::temp_dir().join(format!("xtask-local-cloud-{}", std::process::id()));
-    let pushed = xtask(&[
-        "image",
-        "--binary",
-        binary.to_str().unwrap(),
-        "--revision",
-        "local-cloud-test",
-        "--output",
-        layout.to_str().unwrap(),
-        "--push",
-        &format!("{registry}/items-local-0001/items/items-service:v1"),
-    ]);
-    assert!(pushed.status.success());
-    let stdout = String::from_utf8_lossy(&pushed.stdout);
-    let image = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("pushed: "))
-        .unwrap()
-        .to_owned();
+    let image = push_image(&registry, &binary, "local-cloud-test", "v1", &layout);
     let deploy = [
         "deploy",
         "--env",
@@ -156,7 +59,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     ];
     let out = xtask(&deploy);
     assert!(out.status.success(), "deploy --env local failed");
-    let revision = format!("items-{}", &image.rsplit(':').next().unwrap()[..12]);
+    let revision = revision_of(&image);
     let again = xtask(&deploy);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));

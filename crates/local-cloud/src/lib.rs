@@ -19,6 +19,10 @@
 //! With the [`Stub`] plane the control plane also answers what the deploy checks: a tagged
 //! revision URL `http://ADDR/run/<region>/<tag>` (`/health/ready`, `/items`) and a gateway host
 //! `http://ADDR/gw/<gateway>` (`/items`).
+//!
+//! A local-only extension, not part of any Google API: `POST /local/faults/{revision}` with
+//! `{"added_latency_ms": N, "error_ratio": R, "error_status": S}` injects that [`Fault`] in front
+//! of the revision's instances (`DELETE` removes it), for end-to-end tests of a running cloud.
 
 mod apigateway;
 mod gateways;
@@ -431,6 +435,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     let path = req.path().to_owned();
     let query: BTreeMap<String, String> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    if let Some(revision) = path.strip_prefix("/local/faults/") {
+        return local_fault(&shared, &method, revision, &body);
+    }
     let mut s = shared.lock();
     s.calls.push(Call {
         method: method.clone(),
@@ -504,6 +511,43 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         ("v2", "services") => run::handle(&shared, &mut s, request),
         ("v1", "gateways" | "apis") => apigateway::handle(&shared, &mut s, request),
         _ => google::error(404, "NOT_FOUND", &format!("no route {method} {path}")),
+    }
+}
+
+/// `POST|DELETE /local/faults/{revision}`: the local-only fault injection (see the module's doc).
+fn local_fault(shared: &Shared, method: &str, revision: &str, body: &[u8]) -> HttpResponse {
+    if revision.is_empty() || revision.contains('/') {
+        return google::error(404, "NOT_FOUND", "no such revision name");
+    }
+    match method {
+        "DELETE" => {
+            shared.plane.set_fault(revision, None);
+            HttpResponse::NoContent().finish()
+        }
+        "POST" => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return google::error(400, "INVALID_ARGUMENT", "body is not JSON");
+            };
+            let ratio = v["error_ratio"].as_f64().unwrap_or(0.0);
+            let status = u16::try_from(v["error_status"].as_u64().unwrap_or(503)).unwrap_or(0);
+            if !(0.0..=1.0).contains(&ratio) || !(100..=599).contains(&status) {
+                return google::error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "error_ratio must be in 0..=1 and error_status in 100..=599",
+                );
+            }
+            let fault = Fault {
+                added_latency: std::time::Duration::from_millis(
+                    v["added_latency_ms"].as_u64().unwrap_or(0),
+                ),
+                error_ratio: ratio,
+                error_status: status,
+            };
+            shared.plane.set_fault(revision, Some(fault));
+            HttpResponse::NoContent().finish()
+        }
+        _ => google::error(405, "METHOD_NOT_ALLOWED", "POST or DELETE"),
     }
 }
 

@@ -166,7 +166,11 @@ impl Plan {
             &revision,
             &tag,
         ));
-        steps.extend(gateway_steps(&state.regions, inputs.gate.is_some()));
+        steps.extend(gateway_steps(
+            &state.regions,
+            &staged,
+            inputs.gate.is_some(),
+        ));
         steps.extend(
             prune_steps(&state, inputs.keep_api_configs)
                 .into_iter()
@@ -406,12 +410,17 @@ fn traffic_steps(
 
 /// Phase 4, one region after the other: the config (created one at a time), the gateway, its
 /// check and the SLO gate.
-fn gateway_steps(regions: &[Region], gate: bool) -> Vec<Step> {
+fn gateway_steps(regions: &[Region], staged: &[bool], gate: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut created: Vec<&str> = Vec::new();
     for (i, r) in regions.iter().enumerate() {
         if r.gateway_current() {
             steps.push(Step::GatewayServing { region: i });
+            // The gateway's config is unchanged, but a new revision took its traffic: the gate
+            // measures it through the gateway all the same.
+            if gate && staged[i] {
+                steps.push(Step::SloGate { region: i });
+            }
             continue;
         }
         // Two regions rendering the same config (ids are content hashes) create it once.
