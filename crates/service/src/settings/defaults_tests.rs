@@ -198,9 +198,15 @@ fn disagreements(readme: &str) -> Vec<String> {
     problems
 }
 
+/// The settings tables: docs/configuration.md, and the log and telemetry tables of
+/// docs/observability.md.
 fn readme() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
-    std::fs::read_to_string(path).expect("docs/configuration.md")
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/");
+    ["configuration.md", "observability.md"]
+        .iter()
+        .map(|doc| std::fs::read_to_string(format!("{root}{doc}")).expect("a settings doc"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
