@@ -2,7 +2,9 @@
 //! API Gateway in every region of an environment.
 //!
 //! 1. build and push the image (unless `--image <ref@digest>` is given);
-//! 2. in each region, create revision `<service>-<digest prefix>` at 0% traffic with tag
+//! 2. run the migrate job with the image and wait for its execution (`migrate_job.rs`); then in
+//!    each region whose serving revision does not run the image with the service's current
+//!    configuration, create a revision (Cloud Run names it; `revision.rs`) at 0% traffic with tag
 //!    `deploy-<digest prefix>`, wait, and check its tagged URL (`/health/ready`, one API read);
 //! 3. move traffic: `--canary <percent>` first (held `--canary-wait` seconds and re-checked),
 //!    then 100%;
@@ -17,13 +19,15 @@
 //! Steps 2–6 are computed once, as a [`Plan`] of typed steps (`plan.rs`), from the state read
 //! (`state.rs`) and the inputs: `--plan` prints it and changes nothing; otherwise the executor
 //! (`execute.rs`) runs it step by step, journaling each change (`journal.rs`) for the rollback.
-//! A re-run with the same image and spec finds nothing to do and says so.
+//! A re-run with the same image, configuration and spec finds nothing to do and says so.
 
 mod cloud;
 mod execute;
 mod journal;
+mod migrate_job;
 mod plan;
 mod probe;
+mod revision;
 mod slo;
 mod state;
 mod traffic;
@@ -110,7 +114,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     }
     let ui = Ui::new();
     let region_names = selected_regions(&env, &args.regions)?;
-    // Step 1 comes first: the revision's name is the image's digest.
+    // Step 1 comes first: whether a region already serves the image is decided by its digest.
     let image = image(&args, &env, ui).await?;
     let conn = Connection {
         run_endpoint: args.run_endpoint.clone(),
@@ -119,7 +123,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         poll_interval: args.poll_interval_ms.map(Duration::from_millis),
     };
     let cloud = Cloud::connect(&conn, ui).await?;
-    let state = state::read(&cloud, &env, &region_names, image.revision(&env).as_deref()).await?;
+    let state = state::read(&cloud, &env, &region_names).await?;
     let inputs = plan::Inputs {
         image,
         canary: args.canary,
@@ -137,7 +141,8 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?
         .with_token(args.slo.token.clone())
         .with_local_identity(local.map(|state| state.deployer));
-    let executor = Executor::new(&plan, &env, cloud, ui, prober);
+    let migrate = migrate_job::MigrateJob::connect(&conn, ui).await?;
+    let executor = Executor::new(&plan, &env, cloud, ui, prober).with_migrate_job(migrate);
     execute(&plan, executor).await
 }
 
@@ -172,7 +177,7 @@ fn local_cloud(args: &mut Args, env: &Environment) -> anyhow::Result<crate::clou
 /// Runs the plan: the roll-out (rolled back on failure), then pruning.
 async fn execute(plan: &Plan, mut executor: Executor<'_>) -> anyhow::Result<ExitCode> {
     if !plan.changes_anything() {
-        println!("{}", nothing_to_do(plan));
+        println!("{}", plan.nothing_to_do());
         // Before the pruning there are only "unchanged" steps, which report and cannot fail.
         executor
             .run(&plan.steps)
@@ -201,33 +206,8 @@ async fn execute(plan: &Plan, mut executor: Executor<'_>) -> anyhow::Result<Exit
             f.step, f.error
         );
     }
-    println!(
-        "Deployed {} as revision {} in {}.",
-        plan.image.reference().unwrap_or_default(),
-        plan.revision,
-        plan.regions
-            .iter()
-            .map(|r| format!("{} (API config {})", r.name, r.config_id))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("{}", plan.deployed(executor.created()));
     Ok(ExitCode::SUCCESS)
-}
-
-fn nothing_to_do(plan: &Plan) -> String {
-    let one = plan.regions.len() == 1;
-    format!(
-        "Nothing to do: {} already serve{} revision {} and their API configs ({}) in {}.",
-        if one { "the region" } else { "all regions" },
-        if one { "s" } else { "" },
-        plan.revision,
-        plan.regions
-            .iter()
-            .map(|r| r.config_id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        plan.env_name,
-    )
 }
 
 /// Step 1: the image given, or (unless planning) built and pushed; by digest either way.
