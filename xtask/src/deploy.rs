@@ -275,8 +275,8 @@ fn selected_regions(env: &Environment, wanted: &[String]) -> anyhow::Result<Vec<
     Ok(known.into_iter().filter(|k| wanted.contains(k)).collect())
 }
 
-/// Cloud Run deploys what a tag points to when it resolves it; pinning by digest makes the
-/// revision name (and a re-run) mean exactly one image.
+/// Cloud Run deploys what a tag points to when it resolves it; pinning by digest makes a
+/// revision (and a re-run) mean exactly one image.
 fn check_pinned(image: &str) -> anyhow::Result<()> {
     let Some((_, hex)) = image.rsplit_once("@sha256:") else {
         bail!("--image {image:?}: give the image by digest, <registry>/<repository>@sha256:<hex>");
