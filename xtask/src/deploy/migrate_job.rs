@@ -10,8 +10,8 @@
 //! - `jobs.run` with the updated job's etag ("A system-generated fingerprint for this version of
 //!   the resource. May be used to detect modification conflict during updates"), a long-running
 //!   operation whose metadata and response are the `Execution` ("Triggers creation of a new
-//!   Execution of this Job"); it is polled to its end and the execution must have no failed or
-//!   cancelled task ("Executing a job creates a job execution in which all tasks must run to
+//!   Execution of this Job"); it is polled to its end and every task of the execution must have
+//!   succeeded ("Executing a job creates a job execution in which all tasks must run to
 //!   completion successfully in order for the job execution to be successful", Cloud Run
 //!   "Execute jobs");
 //! - on failure, `executions.get` of the execution the operation named, for its counts, its
@@ -175,19 +175,29 @@ fn with_image(mut job: Job, image: &str) -> anyhow::Result<Job> {
     Ok(job)
 }
 
-/// Why `execution` failed (a failed or cancelled task, or its `Completed` condition failed), or
-/// `None`.
+/// Why `execution` failed, or `None`: a failed or cancelled task, fewer tasks succeeded than it
+/// has (a cancelled execution ends its operation without an error: apache/airflow#67050, whose
+/// operator checks `succeeded_count` against `task_count` for that reason), or its `Completed`
+/// condition failed.
 fn failure(execution: &Execution) -> Option<String> {
     let completed = execution
         .conditions
         .iter()
         .find(|c| c.r#type == "Completed" && c.state == condition::State::ConditionFailed);
-    if execution.failed_count == 0 && execution.cancelled_count == 0 && completed.is_none() {
+    let short = execution.succeeded_count < execution.task_count;
+    if execution.failed_count == 0
+        && execution.cancelled_count == 0
+        && !short
+        && completed.is_none()
+    {
         return None;
     }
     let mut why = format!(
-        "{} of {} task(s) failed, {} cancelled",
-        execution.failed_count, execution.task_count, execution.cancelled_count
+        "{} of {} task(s) succeeded, {} failed, {} cancelled",
+        execution.succeeded_count,
+        execution.task_count,
+        execution.failed_count,
+        execution.cancelled_count
     );
     if let Some(c) = completed.filter(|c| !c.message.is_empty()) {
         why.push_str(&format!(": {}", c.message));
@@ -263,7 +273,11 @@ mod tests {
         c.message = "Task items-migrate-abc-task0 failed with exit code 1".into();
         failed.conditions = vec![c];
         let why = failure(&failed).expect("failed");
-        assert!(why.contains("1 of 1 task(s) failed"), "{why}");
+        assert!(why.contains("0 of 1 task(s) succeeded, 1 failed"), "{why}");
         assert!(why.contains("exit code 1"), "{why}");
+        // Cancelled: the operation ends without an error, the counts tell.
+        let mut cancelled = ok.clone();
+        cancelled.succeeded_count = 0;
+        assert!(failure(&cancelled).is_some());
     }
 }
