@@ -9,77 +9,25 @@ use items_domain::{ItemStore as _, StoreError};
 use items_repository::{
     Connector, DatabaseSettings, DbError, PgStore, REREAD_INTERVAL, TlsMode, check_schema, migrate,
 };
-use items_testkit::{ClusterOptions, PgCluster, TestCa};
+use items_testkit::{TestCa, TlsDatabase};
 use tokio_postgres::NoTls;
 
-/// A TLS-only cluster whose certificate a fresh CA signed as Cloud SQL's per-instance CA signs
-/// an instance's (`CN = project:instance`, no name for 127.0.0.1), with role `app` (password
-/// `first`) owning database `items`.
-struct TlsServer {
-    cluster: PgCluster,
-    ca: TestCa,
+/// The TLS-only test cluster (Cloud SQL-style certificate, `hostssl` only) with role `app`
+/// (password `first`) owning database `items`.
+async fn server() -> TlsDatabase {
+    TlsDatabase::start("app", "first").await.unwrap()
 }
 
-impl TlsServer {
-    async fn start() -> Self {
-        let ca = TestCa::new("items test server CA").unwrap();
-        let certificate = ca.cloud_sql_server("test-project", "items-test").unwrap();
-        let cluster = tokio::task::spawn_blocking(move || {
-            PgCluster::start(&ClusterOptions {
-                fast_unsafe: true,
-                max_connections: 40,
-                tls: Some(certificate),
-                ..ClusterOptions::default()
-            })
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        let server = Self { cluster, ca };
-        let admin = server.admin().await;
-        for statement in [
-            "CREATE ROLE app LOGIN PASSWORD 'first'",
-            "CREATE DATABASE items OWNER app",
-        ] {
-            admin.batch_execute(statement).await.unwrap();
-        }
-        server
-    }
-
-    /// The superuser, over the unix socket.
-    async fn admin(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.cluster.socket_url("postgres"), NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
-    }
-
-    /// `app` on `items` over TCP, with `mode` and this server's CA.
-    fn settings(&self, mode: TlsMode) -> DatabaseSettings {
-        let mut settings = DatabaseSettings::from_url(&format!(
-            "postgres://app@127.0.0.1:{}/items",
-            self.cluster.port()
-        ));
-        settings.tls_mode = mode;
-        settings.tls_ca_pem = Some(self.ca.pem().to_owned());
-        settings.pool.create_timeout_ms = 5000;
-        settings
-    }
-
-    /// Ends every session of `app` (new requests then need new connections).
-    async fn disconnect_app(&self) {
-        self.admin()
-            .await
-            .batch_execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
-            )
-            .await
-            .unwrap();
-        // The pooled clients notice their closed sockets.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// `app` on `items` over TCP, with `mode` and the server's CA.
+fn settings(server: &TlsDatabase, mode: TlsMode) -> DatabaseSettings {
+    let mut settings = DatabaseSettings::from_url(&format!(
+        "postgres://app@127.0.0.1:{}/items",
+        server.cluster.port()
+    ));
+    settings.tls_mode = mode;
+    settings.tls_ca_pem = Some(server.ca.pem().to_owned());
+    settings.pool.create_timeout_ms = 5000;
+    settings
 }
 
 fn with_password(mut settings: DatabaseSettings, password: &str) -> DatabaseSettings {
@@ -89,25 +37,18 @@ fn with_password(mut settings: DatabaseSettings, password: &str) -> DatabaseSett
 
 #[tokio::test]
 async fn verify_ca_connects_over_tls_to_a_certificate_that_names_the_instance_not_the_host() {
-    let server = TlsServer::start().await;
-    let connector =
-        Connector::new(&with_password(server.settings(TlsMode::VerifyCa), "first")).unwrap();
+    let server = server().await;
+    let connector = Connector::new(&with_password(
+        settings(&server, TlsMode::VerifyCa),
+        "first",
+    ))
+    .unwrap();
     migrate(&connector).await.unwrap();
     check_schema(&connector).await.unwrap();
     let store = PgStore::new(&connector).unwrap();
     store.ready().await.unwrap();
     // The pooled connection is open now: the server says it is encrypted.
-    let encrypted: i64 = server
-        .admin()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-             WHERE usename = 'app' AND ssl",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let encrypted = server.encrypted_sessions().await.unwrap();
     assert!(encrypted >= 1, "{encrypted} encrypted sessions of app");
 }
 
@@ -115,9 +56,9 @@ async fn verify_ca_connects_over_tls_to_a_certificate_that_names_the_instance_no
 /// against the IP the service dials (libpq's `verify-full`) refuses the right server.
 #[tokio::test]
 async fn verify_full_refuses_a_cloud_sql_style_certificate_and_names_the_setting() {
-    let server = TlsServer::start().await;
+    let server = server().await;
     let connector = Connector::new(&with_password(
-        server.settings(TlsMode::VerifyFull),
+        settings(&server, TlsMode::VerifyFull),
         "first",
     ))
     .unwrap();
@@ -131,8 +72,8 @@ async fn verify_full_refuses_a_cloud_sql_style_certificate_and_names_the_setting
 
 #[tokio::test]
 async fn a_wrong_ca_fails_at_start_up_with_a_message_naming_the_setting() {
-    let server = TlsServer::start().await;
-    let mut settings = with_password(server.settings(TlsMode::VerifyCa), "first");
+    let server = server().await;
+    let mut settings = with_password(settings(&server, TlsMode::VerifyCa), "first");
     settings.tls_ca_pem = Some(TestCa::new("someone else").unwrap().pem().to_owned());
     let connector = Connector::new(&settings).unwrap();
     // What the service's start-up runs before it serves (`prepare_schema`).
@@ -154,7 +95,7 @@ async fn a_wrong_ca_fails_at_start_up_with_a_message_naming_the_setting() {
 
 #[tokio::test]
 async fn the_server_refuses_a_plaintext_client() {
-    let server = TlsServer::start().await;
+    let server = server().await;
     let url = format!(
         "postgres://app:first@127.0.0.1:{}/items?sslmode=disable",
         server.cluster.port()
@@ -171,7 +112,7 @@ async fn the_server_refuses_a_plaintext_client() {
     assert!(db.message().contains("no encryption"), "{}", db.message());
     // So is the service with TLS off: its requests get 503s.
     let connector =
-        Connector::new(&with_password(server.settings(TlsMode::Disable), "first")).unwrap();
+        Connector::new(&with_password(settings(&server, TlsMode::Disable), "first")).unwrap();
     let err = PgStore::new(&connector).unwrap().ready().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
@@ -181,37 +122,27 @@ async fn the_server_refuses_a_plaintext_client() {
 /// password was read when the pool was built, so a rotation broke every new connection.
 #[tokio::test]
 async fn a_rotated_password_is_read_again_and_an_unchanged_one_is_reported_unavailable() {
-    let server = TlsServer::start().await;
+    let server = server().await;
     let file = std::env::temp_dir().join(format!("items-rotation-{}", std::process::id()));
     std::fs::write(&file, "first\n").unwrap();
-    let mut settings = server.settings(TlsMode::VerifyCa);
+    let mut settings = settings(&server, TlsMode::VerifyCa);
     settings.password_file = Some(file.clone());
     let connector = Connector::new(&settings).unwrap();
     let store = PgStore::new(&connector).unwrap();
     store.ready().await.unwrap();
 
     // Rotation: the role's password and the secret change; open connections stay.
-    server
-        .admin()
-        .await
-        .batch_execute("ALTER ROLE app PASSWORD 'second'")
-        .await
-        .unwrap();
+    server.set_password("second").await.unwrap();
     std::fs::write(&file, "second\n").unwrap();
-    server.disconnect_app().await;
+    server.disconnect_user().await.unwrap();
     store.ready().await.unwrap();
     // Another pool of the process (another worker) uses the new one straight away.
     PgStore::new(&connector).unwrap().ready().await.unwrap();
 
     // The role changes but the file does not: refused, reported as unavailable (503 +
     // Retry-After at the edge, one WARNING line naming the file), not retried forever.
-    server
-        .admin()
-        .await
-        .batch_execute("ALTER ROLE app PASSWORD 'third'")
-        .await
-        .unwrap();
-    server.disconnect_app().await;
+    server.set_password("third").await.unwrap();
+    server.disconnect_user().await.unwrap();
     tokio::time::sleep(REREAD_INTERVAL).await;
     let err = PgStore::new(&connector).unwrap().ready().await.unwrap_err();
     let StoreError::Unavailable(cause) = &err else {

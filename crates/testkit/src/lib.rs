@@ -22,7 +22,7 @@ use anyhow::Context as _;
 pub use cluster::{ClusterOptions, PgCluster, shared_cluster_url};
 pub use launch::ServiceLaunch;
 pub use metadata::{MetadataServer, TOKEN_PATH};
-pub use tls::{ServerTls, TestCa};
+pub use tls::{ServerTls, TestCa, TlsDatabase};
 
 /// The server URL tests should use: `DATABASE_URL`, else the shared throwaway cluster.
 pub fn server_url() -> anyhow::Result<String> {

@@ -8,6 +8,8 @@
 //! fails on it; chain verification passes.
 
 use anyhow::Context as _;
+
+use crate::{ClusterOptions, PgCluster};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -80,4 +82,109 @@ fn named(cn: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, cn);
     name
+}
+
+/// A TLS-only cluster of its own ([`ClusterOptions::tls`]) whose certificate a fresh CA signed
+/// as Cloud SQL's per-instance CA signs an instance's, with one login role (SCRAM password)
+/// owning one database, `items`.
+#[derive(Debug)]
+pub struct TlsDatabase {
+    pub cluster: PgCluster,
+    pub ca: TestCa,
+    pub user: String,
+}
+
+impl TlsDatabase {
+    /// Starts the cluster (blocking work off the async threads) and creates `user` with
+    /// `password`.
+    pub async fn start(user: &str, password: &str) -> anyhow::Result<Self> {
+        let ca = TestCa::new("items test server CA")?;
+        let certificate = ca.cloud_sql_server("test-project", "items-test")?;
+        let cluster = tokio::task::spawn_blocking(move || {
+            PgCluster::start(&ClusterOptions {
+                fast_unsafe: true,
+                max_connections: 40,
+                tls: Some(certificate),
+                ..ClusterOptions::default()
+            })
+        })
+        .await??;
+        let database = Self {
+            cluster,
+            ca,
+            user: user.to_owned(),
+        };
+        let admin = database.admin().await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {} LOGIN PASSWORD {}",
+                quoted(user, '"'),
+                quoted(password, '\'')
+            ))
+            .await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE items OWNER {}",
+                quoted(user, '"')
+            ))
+            .await?;
+        Ok(database)
+    }
+
+    /// The superuser, over the unix socket.
+    pub async fn admin(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.cluster.socket_url("postgres"), tokio_postgres::NoTls)
+                .await
+                .context("connecting as the superuser over the unix socket")?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Sets the role's password.
+    pub async fn set_password(&self, password: &str) -> anyhow::Result<()> {
+        self.admin()
+            .await?
+            .batch_execute(&format!(
+                "ALTER ROLE {} PASSWORD {}",
+                quoted(&self.user, '"'),
+                quoted(password, '\'')
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the role, so that its clients need new connections; returns once
+    /// they had a moment to notice.
+    pub async fn disconnect_user(&self) -> anyhow::Result<()> {
+        self.admin()
+            .await?
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&self.user],
+            )
+            .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Ok(())
+    }
+
+    /// How many sessions of the role are encrypted.
+    pub async fn encrypted_sessions(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .admin()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE usename = $1 AND ssl",
+                &[&self.user],
+            )
+            .await?
+            .get(0))
+    }
+}
+
+/// `text` between `quote`s, inner quotes doubled (an SQL identifier or literal).
+fn quoted(text: &str, quote: char) -> String {
+    let doubled = text.replace(quote, &format!("{quote}{quote}"));
+    format!("{quote}{doubled}{quote}")
 }
