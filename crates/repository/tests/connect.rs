@@ -3,8 +3,6 @@
 //! password file read once at start-up and again only when the server refuses it (a rotation).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use items_domain::{ItemStore as _, StoreError};
 use items_repository::{
     Connector, DatabaseSettings, DbError, PgStore, REREAD_INTERVAL, TlsMode, check_schema, migrate,
