@@ -258,3 +258,66 @@ async fn the_runtime_user_gets_dml_rights_only() {
         );
     }
 }
+
+/// With IAM database authentication the runtime service account is a database user that Cloud
+/// SQL creates with no privileges (Terraform's `CLOUD_IAM_SERVICE_ACCOUNT` user): the migrate job
+/// grants it the runtime user's DML rights, sets no password, and names the setting when the
+/// role is missing.
+#[tokio::test]
+async fn the_migrate_job_grants_the_iam_user_dml_rights() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let suffix = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    // A service account's database user: its email without ".gserviceaccount.com".
+    let user = format!("items-run-{suffix}@test-project.iam");
+    let mut settings = DatabaseSettings::from_url(&url);
+    settings.runtime_iam_user = Some(user.clone());
+    let err = migrate(&Connector::new(&settings).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.runtime_iam_user"), "{err}");
+
+    // What Cloud SQL does for the IAM user: a login role with no privileges.
+    let admin = connect(&settings).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{user}\" LOGIN"))
+        .await
+        .unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
+
+    let mut iam = DatabaseSettings::from_url(&url);
+    iam.url = None;
+    let config = settings.pg_config().unwrap();
+    iam.host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(p) => Some(p.display().to_string()),
+    };
+    iam.port = config.get_ports().first().copied();
+    iam.dbname = config.get_dbname().map(str::to_owned);
+    iam.user = Some(user.clone());
+    let app = connect(&iam).await;
+    app.execute("INSERT INTO items (name) VALUES ('iam')", &[])
+        .await
+        .unwrap();
+    let err = app
+        .batch_execute("CREATE TABLE sneaky (id int)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let password: Option<String> = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        password, None,
+        "no password: its tokens are checked by Cloud SQL"
+    );
+}
