@@ -144,8 +144,8 @@ impl Connector {
         PoolConnect(self.clone())
     }
 
-    /// The driver configuration (for the pool's manager, which also reads it for statement
-    /// caching; the connections themselves are opened by [`PoolConnect`]).
+    /// The driver configuration, which the pool's manager holds and hands to [`PoolConnect`]
+    /// (which opens connections with its connector's own copy and current credentials).
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -284,6 +284,31 @@ mod tests {
     }
 
     #[test]
+    fn validation_names_what_tls_and_iam_need_without_reading_secrets() {
+        let check = |s: &DatabaseSettings| s.validate().map_err(|e| e.to_string());
+        let mut s = DatabaseSettings::from_url("postgres://u@10.0.0.3/items");
+        s.tls_mode = TlsMode::VerifyCa;
+        assert!(check(&s).unwrap_err().contains("database.tls_ca_pem"));
+        s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
+        check(&s).unwrap();
+        s.iam_authentication = true;
+        // The password file is not looked at with IAM: none is needed.
+        s.password_file = Some("/nonexistent/db-password".into());
+        check(&s).unwrap();
+        s.tls_mode = TlsMode::Disable;
+        assert!(check(&s).unwrap_err().contains("needs TLS"));
+        s.iam_authentication = false;
+        assert!(check(&s).unwrap_err().contains("database.password_file"));
+        let mut socket = DatabaseSettings::from_url("");
+        socket.url = None;
+        socket.host = Some("/cloudsql/p:r:i".into());
+        socket.user = Some("u".into());
+        socket.tls_mode = TlsMode::VerifyCa;
+        socket.tls_ca_pem = s.tls_ca_pem.clone();
+        assert!(check(&socket).unwrap_err().contains("unix socket"));
+    }
+
+    #[test]
     fn secrets_do_not_leak_through_debug() {
         let s = DatabaseSettings::from_url("postgres://u:hunter2@h/db");
         assert!(!format!("{s:?}").contains("hunter2"));
