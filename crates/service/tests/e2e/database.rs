@@ -123,6 +123,7 @@ fn in_process(launch: ServiceLaunch) -> ServiceLaunch {
 /// Retry-After, and the service recovers once the secret catches up.
 #[tokio::test]
 async fn a_password_rotation_under_a_running_service_keeps_it_serving() {
+    support::logs::capture_logs();
     let database = TlsDatabase::start("app", "first").await.unwrap();
     let password = TempFile::new("rotation", "first\n");
     let launch = in_process(tls_launch(&database, database.ca.pem())).env(
@@ -155,6 +156,20 @@ async fn a_password_rotation_under_a_running_service_keeps_it_serving() {
     let refused = get().await;
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    // One WARNING line says why, naming the file's setting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !support::logs::all_lines().iter().any(|line| {
+        line["severity"] == "WARNING"
+            && line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("database.password_file still holds it"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no WARNING line about the password"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     std::fs::write(password.path(), "third\n").unwrap();
     tokio::time::sleep(items_repository::REREAD_INTERVAL).await;
