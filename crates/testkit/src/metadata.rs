@@ -5,10 +5,13 @@
 //! What it serves, and where it stops:
 //! - `GET /computeMetadata/v1/instance/service-accounts/default/token[?scopes=…]` with the header
 //!   `Metadata-Flavor: Google` answers `{"access_token", "expires_in", "token_type": "Bearer"}`
-//!   with `Metadata-Flavor: Google` (Cloud Run, "Container runtime contract", metadata server:
-//!   the token path and the required header; Compute Engine, "Access VM metadata": "all requests
-//!   must include the Metadata-Flavor: Google header", requests without it are refused with 403;
-//!   the body's fields are what google-cloud-auth's `MDSTokenResponse` reads).
+//!   with `Metadata-Flavor: Google`. Sources: Cloud Run, "Container runtime contract" (the
+//!   metadata server and its token path); Compute Engine, "View and query VM metadata"
+//!   (cloud.google.com/compute/docs/metadata/querying-metadata: requests carry the
+//!   `Metadata-Flavor: Google` header); google-cloud-auth's `src/mds/client.rs` (sends that
+//!   header, and reads `access_token`, `expires_in`, `token_type` as `MDSTokenResponse`).
+//! - A request without the header gets a 403 here; that the hosted server answers exactly 403 is
+//!   not confirmed from Google's pages (third-party write-ups say so).
 //! - The token is whatever the test set last ([`MetadataServer::set_token`]); scopes are
 //!   recorded, not enforced. Every other path is a 404. HTTP/1.1, one request per connection.
 
