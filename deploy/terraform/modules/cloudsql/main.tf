@@ -186,8 +186,9 @@ resource "google_project_iam_member" "runtime_instance_user" {
   }
 }
 
-# Every CA the instance trusts (the data source lists the active one and, once a rotation is
-# started, the upcoming one), for the service's TLS verify-ca.
+# Every CA the instance trusts ("all of the trusted Certificate Authorities (CAs) for the
+# specified SQL database instance", the data source's documentation), so that during a server CA
+# rotation the service trusts the upcoming CA as well as the current one; for its TLS verify-ca.
 data "google_sql_ca_certs" "this" {
   project  = var.project_id
   instance = google_sql_database_instance.this.name
