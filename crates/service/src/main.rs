@@ -75,9 +75,10 @@ fn main() -> ExitCode {
                 app.run_until_stopped().await
             }
             Command::Migrate => {
-                let applied = items_repository::migrate(&settings.database).await?;
+                let database = items_repository::Connector::new(&settings.database)?;
+                let applied = items_repository::migrate(&database).await?;
                 tracing::info!(migrations = ?applied, "migrations applied");
-                let store = items_repository::PgStore::new(&settings.database)?;
+                let store = items_repository::PgStore::new(&database)?;
                 let pruned = store
                     .prune_idempotency_keys(settings.database.idempotency_key_ttl())
                     .await?;

@@ -263,7 +263,7 @@ impl Settings {
         if let Err(e) = settings.cors.validate() {
             problems.push(e);
         }
-        if let Err(e) = settings.database.pg_config() {
+        if let Err(e) = settings.database.validate() {
             problems.push(e.to_string());
         }
         if settings.database.migrate_on_start && env != AppEnvironment::Local {

@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod database;
 mod schema;
 mod support;
 mod telemetry;
