@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use items_http::{ApiState, PageTokenCodec, RequestTelemetry};
+use items_http::{ApiState, RequestTelemetry};
 use items_repository::{PgStore, WorkerStores};
 use items_telemetry::{HttpInstruments, ServiceInfo, Telemetry};
-use secrecy::ExposeSecret as _;
 
 pub use items_telemetry::PlatformIdentity;
 pub use settings::{
-    ApiSettings, AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, PageTokenKeys,
-    ServerSettings, Settings, SettingsSources,
+    AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, ServerSettings, Settings,
+    SettingsSources,
 };
 
 /// From SIGTERM to exit: Cloud Run sends SIGKILL 10 s after SIGTERM ("Container runtime
@@ -93,9 +92,8 @@ impl Application {
         stores.register_pool_metrics();
         let instruments = HttpInstruments::new(&telemetry, &settings.log);
         let extra_routes = options.extra_routes;
-        let keys = settings.api.page_token_keys()?;
-        let page_tokens = PageTokenCodec::new(keys.current.expose_secret().as_bytes())
-            .with_previous(keys.previous.iter().map(|k| k.expose_secret().as_bytes()));
+        // Resolved by the settings (key files read once, at load); handed down as it is.
+        let page_tokens = settings.page_tokens.clone();
         let address = (settings.server.host.as_str(), settings.server.port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
