@@ -101,6 +101,19 @@ locals {
     iam_user   = ""
   }
 
+  # The migrate job's database user: Cloud SQL's migrator (created through the API, owner of the
+  # schema). The AlloyDB module has one built-in user, which then both migrates and serves: no
+  # DML-only runtime user with AlloyDB yet (docs/deploy.md, "Database options").
+  migrator = var.database_engine == "cloudsql" ? {
+    user                 = local.cloudsql.migrator_user_name
+    password_secret_id   = local.cloudsql.migrator_password_secret_id
+    password_secret_name = local.cloudsql.migrator_password_secret_name
+    } : {
+    user                 = local.alloydb.user_name
+    password_secret_id   = local.alloydb.password_secret_id
+    password_secret_name = local.alloydb.password_secret_name
+  }
+
   # The Cloud SQL dashboard tile of modules/monitoring; AlloyDB has no tile there yet.
   cloudsql_database_id = var.database_engine == "cloudsql" ? "${var.project_id}:${local.cloudsql.instance_name}" : ""
 }

@@ -117,12 +117,7 @@ module "cloudrun" {
 
   database = local.database # database_engine.tf: Cloud SQL or AlloyDB
 
-  migrator = {
-    region               = var.primary_region
-    user                 = module.cloudsql.migrator_user_name
-    password_secret_id   = module.cloudsql.migrator_password_secret_id
-    password_secret_name = module.cloudsql.migrator_password_secret_name
-  }
+  migrator = merge({ region = var.primary_region }, local.migrator) # database_engine.tf
 
   collector = {
     image  = var.collector_image
