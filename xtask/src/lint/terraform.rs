@@ -26,9 +26,12 @@
 //! 11. one owner per field of the Cloud Run service and the migrate job: the table "Who owns
 //!     which field" of `docs/deploy.md` against `modules/cloudrun`'s `ignore_changes` (every
 //!     field deploy owns, nothing else), no field nobody owns set, and the ignored image being
-//!     the app container's ([`ownership`]).
+//!     the app container's ([`ownership`]);
+//! 12. every reference to an attribute of a resource, data source or module call with `count`
+//!     or `for_each` names one instance (`module.db[0].url`), which `terraform validate` would
+//!     otherwise refuse ([`indexed`]).
 //!
-//! Checks 1 to 6 and 8 to 11 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6 and 8 to 12 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 
@@ -37,6 +40,7 @@ use std::path::Path;
 mod calls;
 mod environments;
 mod iam;
+mod indexed;
 mod module;
 mod notifications;
 mod otlp;
@@ -82,7 +86,7 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
     Ok(problems)
 }
 
-/// Checks 1 to 4 over every module below `root`.
+/// Checks 1 to 4 and 12 over every module below `root`.
 fn check_tree(root: &Path) -> anyhow::Result<Vec<String>> {
     let mut cache = ModuleCache::new(root);
     let mut problems = Vec::new();
@@ -92,6 +96,7 @@ fn check_tree(root: &Path) -> anyhow::Result<Vec<String>> {
         problems.extend(variables::check_variables(&module));
         problems.extend(outputs::check_outputs(&dir, &module, &mut cache)?);
         problems.extend(iam::check_iam(&module));
+        problems.extend(indexed::check_indexed(&dir, &module, root)?);
     }
     Ok(problems)
 }
