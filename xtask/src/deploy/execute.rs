@@ -229,10 +229,10 @@ impl<'a> Executor<'a> {
                 &format!("{}: {}", r.name, traffic::describe(splits)),
             )
             .await?;
+        self.applied(i, &updated);
         tagged_url(&updated, &self.plan.tag)
             .with_context(|| format!("the service reports no URL for tag {}", self.plan.tag))?;
         self.services[i] = updated;
-        self.traffic[i] = splits.to_vec();
         Ok(())
     }
 
@@ -249,8 +249,17 @@ impl<'a> Executor<'a> {
                 &format!("{}: {}", r.name, traffic::describe(splits)),
             )
             .await?;
-        self.traffic[i] = splits.to_vec();
+        self.applied(i, &updated);
         Ok(updated)
+    }
+
+    /// The traffic a patch left, as Cloud Run reports it: what the full-traffic step and the
+    /// rollback compare with (and, in the journal, a state this deploy set).
+    fn applied(&mut self, i: usize, updated: &Service) {
+        let now = traffic::pinned(updated);
+        self.journal
+            .observe(traffic_change(&self.plan.regions[i], &now));
+        self.traffic[i] = now;
     }
 
     /// Reads the region's service again. Another etag with the traffic this deploy set (a

@@ -119,6 +119,12 @@ impl Journal {
         self.save(Duration::ZERO).await
     }
 
+    /// Adds a state this deploy set, as observed after its call, without writing the journal (the
+    /// next write carries it).
+    pub(crate) fn observe(&mut self, change: Change) {
+        self.merge(change);
+    }
+
     /// Renews the lease for `extra` beyond its usual length (the canary hold).
     pub(crate) async fn renew(&mut self, extra: Duration) -> anyhow::Result<Option<Service>> {
         self.save(extra).await
