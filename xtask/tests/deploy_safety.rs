@@ -110,23 +110,34 @@ fn fake() -> Fake {
 fn command(fake: &Fake, env: &str, journal: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command
-        .arg("deploy")
-        .args(["--env", env, "--anonymous", "--poll-interval-ms", "5"])
-        .arg("--environments")
-        .arg(environments(env))
-        .args([
-            "--run-endpoint",
-            &fake.url(),
-            "--apigateway-endpoint",
-            &fake.url(),
-        ])
-        .args(extra)
+        .args(arguments(fake, env, extra))
         .env_remove("DEPLOY_API_KEY")
         .env_remove("DEPLOY_TOKEN")
         .env("XTASK_DEPLOY_JOURNAL_DIR", journal)
         .env_remove("GITHUB_RUN_ID")
         .stdin(Stdio::null());
     command
+}
+
+/// The arguments of `xtask deploy --env ENV` against `fake`.
+fn arguments(fake: &Fake, env: &str, extra: &[&str]) -> Vec<String> {
+    let dir = environments(env).to_string_lossy().into_owned();
+    let url = fake.url();
+    let fixed = [
+        "deploy",
+        "--env",
+        env,
+        "--anonymous",
+        "--poll-interval-ms",
+        "5",
+        "--environments",
+        &dir,
+        "--run-endpoint",
+        &url,
+        "--apigateway-endpoint",
+        &url,
+    ];
+    fixed.iter().chain(extra).map(|a| (*a).to_owned()).collect()
 }
 
 fn deploy(fake: &Fake, journal: &Path, extra: &[&str]) -> Output {
@@ -649,4 +660,77 @@ fn prod_without_yes_and_without_a_terminal_is_refused() {
     );
     let service = format!("projects/{project}/locations/asia-northeast1/services/items");
     assert_eq!(fake.traffic(&service), [t(&revision('9'), 100, &tag('9'))]);
+}
+
+/// `xtask deploy --env prod …` on a terminal (util-linux `script` gives it one), typing `answer`.
+fn on_a_terminal(fake: &Fake, journal: &Path, extra: &[&str], answer: &str) -> Option<Output> {
+    use std::io::Write as _;
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give the deploy a terminal");
+        return None;
+    }
+    let line = std::iter::once(env!("CARGO_BIN_EXE_xtask").to_owned())
+        .chain(arguments(fake, "prod", extra))
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("XTASK_DEPLOY_JOURNAL_DIR", journal)
+        .env_remove("GITHUB_RUN_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "--- on a terminal, typing {answer:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Some(out)
+}
+
+#[test]
+fn prod_on_a_terminal_goes_on_only_once_its_name_is_typed() {
+    let project = "items-prod-4821";
+    let regions = [
+        ("europe-west1", "items-prod-euw1"),
+        ("us-central1", "items-prod-usc1"),
+        ("asia-northeast1", "items-prod-asn1"),
+    ];
+    let fake = fake_of(project, &regions);
+    let prod_image = image('8').replace(PROJECT, project);
+    let journal = temp_dir("prod-tty");
+    let args = ["--image", prod_image.as_str(), "--canary-wait", "0"];
+    let Some(out) = on_a_terminal(&fake, &journal, &args, "yes") else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("Type \"prod\" to go on"), "{shown}");
+    assert!(
+        shown.contains("not confirmed; nothing was changed"),
+        "{shown}"
+    );
+    assert!(
+        fake.calls().is_empty(),
+        "the unconfirmed deploy called the cloud"
+    );
+
+    let out = on_a_terminal(&fake, &journal, &args, "prod").unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let service = format!("projects/{project}/locations/asia-northeast1/services/items");
+    assert_eq!(fake.traffic(&service), [t(&revision('8'), 100, &tag('8'))]);
 }
