@@ -626,16 +626,25 @@ fn a_gateway_pointed_elsewhere_since_is_left_alone_by_the_rollback() {
     no_lease_nor_journal(&fake);
 }
 
+const PROD: &str = "items-prod-4821";
+
+/// The prod environment's three regions serving the old revision, and image `fill` of its
+/// project.
+fn prod(fill: char) -> (Fake, String) {
+    let fake = fake_of(
+        PROD,
+        &[
+            ("europe-west1", "items-prod-euw1"),
+            ("us-central1", "items-prod-usc1"),
+            ("asia-northeast1", "items-prod-asn1"),
+        ],
+    );
+    (fake, image(fill).replace(PROJECT, PROD))
+}
+
 #[test]
 fn prod_without_yes_and_without_a_terminal_is_refused() {
-    let project = "items-prod-4821";
-    let regions = [
-        ("europe-west1", "items-prod-euw1"),
-        ("us-central1", "items-prod-usc1"),
-        ("asia-northeast1", "items-prod-asn1"),
-    ];
-    let fake = fake_of(project, &regions);
-    let prod_image = image('9').replace(PROJECT, project);
+    let (fake, prod_image) = prod('9');
     let journal = temp_dir("prod");
     let args = ["--image", prod_image.as_str(), "--canary-wait", "0"];
     let out = command(&fake, "prod", &journal, &args).output().unwrap();
@@ -658,7 +667,7 @@ fn prod_without_yes_and_without_a_terminal_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let service = format!("projects/{project}/locations/asia-northeast1/services/items");
+    let service = format!("projects/{PROD}/locations/asia-northeast1/services/items");
     assert_eq!(fake.traffic(&service), [t(&revision('9'), 100, &tag('9'))]);
 }
 
@@ -700,14 +709,7 @@ fn on_a_terminal(fake: &Fake, journal: &Path, extra: &[&str], answer: &str) -> O
 
 #[test]
 fn prod_on_a_terminal_goes_on_only_once_its_name_is_typed() {
-    let project = "items-prod-4821";
-    let regions = [
-        ("europe-west1", "items-prod-euw1"),
-        ("us-central1", "items-prod-usc1"),
-        ("asia-northeast1", "items-prod-asn1"),
-    ];
-    let fake = fake_of(project, &regions);
-    let prod_image = image('8').replace(PROJECT, project);
+    let (fake, prod_image) = prod('8');
     let journal = temp_dir("prod-tty");
     let args = ["--image", prod_image.as_str(), "--canary-wait", "0"];
     let Some(out) = on_a_terminal(&fake, &journal, &args, "yes") else {
@@ -731,6 +733,6 @@ fn prod_on_a_terminal_goes_on_only_once_its_name_is_typed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let service = format!("projects/{project}/locations/asia-northeast1/services/items");
+    let service = format!("projects/{PROD}/locations/asia-northeast1/services/items");
     assert_eq!(fake.traffic(&service), [t(&revision('8'), 100, &tag('8'))]);
 }
