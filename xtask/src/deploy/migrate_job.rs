@@ -128,9 +128,8 @@ impl MigrateJob {
                     };
                     let details = match self.executions.get_execution().set_name(&name).send().await
                     {
-                        Ok(execution) => failure(&execution)
-                            .map(|why| format!(" ({why})"))
-                            .unwrap_or_default(),
+                        // The counts and the logs; the condition's message is the error's.
+                        Ok(execution) => format!(" ({})", counts(&execution, "")),
                         Err(e) => format!(" (executions.get: {})", describe(&e)),
                     };
                     bail!("execution {name} failed: {error}{details}");
@@ -192,6 +191,12 @@ fn failure(execution: &Execution) -> Option<String> {
     {
         return None;
     }
+    let message = completed.map_or("", |c| c.message.as_str());
+    Some(counts(execution, message))
+}
+
+/// `0 of 1 task(s) succeeded, 1 failed, 0 cancelled[: message][; logs: …]`.
+fn counts(execution: &Execution, message: &str) -> String {
     let mut why = format!(
         "{} of {} task(s) succeeded, {} failed, {} cancelled",
         execution.succeeded_count,
@@ -199,13 +204,13 @@ fn failure(execution: &Execution) -> Option<String> {
         execution.failed_count,
         execution.cancelled_count
     );
-    if let Some(c) = completed.filter(|c| !c.message.is_empty()) {
-        why.push_str(&format!(": {}", c.message));
+    if !message.is_empty() {
+        why.push_str(&format!(": {message}"));
     }
     if !execution.log_uri.is_empty() {
         why.push_str(&format!("; logs: {}", execution.log_uri));
     }
-    Some(why)
+    why
 }
 
 fn short(name: &str) -> &str {

@@ -3,8 +3,8 @@
 # page-token key, collector config) and write telemetry.
 # One owner per field (docs/deploy.md "Who owns which field", checked by `cargo xtask lint
 # terraform`): `cargo xtask deploy` owns the app container's image, the template's annotations
-# (its deploy id), the traffic split and the client; Terraform owns everything else; nobody names
-# revisions (Cloud Run generates the names).
+# (its deploy id), the traffic split, the client and its lease and journal annotations; Terraform
+# owns everything else; nobody names revisions (Cloud Run generates the names).
 
 locals {
   app_port         = 8080
@@ -360,6 +360,8 @@ resource "google_cloud_run_v2_service" "this" {
       traffic,
       client,
       client_version,
+      annotations["deploy.xtask.items/lease"],
+      annotations["deploy.xtask.items/journal"],
     ]
   }
 

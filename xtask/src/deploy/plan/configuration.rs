@@ -23,7 +23,7 @@ use super::super::traffic;
 /// "Update a Cloud Run service and create a tagged revision": "image or tag must be different from
 /// previous revision"; google-github-actions/deploy-cloudrun#491), so without it a re-run after a
 /// failed revision would send the failed revision's template again and get no new revision.
-pub(crate) const DEPLOY_ID_ANNOTATION: &str = "deploy.items.dev/id";
+pub(crate) const DEPLOY_ID_ANNOTATION: &str = "deploy.xtask.items/id";
 
 /// Label and annotation prefixes Google's systems set on resources; not configuration anyone
 /// here owns.
