@@ -119,8 +119,13 @@ async fn grant_runtime(
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
         .await?
         .is_some();
+    // PostgreSQL's ALTER ROLE: "Roles having CREATEROLE privilege can change any of these
+    // settings except SUPERUSER, REPLICATION, and BYPASSRLS" -- naming them at all, even as NO…,
+    // is refused to the migrator ("must be superuser to alter superuser roles or change superuser
+    // attribute"), so every run after the first failed. A role the migrator created has none of
+    // them (CREATE ROLE below), and one that has is refused by ALTER ROLE all the same.
     let role = if exists {
-        "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
+        "ALTER ROLE %I WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD %L"
     } else {
         "CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
     };

@@ -321,3 +321,62 @@ async fn the_migrate_job_grants_the_iam_user_dml_rights() {
         "no password: its tokens are checked by Cloud SQL"
     );
 }
+
+/// The migrate job runs as the migrator, which is no superuser (Cloud SQL's built-in users are
+/// `cloudsqlsuperuser` members with `CREATEROLE`), every deploy and every hour: its second run,
+/// with the runtime user existing, must work too. Before: `ALTER ROLE … NOSUPERUSER …` was
+/// refused ("must be superuser to alter superuser roles or change superuser attribute").
+#[tokio::test]
+async fn the_migrator_without_superuser_runs_again() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let suffix = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let (migrator, user) = (format!("migrator_{suffix}"), format!("runtime_{suffix}"));
+    let settings = DatabaseSettings::from_url(&url);
+    let admin = connect(&settings).await;
+    let dbname = settings
+        .pg_config()
+        .unwrap()
+        .get_dbname()
+        .unwrap()
+        .to_owned();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{migrator}\" WITH LOGIN CREATEROLE; \
+             ALTER DATABASE \"{dbname}\" OWNER TO \"{migrator}\"; \
+             ALTER SCHEMA public OWNER TO \"{migrator}\";"
+        ))
+        .await
+        .unwrap();
+    let password = std::env::temp_dir().join(format!("items-migrator-pw-{suffix}"));
+    std::fs::write(&password, "runtime-secret\n").unwrap();
+    let mut as_migrator = DatabaseSettings::from_url(&url);
+    as_migrator.url = None;
+    let admin_config = settings.pg_config().unwrap();
+    as_migrator.host = match &admin_config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(p) => Some(p.display().to_string()),
+    };
+    as_migrator.port = admin_config.get_ports().first().copied();
+    as_migrator.dbname = Some(dbname);
+    as_migrator.user = Some(migrator.clone());
+    as_migrator.runtime_user = Some(user.clone());
+    as_migrator.runtime_password_file = Some(password.clone());
+    for run in ["first", "second"] {
+        migrate(&Connector::new(&as_migrator).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{run} run as {migrator}: {e}"));
+    }
+    std::fs::remove_file(&password).ok();
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert!(exists.is_some());
+}
