@@ -10,7 +10,7 @@ use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway, LogSink, S
 #[path = "support/local_cloud.rs"]
 mod support;
 
-use support::{Cloud, push_image, revision_of, root, service_binary, xtask};
+use support::{Cloud, push_image, root, service_binary, xtask};
 
 /// `method url` with these headers and, when given, a JSON body; (status, body text).
 fn call(
@@ -93,7 +93,17 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     ];
     let out = xtask(&deploy);
     assert!(out.status.success(), "deploy --env local failed");
-    let revision = revision_of(&image);
+    // Cloud Run named the new revision: the one europe-west1 serves now.
+    let (_, service) = get(
+        &format!("{control}/v2/projects/items-local-0001/locations/europe-west1/services/items"),
+        &[],
+    );
+    let service: serde_json::Value = serde_json::from_str(&service).unwrap();
+    let revision = service["latestReadyRevision"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap()
+        .to_owned();
     let again = xtask(&deploy);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
