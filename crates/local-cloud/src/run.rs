@@ -15,7 +15,12 @@
 //! - `Service.etag`: "May be used to detect modification conflict during updates." A stale etag
 //!   is refused with `ABORTED` (HTTP 409), AIP-154 "Resource freshness validation" (changed from
 //!   FAILED_PRECONDITION in aip-dev/google.aip.dev#705). Cloud Run's exact message is not
-//!   published; ours names both etags.
+//!   published; ours names both etags. The check and the new etag are one step (under the
+//!   state's lock), so of two patches sent with the same etag only the first is accepted.
+//! - `Service.annotations` are kept as sent ("should be preserved when modifying objects"), and
+//!   `updateMask=annotations` (`UpdateServiceRequest.update_mask`: "The list of fields to be
+//!   updated") changes only them: no new generation of the template, no traffic change. Keys in
+//!   the namespaces v2 rejects (`run.googleapis.com`, …) are not checked here.
 //! - A revision that does not become ready fails the operation with its condition, as Cloud Run
 //!   words it: "Revision '…' is not ready and cannot serve traffic. <reason>" (the message
 //!   `gcloud run deploy` prints, e.g. "The user-provided container failed to start and listen on
@@ -216,6 +221,9 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
             ),
         );
     }
+    if r.query.get("updateMask").map(String::as_str) == Some("annotations") {
+        return patch_annotations(shared, s, r);
+    }
     let mut traffic = body["traffic"].as_array().cloned().unwrap_or_default();
     if traffic.is_empty() {
         traffic = vec![json!({"type": LATEST, "percent": 100})];
@@ -295,6 +303,15 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
             }
         }
     }
+    if s.fail_next_operation.is_none() {
+        let tag = etag(s);
+        if let Some(service) = s.services.get_mut(name) {
+            service["etag"] = tag;
+            if body["annotations"].is_object() {
+                service["annotations"] = body["annotations"].clone();
+            }
+        }
+    }
     let work = reconcile(
         shared.clone(),
         name.to_owned(),
@@ -303,6 +320,31 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
         new_revision,
     );
     start_operation(shared, s, &r.location, SERVICE_TYPE, work)
+}
+
+/// `services.patch?updateMask=annotations` (etag checked by the caller): the new annotations and
+/// etag at once; the operation answers the service.
+fn patch_annotations(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
+    let mut updated = Value::Null;
+    if s.fail_next_operation.is_none() {
+        let tag = etag(s);
+        if let Some(service) = s.services.get_mut(r.name) {
+            service["annotations"] = if r.body["annotations"].is_object() {
+                r.body["annotations"].clone()
+            } else {
+                json!({})
+            };
+            service["etag"] = tag;
+            updated = service.clone();
+        }
+    }
+    start_operation(
+        shared,
+        s,
+        &r.location,
+        SERVICE_TYPE,
+        async move { Ok(updated) },
+    )
 }
 
 /// Brings service `name` to `template` and `traffic`: stores the new spec, starts `new_revision`
