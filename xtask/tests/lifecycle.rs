@@ -1,8 +1,12 @@
-//! A release's life on the local cloud under a steady client load through its gateways: v1
-//! deployed; v2 through a canary and the SLO gate to 100%; v3, slowed by a fault injected into
-//! its revision, misses the gate and is rolled back to v2; then the documented rollback to v1
-//! (`deploy --image` with v1's digest). Per phase it prints the requests sent, the 2xx, the other
-//! answers by status and the p95; at the end every acknowledged POST must be readable.
+//! A release's life on the local cloud under a steady client load through its gateways (one
+//! client reads an item, one pages through the list following `next_page_token`, one creates
+//! items with an Idempotency-Key): v1 deployed; v2, whose binary has one more migration (a
+//! nullable column: items-repository's `lifecycle-fixture` feature, built apart), migrated by the
+//! `items-migrate` job and then through a canary and the SLO gate to 100%; v3, slowed by a fault
+//! injected into its image's revisions, misses the gate and is rolled back to v2; then the
+//! documented rollback to v1 (`deploy --image` with v1's digest), whose instances start on v2's
+//! schema and serve. Per phase it prints the requests sent, the 2xx, the other answers by status
+//! and the p95; at the end every acknowledged POST must be readable.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -14,13 +18,13 @@ use std::time::{Duration, Instant};
 #[path = "support/local_cloud.rs"]
 mod support;
 
-use support::{Cloud, push_image, revision_of, service_binary, xtask};
+use support::{Cloud, push_image, service_binary, xtask};
 
 const PHASES: [&str; 5] = [
     "v1: deploy (canary 50%, 3 s)",
-    "v2: canary 50%, SLO gate, 100%",
+    "v2 adds a column: migrate job, canary 50%, SLO gate, 100%",
     "v3: latency injected, SLO gate missed, rolled back to v2",
-    "rollback to v1: deploy --image v1",
+    "rollback to v1: deploy --image v1, new v1 instances on v2's schema",
     "after: v1 serving",
 ];
 /// The p95 objective of the gate, and the latency injected into v3's revision (well above it).
@@ -101,6 +105,8 @@ impl Load {
                         let mut tick = tokio::time::interval(Duration::from_millis(50));
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         let mut n = 0;
+                        // The pager's next page (none: start again at the first).
+                        let mut page_token: Option<String> = None;
                         while !stop.load(Ordering::SeqCst) {
                             tick.tick().await;
                             n += 1;
@@ -118,14 +124,23 @@ impl Load {
                                         .await
                                 }
                                 1 => {
-                                    client
-                                        .request(n, reqwest::Method::GET, "/items?page_size=5")
-                                        .send()
-                                        .await
+                                    let path = match &page_token {
+                                        Some(t) => format!("/items?page_size=5&page_token={t}"),
+                                        None => "/items?page_size=5".to_owned(),
+                                    };
+                                    client.request(n, reqwest::Method::GET, &path).send().await
                                 }
                                 _ => client.create(n, &format!("load-{now}-{n}")).await,
                             };
                             let outcome = match answer {
+                                Ok(response) if kind == 1 => {
+                                    let status = response.status().as_u16();
+                                    let body: serde_json::Value =
+                                        response.json().await.unwrap_or_default();
+                                    page_token =
+                                        body["next_page_token"].as_str().map(str::to_owned);
+                                    Ok(status)
+                                }
                                 Ok(response) => {
                                     let status = response.status().as_u16();
                                     if status == 201 {
@@ -218,17 +233,157 @@ fn id_of(body: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// The revision serving 100% of `region`'s traffic, read from the control plane.
+fn get_json(url: &str) -> serde_json::Value {
+    block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+}
+
+/// The image of the revision serving 100% of `region`'s traffic, read from the control plane
+/// (deploy leaves revision names to Cloud Run: the image tells the release).
 fn serving(control: &str, region: &str) -> Option<String> {
-    let url = format!("{control}/v2/projects/items-local-0001/locations/{region}/services/items");
-    let body: serde_json::Value =
-        block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() });
-    body["traffic"]
+    let service = format!("projects/items-local-0001/locations/{region}/services/items");
+    let body = get_json(&format!("{control}/v2/{service}"));
+    let revision = body["trafficStatuses"]
         .as_array()?
         .iter()
         .find(|t| t["percent"].as_u64() == Some(100))
-        .and_then(|t| t["revision"].as_str())
+        .and_then(|t| t["revision"].as_str())?
+        .to_owned();
+    let revision = get_json(&format!("{control}/v2/{service}/revisions/{revision}"));
+    revision["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["ports"].is_array())
+        .and_then(|c| c["image"].as_str())
         .map(str::to_owned)
+}
+
+/// Sends `body` as JSON with `method`; (status, JSON answer).
+fn send_json(
+    method: reqwest::Method,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    block_on(async {
+        let r = reqwest::Client::new()
+            .request(method, url)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    })
+}
+
+/// Polls operation `op` of the control plane until it is done; the finished operation.
+fn wait_operation(control: &str, op: &serde_json::Value) -> serde_json::Value {
+    let name = op["name"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let op = get_json(&format!("{control}/v2/{name}"));
+        if op["done"] == serde_json::json!(true) {
+            return op;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name} never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What deploy's migrate step does (until it does it): the job's image set to `image`
+/// (`jobs.patch` with the etag read), then `jobs.run` to its end; the finished operation.
+fn run_migrate_job(control: &str, job: &str, image: &str) -> serde_json::Value {
+    let mut body = get_json(&format!("{control}/v2/{job}"));
+    body["template"]["template"]["containers"][0]["image"] = serde_json::json!(image);
+    let (status, op) = send_json(
+        reqwest::Method::PATCH,
+        &format!("{control}/v2/{job}"),
+        &body,
+    );
+    assert_eq!(status, 200, "{op}");
+    let patched = wait_operation(control, &op);
+    assert!(patched["error"].is_null(), "{patched}");
+    let (status, op) = send_json(
+        reqwest::Method::POST,
+        &format!("{control}/v2/{job}:run"),
+        &serde_json::json!({"name": job}),
+    );
+    assert_eq!(status, 200, "{op}");
+    wait_operation(control, &op)
+}
+
+/// items-service with items-repository's `lifecycle-fixture` migration (v2's binary). Built in
+/// a target directory of its own (`target/lifecycle-v2`), so that the workspace's
+/// `target/debug/items-service`, which other tests run meanwhile, is never replaced; the
+/// directory is seeded with hard links to `target/debug` (no data copied), so only the crates
+/// whose features differ are compiled.
+fn v2_binary() -> std::path::PathBuf {
+    let root = support::root();
+    let target = root.join("target/lifecycle-v2");
+    if !target.join("debug").exists() {
+        std::fs::create_dir_all(&target).unwrap();
+        let linked = std::process::Command::new("cp")
+            .arg("-al")
+            .arg(root.join("target/debug"))
+            .arg(target.join("debug"))
+            .status()
+            .unwrap();
+        assert!(linked.success(), "seeding target/lifecycle-v2");
+    }
+    let started = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-p",
+            "items-service",
+            "--features",
+            "items-repository/lifecycle-fixture",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(built.success(), "building v2 (lifecycle-fixture)");
+    eprintln!(
+        "v2 binary (lifecycle-fixture) built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    target.join("debug/items-service")
+}
+
+/// Whether `items` has the column v2's migration adds, asked of the database as its superuser.
+fn has_fixture_column(database: &str) -> bool {
+    block_on(async {
+        let (client, connection) = tokio_postgres::connect(database, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_name = 'items' AND column_name = 'lifecycle_note'",
+                &[],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = conn.await;
+        row.get::<_, i64>(0) == 1
+    })
+}
+
+/// Log lines of instances that started on a schema a later release migrated.
+fn later_schema_lines(cloud: &Cloud) -> usize {
+    cloud
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("the schema holds migrations of a later release"))
+        .count()
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -259,14 +414,22 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .collect();
     assert!(!regions.is_empty());
     let registry = cloud.registry();
+    let job = cloud.value("migrate job:");
+    let database = cloud
+        .value("database:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
-    // Three images of the same binary that differ in one file: the image config's revision
-    // label (`cargo xtask image --revision`), hence three digests and three revisions.
-    let images: Vec<String> = ["v1", "v2", "v3"]
+    // v1 and v3: the workspace's binary, told apart by the image config's revision label
+    // (`cargo xtask image --revision`), hence two digests; v2: the binary with one more
+    // migration.
+    let v2 = v2_binary();
+    let images: Vec<String> = [("v1", &binary), ("v2", &v2), ("v3", &binary)]
         .iter()
-        .map(|v| push_image(&registry, &binary, &format!("lifecycle-{v}"), v, &layout))
+        .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
         .collect();
-    let revisions: Vec<String> = images.iter().map(|i| revision_of(i)).collect();
     let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
         .unwrap()
         .trim()
@@ -317,46 +480,58 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         }
         xtask(&args)
     };
-    let on_all = |revision: &str| {
+    let on_all = |image: &str| {
         regions
             .iter()
-            .all(|(r, _)| serving(&control, r).as_deref() == Some(revision))
+            .all(|(r, _)| serving(&control, r).as_deref() == Some(image))
     };
 
     std::thread::sleep(Duration::from_secs(2));
     assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&revisions[0]), "v1 does not serve everything");
+    assert!(on_all(&images[0]), "v1 does not serve everything");
 
     load.enter(1);
+    // v2's migration, by the migrate job with v2's image, before v2 has a revision (deploy's
+    // migrate step does this once it lands: then this call finds nothing left to apply).
+    assert!(!has_fixture_column(&database));
+    let migrated = run_migrate_job(&control, &job, &images[1]);
+    assert!(
+        migrated["error"].is_null(),
+        "the migrate job failed: {migrated}"
+    );
+    assert!(has_fixture_column(&database), "v2's column is missing");
     assert!(deploy(&images[1], true).status.success());
-    assert!(on_all(&revisions[1]), "v2 does not serve everything");
+    assert!(on_all(&images[1]), "v2 does not serve everything");
 
     load.enter(2);
     // The fault is in place before v3's revision serves a request: the canary and the gate
     // see only slow answers.
-    let fault = format!("{control}/local/faults/{}", revisions[2]);
-    block_on(async {
-        let r = reqwest::Client::new()
-            .post(&fault)
-            .json(&serde_json::json!({
-                "added_latency_ms": INJECTED_MS, "error_ratio": 0.0, "error_status": 503
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 204);
-    });
+    let (status, _) = send_json(
+        reqwest::Method::POST,
+        &format!("{control}/local/image-faults"),
+        &serde_json::json!({
+            "image": images[2], "added_latency_ms": INJECTED_MS, "error_ratio": 0.0,
+            "error_status": 503
+        }),
+    );
+    assert_eq!(status, 204);
     let v3 = deploy(&images[2], true);
     assert!(!v3.status.success(), "v3 passed the SLO gate");
     assert!(
         String::from_utf8_lossy(&v3.stderr).contains("SLO missed"),
         "v3 failed for another reason than the gate"
     );
-    assert!(on_all(&revisions[1]), "traffic is not back on v2");
+    assert!(on_all(&images[1]), "traffic is not back on v2");
 
     load.enter(3);
+    let v1_started_before = later_schema_lines(&cloud);
     assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&revisions[0]), "v1 does not serve everything");
+    assert!(on_all(&images[0]), "v1 does not serve everything");
+    // v1's instances started after v2's migration found the newer schema and serve.
+    assert!(
+        later_schema_lines(&cloud) > v1_started_before,
+        "no v1 instance started on v2's schema"
+    );
 
     load.enter(4);
     std::thread::sleep(Duration::from_secs(3));

@@ -93,17 +93,20 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     ];
     let out = xtask(&deploy);
     assert!(out.status.success(), "deploy --env local failed");
-    // Cloud Run named the new revision: the one europe-west1 serves now.
-    let (_, service) = get(
-        &format!("{control}/v2/projects/items-local-0001/locations/europe-west1/services/items"),
-        &[],
-    );
-    let service: serde_json::Value = serde_json::from_str(&service).unwrap();
-    let revision = service["latestReadyRevision"]
-        .as_str()
-        .and_then(|r| r.rsplit('/').next())
-        .unwrap()
-        .to_owned();
+    // The revision serving it, as the control plane names it (deploy may leave the name to
+    // Cloud Run).
+    let service_url =
+        format!("{control}/v2/projects/items-local-0001/locations/europe-west1/services/items");
+    let serving_revision = || {
+        let (_, service) = get(&service_url, &[]);
+        let service: serde_json::Value = serde_json::from_str(&service).unwrap();
+        service["latestReadyRevision"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap()
+            .to_owned()
+    };
+    let revision = serving_revision();
     let again = xtask(&deploy);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
@@ -191,16 +194,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
 
     // A new version of the runtime user's password reaches the `latest` file of the running
     // revision (Secret Manager's addVersion on the control plane).
-    let (_, service) = get(
-        &format!("{control}/v2/projects/items-local-0001/locations/europe-west1/services/items"),
-        &[],
-    );
-    let service: serde_json::Value = serde_json::from_str(&service).unwrap();
-    let serving = service["latestReadyRevision"]
-        .as_str()
-        .and_then(|r| r.rsplit('/').next())
-        .unwrap()
-        .to_owned();
+    let serving = serving_revision();
     let secret = "projects/items-local-0001/secrets/items-db-runtime-password";
     use base64::Engine as _;
     let (status, version) = post_json(

@@ -13,6 +13,28 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// This binary's migrations: the embedded ones.
+#[cfg(not(feature = "lifecycle-fixture"))]
+fn runner() -> refinery::Runner {
+    embedded::migrations::runner()
+}
+
+/// This binary's migrations: the embedded ones and, only in a build with the `lifecycle-fixture`
+/// feature (the release lifecycle test's "v2" image, built apart, never a release), one more
+/// that adds a nullable column (`tests/fixtures/lifecycle/`).
+#[cfg(feature = "lifecycle-fixture")]
+fn runner() -> refinery::Runner {
+    let mut migrations = embedded::migrations::runner().get_migrations().clone();
+    migrations.extend(
+        Migration::unapplied(
+            "V9000__lifecycle_fixture_column",
+            include_str!("../tests/fixtures/lifecycle/V9000__lifecycle_fixture_column.sql"),
+        )
+        .ok(),
+    );
+    refinery::Runner::new(&migrations)
+}
+
 /// Key of the session-level advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK_ID: i64 = 0x6974_656d_735f_6d67; // "items_mg"
 
@@ -63,7 +85,7 @@ pub async fn migrate(connector: &Connector) -> Result<Vec<String>, DbError> {
 }
 
 async fn apply_pending(client: &mut Client) -> Result<Vec<String>, DbError> {
-    let runner = embedded::migrations::runner().set_grouped(true);
+    let runner = runner().set_grouped(true);
     if let Some(applied) = applied_migrations(client).await?
         && compare(runner.get_migrations(), &applied)?
             .missing
@@ -119,11 +141,10 @@ async fn grant_runtime(
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
         .await?
         .is_some();
-    // PostgreSQL's ALTER ROLE: "Roles having CREATEROLE privilege can change any of these
-    // settings except SUPERUSER, REPLICATION, and BYPASSRLS" -- naming them at all, even as NO…,
-    // is refused to the migrator ("must be superuser to alter superuser roles or change superuser
-    // attribute"), so every run after the first failed. A role the migrator created has none of
-    // them (CREATE ROLE below), and one that has is refused by ALTER ROLE all the same.
+    // ALTER names no SUPERUSER, REPLICATION or BYPASSRLS attribute: only a superuser may name
+    // them there, even to say NO ("must be superuser to alter superuser roles or change superuser
+    // attribute", PostgreSQL's AlterRole; the migrator is no superuser, on Cloud SQL neither), so
+    // the second run of the job failed. A role this job created never had them.
     let role = if exists {
         "ALTER ROLE %I WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD %L"
     } else {
@@ -184,9 +205,7 @@ async fn applied_migrations(client: &mut Client) -> Result<Option<Vec<Migration>
     if !exists {
         return Ok(None);
     }
-    let applied = embedded::migrations::runner()
-        .get_applied_migrations_async(client)
-        .await?;
+    let applied = runner().get_applied_migrations_async(client).await?;
     Ok(Some(applied))
 }
 
@@ -236,7 +255,7 @@ pub async fn check_schema(connector: &Connector) -> Result<SchemaStatus, DbError
     let result = applied_migrations(&mut client).await;
     drop(client);
     let _ = conn.await;
-    let own = embedded::migrations::runner();
+    let own = runner();
     let status = compare(own.get_migrations(), &result?.unwrap_or_default())?;
     if !status.missing.is_empty() {
         return Err(DbError::Schema(format!(
