@@ -19,7 +19,7 @@
 //! (`execute.rs`) runs it step by step, journaling each change (`journal.rs`) for the rollback.
 //! A re-run with the same image and spec finds nothing to do and says so.
 
-mod cloud;
+pub(crate) mod cloud;
 mod execute;
 mod journal;
 mod plan;
