@@ -452,15 +452,14 @@ impl Google {
         })?;
         let mut serving = Vec::new();
         for status in service.traffic_statuses.iter().filter(|t| t.percent > 0) {
-            let short = if status.revision.is_empty() {
-                service
-                    .latest_ready_revision
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("")
+            // The short name (a full one is cut to it), or for a "latest" entry the latest ready
+            // revision.
+            let named = if status.revision.is_empty() {
+                &service.latest_ready_revision
             } else {
-                status.revision.as_str()
+                &status.revision
             };
+            let short = named.rsplit('/').next().unwrap_or_default();
             let revision = format!("{name}/revisions/{short}");
             let got = self
                 .revisions
