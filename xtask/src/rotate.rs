@@ -468,7 +468,14 @@ impl Google {
                 .send()
                 .await
                 .map_err(google_error(format!("revisions.get {revision}")))?;
-            let keys = Keys::of(&got.volumes)?
+            let keys = Keys::of(&got.volumes)
+                .with_context(|| {
+                    format!(
+                        "{revision} serves traffic: roll the service's configuration out first \
+                         (cargo xtask deploy --env {})",
+                        self.env.name
+                    )
+                })?
                 .with_context(|| format!("{revision} mounts no {} volume", keys::VOLUME))?;
             let image = app(&got.containers)
                 .map(|c| c.image.clone())
