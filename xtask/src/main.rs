@@ -8,6 +8,7 @@ mod bench;
 mod cloud;
 mod deploy;
 mod dev;
+mod failover;
 mod image;
 mod lint;
 mod loadtest;
@@ -68,6 +69,9 @@ enum Command {
     /// Run the local cloud `deploy --env local` deploys to: PostgreSQL, an OCI registry, Cloud
     /// Run (each revision run from its image) and one local API Gateway per region.
     Cloud(cloud::Args),
+    /// The failover runbook's API steps: drain or restore a region in the global load balancer,
+    /// promote the cross-region Cloud SQL replica (docs/deploy.md, "Failover runbook").
+    Failover(failover::Args),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Cloud(args) => cloud::run(args).await,
             Command::Rotate(args) => rotate::run(args).await,
+            Command::Failover(args) => failover::run(args).await,
         }
     });
     match result {
