@@ -67,7 +67,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let banner = async {
         // The service migrates at start-up; give it time on a cold cluster.
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while util::http_status(addr, "/health/ready").await.ok() != Some(200) {
+            while util::http_status(addr, items_http::HEALTH_READY).await.ok() != Some(200) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });

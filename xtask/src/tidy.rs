@@ -458,6 +458,17 @@ struct Listing {
     except: Vec<String>,
 }
 
+impl Facts {
+    /// The values of fact `name` (one, or each of a list): how xtask reads a fact.
+    pub(crate) fn values(&self, name: &str) -> Result<Vec<&str>> {
+        match self.facts.get(name) {
+            Some(fact) => Ok(fact.values()),
+            None => bail!("{FACTS}: no fact `{name}`"),
+        }
+    }
+}
+
+/// The facts of the tree at `root` (its `deploy/facts.toml`), checked for unknown names.
 pub(crate) fn facts(root: &Path) -> Result<Facts> {
     let text = std::fs::read_to_string(root.join(FACTS))
         .with_context(|| format!("reading {}", root.join(FACTS).display()))?;

@@ -226,11 +226,12 @@ pub(crate) async fn wait_ready(
         if let Some(status) = child.try_wait()? {
             bail!("{SERVICE} exited before it was ready ({status})");
         }
-        if let Ok(200) = http_status(addr, "/health/ready").await {
+        if let Ok(200) = http_status(addr, items_http::HEALTH_READY).await {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!("{SERVICE} was not ready on http://{addr}/health/ready within {timeout:?}");
+            let ready = items_http::HEALTH_READY;
+            bail!("{SERVICE} was not ready on http://{addr}{ready} within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -117,9 +117,13 @@ from_request_head!(IdempotencyKeyHeader, |req: &HttpRequest| {
         .map_err(ApiError::bad_param)
 });
 
-/// The list query: `page_size` and `page_token` (decoded with the app's [`PageTokenCodec`]).
+/// The list query: `page_size` and `page_token` (decoded with the app's [`PageTokenCodec`]), and
+/// that codec, which signs the next page's token: the handlers' one way to it.
 #[derive(Debug)]
-pub(crate) struct ListQuery(pub(crate) PageRequest);
+pub(crate) struct ListQuery {
+    pub(crate) page: PageRequest,
+    pub(crate) page_tokens: web::Data<PageTokenCodec>,
+}
 
 /// One query parameter: its first value, and whether it came more than once.
 #[derive(Default)]
@@ -163,17 +167,19 @@ fn list_query(req: &HttpRequest) -> Result<ListQuery, ApiError> {
         .transpose()
         .map_err(ApiError::bad_param)?
         .unwrap_or_default();
-    let Some(token) = token.once("page_token")? else {
-        return Ok(ListQuery(PageRequest { after: None, size }));
-    };
-    let codec = req
+    let page_tokens = req
         .app_data::<web::Data<PageTokenCodec>>()
-        .ok_or_else(|| ApiError::Internal("no PageTokenCodec in the app data".into()))?;
-    let after = codec.decode(&token).map_err(ApiError::bad_param)?;
-    Ok(ListQuery(PageRequest {
-        after: Some(after),
-        size,
-    }))
+        .ok_or_else(|| ApiError::Internal("no PageTokenCodec in the app data".into()))?
+        .clone();
+    let after = token
+        .once("page_token")?
+        .map(|token| page_tokens.decode(&token))
+        .transpose()
+        .map_err(ApiError::bad_param)?;
+    Ok(ListQuery {
+        page: PageRequest { after, size },
+        page_tokens,
+    })
 }
 
 from_request_head!(ListQuery, list_query);

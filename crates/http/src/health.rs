@@ -12,6 +12,13 @@ use crate::error::ApiError;
 use crate::responses::Unavailable;
 use crate::state::ApiState;
 
+/// The liveness probe's path: the one definition in code (the middleware's access-log sampling and
+/// xtask's readiness waits use it; deploy/facts.toml states it for Terraform and the sidecar, and
+/// `cargo xtask tidy` holds the two together).
+pub const HEALTH_LIVE: &str = "/health/live";
+/// The readiness probe's path (as [`HEALTH_LIVE`]).
+pub const HEALTH_READY: &str = "/health/ready";
+
 /// Body of the health probes.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Status {
@@ -25,7 +32,7 @@ pub(crate) struct Status {
 /// The process answers; never touches the database.
 #[utoipa::path(
     get,
-    path = "/health/live",
+    path = HEALTH_LIVE,
     tag = "health",
     extensions(("x-gateway-probe" = json!(true))),
     responses((status = 200, description = "The process is alive.", body = Status))
@@ -39,7 +46,7 @@ pub(crate) async fn health_live() -> HttpResponse {
 /// A pooled database connection answers a query.
 #[utoipa::path(
     get,
-    path = "/health/ready",
+    path = HEALTH_READY,
     tag = "health",
     extensions(("x-gateway-probe" = json!(true))),
     responses(

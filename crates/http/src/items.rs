@@ -85,13 +85,13 @@ pub(crate) async fn get_item<S: ItemStore>(
     )
 )]
 pub(crate) async fn list_items<S: ItemStore>(
-    ListQuery(page): ListQuery,
+    ListQuery { page, page_tokens }: ListQuery,
     state: web::Data<ApiState<S>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = state.store.list(page).await?;
     Ok(HttpResponse::Ok().json(ItemList {
         items: page.items.iter().map(ItemResponse::from).collect(),
-        next_page_token: page.next_after.map(|id| state.page_tokens.encode(id)),
+        next_page_token: page.next_after.map(|id| page_tokens.encode(id)),
     }))
 }
 

@@ -29,6 +29,7 @@ pub use cors::{CorsSettings, preflight_problems};
 pub use docs::{CONTENT_SECURITY_POLICY, DOCS_PATH, OPENAPI_PATH};
 pub use dto::{CreateItemRequest, ItemList, ItemResponse, PatchItemRequest};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
+pub use health::{HEALTH_LIVE, HEALTH_READY};
 pub use middleware::{RequestTelemetry, RequestTelemetryService};
 pub use openapi::{ApiDoc, openapi, openapi_json};
 pub use page_token::PageTokenCodec;

@@ -33,7 +33,7 @@ use opentelemetry::trace::{FutureExt as _, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 
 /// Paths whose access-log entries follow `log.health_probe_sample_ratio`.
-const HEALTH_PROBES: [&str; 2] = ["/health/live", "/health/ready"];
+const HEALTH_PROBES: [&str; 2] = [crate::HEALTH_LIVE, crate::HEALTH_READY];
 
 /// The telemetry middleware: `App::new().wrap(RequestTelemetry::new(instruments))`.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! The handlers' shared state (`ApiState`): the store and the page-token codec.
+//! The handlers' shared state (`ApiState`): the store, and the page-token codec that `configure`
+//! registers as app data (the one way handlers reach it: the list query's extractor).
 
 use actix_web::web;
 
@@ -8,9 +9,10 @@ use crate::page_token::PageTokenCodec;
 #[derive(Debug)]
 pub struct ApiState<S> {
     pub store: S,
-    /// Also app data of its own, so that the list query's extractor can decode page tokens
-    /// without knowing the store type.
-    pub page_tokens: web::Data<PageTokenCodec>,
+    /// Registered as app data of its own by `configure`: the list query's extractor decodes page
+    /// tokens with it (without knowing the store type) and hands it to the handler to encode the
+    /// next one. Not read from here.
+    pub(crate) page_tokens: web::Data<PageTokenCodec>,
 }
 
 impl<S> ApiState<S> {

@@ -34,15 +34,26 @@ impl DbError {
         }
     }
 
-    /// The database cannot answer now (a 503 at the edge rather than a 500).
+    /// The database cannot answer now (a 503 at the edge rather than a 500). That includes a
+    /// refused login (28P01 a wrong password, 28000 no `pg_hba` entry or IAM login refused): a
+    /// password rotation half done, which the password file's re-read or the next revision
+    /// ends, not a bug in a request.
     pub fn is_unavailable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
         match self {
             DbError::Get(
                 deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed,
             ) => true,
             DbError::Get(deadpool_postgres::PoolError::Backend(e)) | DbError::Query(e) => {
                 pg_transient(e)
-                    || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+                    || e.code().is_some_and(|code| {
+                        [
+                            SqlState::QUERY_CANCELED,
+                            SqlState::INVALID_PASSWORD,
+                            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                        ]
+                        .contains(code)
+                    })
             }
             _ => false,
         }

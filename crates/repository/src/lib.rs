@@ -10,9 +10,13 @@
 //!   `db.operation.name`, `db.collection.name`; never parameter values), child of the request's
 //!   span, and a `db.client.operation.duration` sample; [`PgStore::register_pool_metrics`] adds
 //!   pool gauges over `Pool::status()`.
+//! - Connections are opened by a [`Connector`], the `database.*` settings resolved once: TLS
+//!   with the server's CA checked (`database.tls_mode`), and the password file read once (again
+//!   only when the server refuses it) or a Cloud SQL IAM access token per connection.
 //! - The service gives each actix worker a pool of its own ([`WorkerStores`]): a connection
 //!   belongs to the runtime that opened it. Both use the global providers set by `items-telemetry`.
 
+mod connect;
 mod error;
 mod instruments;
 mod migrate;
@@ -20,13 +24,16 @@ mod settings;
 mod sql;
 mod statements;
 mod store;
+mod tls;
 mod workers;
 
+pub use connect::{Connector, IAM_LOGIN_SCOPE, REREAD_INTERVAL};
 pub use error::DbError;
 pub use migrate::{SchemaStatus, check_schema, migrate};
 pub use settings::{DatabaseSettings, PoolSettings};
 pub use statements::{STATEMENTS_FIXTURE, statements};
 pub use store::PgStore;
+pub use tls::TlsMode;
 pub use workers::WorkerStores;
 
 /// The text of the statements behind the read and create endpoints, for `cargo xtask bench`,

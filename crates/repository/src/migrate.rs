@@ -5,9 +5,9 @@
 //! revision still serves or is rolled back to), but never behind it.
 
 use refinery::Migration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use crate::{DatabaseSettings, DbError};
+use crate::{Connector, DatabaseSettings, DbError};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -28,17 +28,25 @@ const HISTORY_TABLE: &str = "refinery_schema_history";
 /// timeout). A database that already holds every migration of this binary, and newer ones a
 /// later release applied, is left alone: refinery itself would abort on the versions it does
 /// not know (`set_abort_missing`, default true).
-pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<String>, DbError> {
-    let mut config = settings.pg_config()?;
-    config.options("-c statement_timeout=0");
-    let (mut client, connection) = config.connect(NoTls).await?;
-    let conn = tokio::spawn(connection);
+pub async fn migrate(connector: &Connector) -> Result<Vec<String>, DbError> {
+    let settings = connector.settings();
+    let (mut client, conn) = connector
+        .connect_once(|config| {
+            config.options("-c statement_timeout=0");
+        })
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
     let mut result = apply_pending(&mut client).await;
     if let (Ok(_), Some(user)) = (&result, &settings.runtime_user) {
         let granted = grant_runtime(&client, user, settings).await;
+        if let Err(e) = granted {
+            result = Err(e);
+        }
+    }
+    if let (Ok(_), Some(user)) = (&result, &settings.runtime_iam_user) {
+        let granted = grant_iam_user(&client, user).await;
         if let Err(e) = granted {
             result = Err(e);
         }
@@ -125,6 +133,31 @@ async fn grant_runtime(
         .await?
         .get(0);
     client.batch_execute(&statement).await?;
+    grant_dml(client, user).await
+}
+
+/// The runtime service account's IAM database user gets the runtime user's rights. Cloud SQL
+/// creates it (Terraform's `google_sql_user` of type `CLOUD_IAM_SERVICE_ACCOUNT`) with none:
+/// "When an IAM user is added to a database, the new database user has no privileges to any
+/// database by default. You need to use the GRANT command" (cloud.google.com/sql/docs/postgres/
+/// iam-logins, "Before you begin"). Its password is an access token, so none is set here.
+async fn grant_iam_user(client: &Client, user: &str) -> Result<(), DbError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await?
+        .is_some();
+    if !exists {
+        return Err(DbError::Config(format!(
+            "database.runtime_iam_user: no role {user:?}; Terraform creates it \
+             (database_iam_authentication = true, a CLOUD_IAM_SERVICE_ACCOUNT user named after \
+             the runtime service account's email without .gserviceaccount.com)"
+        )));
+    }
+    grant_dml(client, user).await
+}
+
+/// [`RUNTIME_GRANTS`] to `user`.
+async fn grant_dml(client: &Client, user: &str) -> Result<(), DbError> {
     for grant in RUNTIME_GRANTS {
         let statement: String = client
             .query_one(
@@ -194,10 +227,8 @@ fn compare(own: &[Migration], applied: &[Migration]) -> Result<SchemaStatus, DbE
 /// # Errors
 /// [`DbError::Schema`] naming the missing migrations when the schema is behind this binary (run
 /// `items-service migrate`, the deploy's migrate job, first); connection errors as they come.
-pub async fn check_schema(settings: &DatabaseSettings) -> Result<SchemaStatus, DbError> {
-    let config = settings.pg_config()?;
-    let (mut client, connection) = config.connect(NoTls).await?;
-    let conn = tokio::spawn(connection);
+pub async fn check_schema(connector: &Connector) -> Result<SchemaStatus, DbError> {
+    let (mut client, conn) = connector.connect_once(|_| {}).await?;
     let result = applied_migrations(&mut client).await;
     drop(client);
     let _ = conn.await;

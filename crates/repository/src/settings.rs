@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use crate::DbError;
+use crate::tls::TlsMode;
 
 /// `database.*` settings: a URL, or parts (host may be a unix-socket directory such as
 /// `/cloudsql/PROJECT:REGION:INSTANCE`). The password may come from a file (a Secret Manager
@@ -20,7 +21,8 @@ pub struct DatabaseSettings {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub password: Option<SecretString>,
-    /// Read the password from this file (trailing newline stripped).
+    /// Read the password from this file (trailing newline stripped), once at start-up and again
+    /// when the server refuses it (a rotation, see `connect`).
     pub password_file: Option<PathBuf>,
     pub dbname: Option<String>,
     /// Per-statement limit, enforced by the server (`statement_timeout`).
@@ -31,6 +33,16 @@ pub struct DatabaseSettings {
     /// with the same key creates a new item.
     pub idempotency_key_ttl_hours: u64,
     pub pool: PoolSettings,
+    /// `disable`, `verify-ca` or `verify-full` (libpq's `sslmode` names; see `tls`).
+    pub tls_mode: TlsMode,
+    /// The PEM of the CA certificate(s) that sign the server's certificate (Cloud SQL: the
+    /// instance's server CA, given by Terraform). Needed unless `tls_mode = "disable"`.
+    #[serde(default)]
+    pub tls_ca_pem: Option<String>,
+    /// Cloud SQL IAM database authentication: log in as `user` (the runtime service account's
+    /// email without `.gserviceaccount.com`) with an access token from the metadata server as
+    /// the password; the password settings are not used. Needs TLS.
+    pub iam_authentication: bool,
     /// For `items-service migrate` (the migrate job, run as the migrator, who owns the schema):
     /// the runtime's database user, created if missing with `LOGIN` and no other attribute, its
     /// password set from `runtime_password_file`, and granted DML on the schema only. Unset: no
@@ -40,6 +52,11 @@ pub struct DatabaseSettings {
     /// The runtime user's password (a Secret Manager mount in the migrate job).
     #[serde(default)]
     pub runtime_password_file: Option<PathBuf>,
+    /// For `items-service migrate`: the runtime service account's IAM database user (created by
+    /// Terraform through the Cloud SQL API, with no privileges), granted the same DML rights as
+    /// `runtime_user`. Unset: none.
+    #[serde(default)]
+    pub runtime_iam_user: Option<String>,
 }
 
 /// `database.pool.*` settings.
@@ -88,13 +105,82 @@ impl DatabaseSettings {
                 create_timeout_ms: 1000,
                 recycle_timeout_ms: 1000,
             },
+            tls_mode: TlsMode::Disable,
+            tls_ca_pem: None,
+            iam_authentication: false,
             runtime_user: None,
             runtime_password_file: None,
+            runtime_iam_user: None,
         }
     }
 
-    /// The driver configuration these settings describe.
+    /// Checks what can be checked without reading a secret or opening a connection: enough to
+    /// connect, TLS when it is asked for or needed, a password file that exists.
+    pub fn validate(&self) -> Result<(), DbError> {
+        let config = self.driver_config()?;
+        let unix_socket = config
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        if self.tls_mode != TlsMode::Disable {
+            if self
+                .tls_ca_pem
+                .as_deref()
+                .is_none_or(|pem| pem.trim().is_empty())
+            {
+                return Err(DbError::Config(format!(
+                    "database.tls_mode = \"{}\" needs database.tls_ca_pem (the PEM of the \
+                     server's CA)",
+                    self.tls_mode.as_str()
+                )));
+            }
+            if unix_socket {
+                return Err(DbError::Config(
+                    "database.tls_mode: TLS is for TCP hosts; a unix socket (the Cloud SQL \
+                     connector's /cloudsql/… volume, which encrypts by itself) takes \
+                     tls_mode = \"disable\""
+                        .to_owned(),
+                ));
+            }
+        }
+        if self.iam_authentication {
+            if self.tls_mode == TlsMode::Disable {
+                return Err(DbError::Config(
+                    "database.iam_authentication needs TLS (database.tls_mode = \"verify-ca\"): \
+                     the access token is the password"
+                        .to_owned(),
+                ));
+            }
+        } else if let Some(path) = &self.password_file {
+            // Only whether it is there: the connector reads it, once.
+            std::fs::metadata(path).map_err(|e| {
+                DbError::Config(format!(
+                    "database.password_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The driver configuration these settings describe, the password file read (for tools and
+    /// tests; the service reads it once, through [`Connector`](crate::Connector)).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, DbError> {
+        let mut config = self.driver_config()?;
+        if let Some(path) = &self.password_file {
+            let secret = std::fs::read_to_string(path).map_err(|e| {
+                DbError::Config(format!(
+                    "database.password_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            config.password(secret.trim_end_matches(['\r', '\n']));
+        }
+        Ok(config)
+    }
+
+    /// The driver configuration without the password file's password.
+    pub(crate) fn driver_config(&self) -> Result<tokio_postgres::Config, DbError> {
         let mut config = match &self.url {
             Some(url) => url
                 .expose_secret()
@@ -128,15 +214,6 @@ impl DatabaseSettings {
         }
         if let Some(password) = &self.password {
             config.password(password.expose_secret());
-        }
-        if let Some(path) = &self.password_file {
-            let secret = std::fs::read_to_string(path).map_err(|e| {
-                DbError::Config(format!(
-                    "database.password_file: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            config.password(secret.trim_end_matches(['\r', '\n']));
         }
         if config.get_hosts().is_empty() {
             return Err(DbError::Config(
@@ -204,6 +281,31 @@ mod tests {
         s.url = None;
         let err = s.pg_config().unwrap_err().to_string();
         assert!(err.contains("database.host"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_what_tls_and_iam_need_without_reading_secrets() {
+        let check = |s: &DatabaseSettings| s.validate().map_err(|e| e.to_string());
+        let mut s = DatabaseSettings::from_url("postgres://u@10.0.0.3/items");
+        s.tls_mode = TlsMode::VerifyCa;
+        assert!(check(&s).unwrap_err().contains("database.tls_ca_pem"));
+        s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
+        check(&s).unwrap();
+        s.iam_authentication = true;
+        // The password file is not looked at with IAM: none is needed.
+        s.password_file = Some("/nonexistent/db-password".into());
+        check(&s).unwrap();
+        s.tls_mode = TlsMode::Disable;
+        assert!(check(&s).unwrap_err().contains("needs TLS"));
+        s.iam_authentication = false;
+        assert!(check(&s).unwrap_err().contains("database.password_file"));
+        let mut socket = DatabaseSettings::from_url("");
+        socket.url = None;
+        socket.host = Some("/cloudsql/p:r:i".into());
+        socket.user = Some("u".into());
+        socket.tls_mode = TlsMode::VerifyCa;
+        socket.tls_ca_pem = s.tls_ca_pem.clone();
+        assert!(check(&socket).unwrap_err().contains("unix socket"));
     }
 
     #[test]

@@ -12,11 +12,10 @@ use items_domain::{
     NewItem, Page, PageRequest, Precondition, StoreError,
 };
 use sha2::{Digest as _, Sha256};
-use tokio_postgres::NoTls;
 
 use crate::instruments::{Instruments, Query};
 use crate::sql::{self, On, item_from_row, traced};
-use crate::{DatabaseSettings, DbError};
+use crate::{Connector, DbError};
 
 /// The PostgreSQL-backed item store. Cheap to clone (the pool is reference-counted).
 #[derive(Clone, Debug)]
@@ -65,19 +64,25 @@ impl SharedReads {
 }
 
 impl PgStore {
-    /// Builds the pool; no connection is opened until the first request.
-    pub fn new(settings: &DatabaseSettings) -> Result<Self, DbError> {
-        let pg_config = settings.pg_config()?;
-        let manager = Manager::from_config(
-            pg_config,
-            NoTls,
+    /// Builds the pool; no connection is opened until the first request. Connections are
+    /// opened by `connector` (TLS, the password or IAM token of the moment).
+    pub fn new(connector: &Connector) -> Result<Self, DbError> {
+        Self::with_max_size(connector, connector.settings().pool.max_size)
+    }
+
+    /// [`PgStore::new`] with a pool of `max_size` connections.
+    pub(crate) fn with_max_size(connector: &Connector, max_size: usize) -> Result<Self, DbError> {
+        let settings = connector.settings();
+        let manager = Manager::from_connect(
+            connector.config().clone(),
+            connector.pool_connect(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let ms = Duration::from_millis;
         let pool = Pool::builder(manager)
-            .max_size(settings.pool.max_size)
+            .max_size(max_size)
             .wait_timeout(Some(ms(settings.pool.wait_timeout_ms)))
             .create_timeout(Some(ms(settings.pool.create_timeout_ms)))
             .recycle_timeout(Some(ms(settings.pool.recycle_timeout_ms)))
@@ -380,9 +385,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_reads_share_a_connection_and_give_it_back() {
         let url = items_testkit::fresh_database().await.unwrap();
-        let settings = DatabaseSettings::from_url(&url);
-        crate::migrate(&settings).await.unwrap();
-        let store = PgStore::new(&settings).unwrap();
+        let connector = Connector::new(&crate::DatabaseSettings::from_url(&url)).unwrap();
+        crate::migrate(&connector).await.unwrap();
+        let store = PgStore::new(&connector).unwrap();
         let item = NewItem {
             name: ItemName::parse("shared").unwrap(),
             description: None,

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{DatabaseSettings, DbError, PgStore};
+use crate::{Connector, DbError, PgStore};
 
 /// `n` stores, one per worker, each with its own pool; `database.pool.max_size` is split evenly
 /// between them (at least one connection each).
@@ -24,13 +24,13 @@ pub struct WorkerStores {
 }
 
 impl WorkerStores {
-    /// Builds the pools; no connection is opened until a worker's first request.
-    pub fn new(settings: &DatabaseSettings, workers: usize) -> Result<Self, DbError> {
+    /// Builds the pools; no connection is opened until a worker's first request. They all open
+    /// connections through `connector` (one password file, one token cache for the process).
+    pub fn new(connector: &Connector, workers: usize) -> Result<Self, DbError> {
         let workers = workers.max(1);
-        let mut each = settings.clone();
-        each.pool.max_size = (settings.pool.max_size / workers).max(1);
+        let each = (connector.settings().pool.max_size / workers).max(1);
         let stores = (0..workers)
-            .map(|_| PgStore::new(&each))
+            .map(|_| PgStore::with_max_size(connector, each))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             stores,
@@ -68,10 +68,10 @@ impl WorkerStores {
 mod tests {
     use super::*;
 
-    fn settings(max_size: usize) -> DatabaseSettings {
-        let mut settings = DatabaseSettings::from_url("postgres://u@127.0.0.1:1/d");
+    fn settings(max_size: usize) -> Connector {
+        let mut settings = crate::DatabaseSettings::from_url("postgres://u@127.0.0.1:1/d");
         settings.pool.max_size = max_size;
-        settings
+        Connector::new(&settings).unwrap()
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use items_domain::StoreError;
-use items_repository::{DatabaseSettings, DbError, check_schema, migrate};
+use items_repository::{Connector, DatabaseSettings, DbError, check_schema, migrate};
 use tokio_postgres::NoTls;
 
 /// `MIGRATION_LOCK_ID` of `src/migrate.rs` ("items_mg").
@@ -36,22 +36,29 @@ async fn migrate_as_a_later_release(settings: &DatabaseSettings) {
 async fn an_older_binary_starts_and_migrates_against_a_newer_schema() {
     let url = items_testkit::fresh_database().await.unwrap();
     let settings = DatabaseSettings::from_url(&url);
-    migrate(&settings).await.unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
     migrate_as_a_later_release(&settings).await;
 
-    let status = check_schema(&settings).await.unwrap();
+    let status = check_schema(&Connector::new(&settings).unwrap())
+        .await
+        .unwrap();
     assert!(status.missing.is_empty());
     assert_eq!(status.newer, ["V9999__later"]);
     // refinery alone aborts here (abort_missing): a local instance that migrates at start-up,
     // or a migrate job of the older release, would fail.
-    assert_eq!(migrate(&settings).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        migrate(&Connector::new(&settings).unwrap()).await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
 async fn a_schema_behind_the_binary_is_refused_by_name() {
     let url = items_testkit::fresh_database().await.unwrap();
     let settings = DatabaseSettings::from_url(&url);
-    let err = check_schema(&settings).await.unwrap_err();
+    let err = check_schema(&Connector::new(&settings).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DbError::Schema(_)), "{err:?}");
     let message = err.to_string();
     assert!(
@@ -86,7 +93,7 @@ async fn migrating_waits_for_the_lock_longer_than_the_statement_timeout() {
             .unwrap();
         holder
     });
-    let applied = migrate(&settings).await.unwrap();
+    let applied = migrate(&Connector::new(&settings).unwrap()).await.unwrap();
     assert_eq!(applied, ["V1__items"]);
     drop(release.await.unwrap());
 }
@@ -155,7 +162,7 @@ fn previous_release_statements() -> Vec<(String, String)> {
 async fn every_statement_of_the_previous_release_prepares_against_this_schema() {
     let url = items_testkit::fresh_database().await.unwrap();
     let settings = DatabaseSettings::from_url(&url);
-    migrate(&settings).await.unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
     let client = connect(&settings).await;
     let statements = previous_release_statements();
     assert!(!statements.is_empty());
@@ -191,10 +198,10 @@ async fn the_runtime_user_gets_dml_rights_only() {
     let mut settings = DatabaseSettings::from_url(&url);
     settings.runtime_user = Some(user.clone());
     settings.runtime_password_file = Some(password.clone());
-    migrate(&settings).await.unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
     // Again (a rotation): the role exists, its password is set anew.
     std::fs::write(&password, "rotated-secret\n").unwrap();
-    migrate(&settings).await.unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
     std::fs::remove_file(&password).ok();
 
     let admin = connect(&settings).await;
@@ -221,7 +228,9 @@ async fn the_runtime_user_gets_dml_rights_only() {
     runtime.port = admin_config.get_ports().first().copied();
     runtime.dbname = admin_config.get_dbname().map(str::to_owned);
     runtime.user = Some(user.clone());
-    let status = check_schema(&runtime).await.unwrap();
+    let status = check_schema(&Connector::new(&runtime).unwrap())
+        .await
+        .unwrap();
     assert!(status.missing.is_empty());
     let app = connect(&runtime).await;
     app.execute("INSERT INTO items (name) VALUES ('x')", &[])
@@ -248,4 +257,67 @@ async fn the_runtime_user_gets_dml_rights_only() {
             "{ddl}: {code:?} {err}"
         );
     }
+}
+
+/// With IAM database authentication the runtime service account is a database user that Cloud
+/// SQL creates with no privileges (Terraform's `CLOUD_IAM_SERVICE_ACCOUNT` user): the migrate job
+/// grants it the runtime user's DML rights, sets no password, and names the setting when the
+/// role is missing.
+#[tokio::test]
+async fn the_migrate_job_grants_the_iam_user_dml_rights() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let suffix = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    // A service account's database user: its email without ".gserviceaccount.com".
+    let user = format!("items-run-{suffix}@test-project.iam");
+    let mut settings = DatabaseSettings::from_url(&url);
+    settings.runtime_iam_user = Some(user.clone());
+    let err = migrate(&Connector::new(&settings).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.runtime_iam_user"), "{err}");
+
+    // What Cloud SQL does for the IAM user: a login role with no privileges.
+    let admin = connect(&settings).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{user}\" LOGIN"))
+        .await
+        .unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
+
+    let mut iam = DatabaseSettings::from_url(&url);
+    iam.url = None;
+    let config = settings.pg_config().unwrap();
+    iam.host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(p) => Some(p.display().to_string()),
+    };
+    iam.port = config.get_ports().first().copied();
+    iam.dbname = config.get_dbname().map(str::to_owned);
+    iam.user = Some(user.clone());
+    let app = connect(&iam).await;
+    app.execute("INSERT INTO items (name) VALUES ('iam')", &[])
+        .await
+        .unwrap();
+    let err = app
+        .batch_execute("CREATE TABLE sneaky (id int)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let password: Option<String> = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        password, None,
+        "no password: its tokens are checked by Cloud SQL"
+    );
 }

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use items_domain::{
     Description, IdempotencyKey, ItemName, ItemStore, NewItem, PageRequest, PageSize, StoreError,
 };
-use items_repository::{DatabaseSettings, PgStore, migrate};
+use items_repository::{Connector, DatabaseSettings, PgStore, migrate};
 
 async fn fresh() -> (DatabaseSettings, PgStore) {
     let url = items_testkit::fresh_database().await.unwrap();
     let settings = DatabaseSettings::from_url(&url);
-    migrate(&settings).await.unwrap();
-    let store = PgStore::new(&settings).unwrap();
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
+    let store = PgStore::new(&Connector::new(&settings).unwrap()).unwrap();
     (settings, store)
 }
 
@@ -37,12 +37,18 @@ fn new_item(name: &str) -> NewItem {
 async fn concurrent_migrations_apply_once() {
     let url = items_testkit::fresh_database().await.unwrap();
     let settings = DatabaseSettings::from_url(&url);
-    let runs = (0..8).map(|_| migrate(&settings));
+    let connectors: Vec<_> = (0..8).map(|_| Connector::new(&settings).unwrap()).collect();
+    let runs = connectors.iter().map(migrate);
     let results = futures_util::future::join_all(runs).await;
     let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
     assert_eq!(applied, 1, "exactly one instance applies V1");
     // Running again is a no-op.
-    assert!(migrate(&settings).await.unwrap().is_empty());
+    assert!(
+        migrate(&Connector::new(&settings).unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -79,7 +85,7 @@ async fn an_unreachable_database_is_unavailable_fast() {
     let mut settings =
         DatabaseSettings::from_url(&format!("postgres://postgres@127.0.0.1:{port}/x"));
     settings.pool.wait_timeout_ms = 300;
-    let store = PgStore::new(&settings).unwrap();
+    let store = PgStore::new(&Connector::new(&settings).unwrap()).unwrap();
     let started = Instant::now();
     let result = store.get(items_domain::ItemId::new(1).unwrap()).await;
     assert!(

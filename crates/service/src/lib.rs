@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use items_http::{ApiState, PageTokenCodec, RequestTelemetry};
+use items_http::{ApiState, RequestTelemetry};
 use items_repository::{PgStore, WorkerStores};
 use items_telemetry::{HttpInstruments, ServiceInfo, Telemetry};
-use secrecy::ExposeSecret as _;
 
 pub use items_telemetry::PlatformIdentity;
 pub use settings::{
-    ApiSettings, AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, PageTokenKeys,
-    ServerSettings, Settings, SettingsSources,
+    AppEnvironment, DEVELOPMENT_PAGE_TOKEN_SECRET, Origins, ServerSettings, Settings,
+    SettingsSources,
 };
 
 /// From SIGTERM to exit: Cloud Run sends SIGKILL 10 s after SIGTERM ("Container runtime
@@ -78,21 +77,23 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let telemetry = Telemetry::start(&settings.telemetry, &service_info(), identity)
             .map_err(|e| anyhow::anyhow!("starting telemetry: {e}"))?;
-        prepare_schema(&settings.database).await?;
+        // The database settings resolved once: the password file read, the CA parsed, the IAM
+        // token source started; everything below opens connections through it.
+        let database =
+            items_repository::Connector::new(&settings.database).context("database settings")?;
+        prepare_schema(&database).await?;
         // One pool per actix worker (`WorkerStores` says why), so the worker count is ours to set.
         let workers = settings.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let stores = Arc::new(
-            WorkerStores::new(&settings.database, workers)
-                .context("building the connection pools")?,
+            WorkerStores::new(&database, workers).context("building the connection pools")?,
         );
         stores.register_pool_metrics();
         let instruments = HttpInstruments::new(&telemetry, &settings.log);
         let extra_routes = options.extra_routes;
-        let keys = settings.api.page_token_keys()?;
-        let page_tokens = PageTokenCodec::new(keys.current.expose_secret().as_bytes())
-            .with_previous(keys.previous.iter().map(|k| k.expose_secret().as_bytes()));
+        // Resolved by the settings (key files read once, at load); handed down as it is.
+        let page_tokens = settings.page_tokens.clone();
         let address = (settings.server.host.as_str(), settings.server.port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
@@ -182,9 +183,10 @@ impl Application {
 /// deploy's migrate job applies them (`items-service migrate`, under the migrator role), and a
 /// schema a later release migrated is fine (expand/contract), so older revisions keep starting.
 /// An unreachable database does not stop start-up (requests get 503s and `/health/ready` says
-/// why, as before); a schema behind the binary does.
-async fn prepare_schema(database: &items_repository::DatabaseSettings) -> anyhow::Result<()> {
-    if database.migrate_on_start {
+/// why, as before); a schema behind the binary does, and so does a server certificate the
+/// configured CA does not vouch for (a configuration error, named).
+async fn prepare_schema(database: &items_repository::Connector) -> anyhow::Result<()> {
+    if database.settings().migrate_on_start {
         let applied = items_repository::migrate(database)
             .await
             .context("applying database migrations at start-up")?;
@@ -199,7 +201,7 @@ async fn prepare_schema(database: &items_repository::DatabaseSettings) -> anyhow
             tracing::info!(newer = ?status.newer, "the schema holds migrations of a later release");
             Ok(())
         }
-        Err(e @ items_repository::DbError::Schema(_)) => {
+        Err(e @ (items_repository::DbError::Schema(_) | items_repository::DbError::Config(_))) => {
             Err(anyhow::Error::new(e).context("checking the database schema at start-up"))
         }
         Err(e) => {

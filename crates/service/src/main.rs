@@ -29,8 +29,9 @@ enum Command {
     /// moves, and Cloud Scheduler runs the job hourly, so pruning happens even when every
     /// instance scales to zero within the hour.
     Migrate,
-    /// Load and validate the settings, print them (secrets redacted) and the effective telemetry
-    /// settings with where each came from (`APP__…`, `OTEL_*`, a file, the default), and exit.
+    /// Load and validate the settings, print the effective ones as TOML in the config files' form
+    /// (secrets redacted, each value with where it came from: a file, `APP__…`, `OTEL_*`,
+    /// `PORT`), then the derived telemetry values as comments, and exit.
     CheckConfig,
 }
 
@@ -75,9 +76,10 @@ fn main() -> ExitCode {
                 app.run_until_stopped().await
             }
             Command::Migrate => {
-                let applied = items_repository::migrate(&settings.database).await?;
+                let database = items_repository::Connector::new(&settings.database)?;
+                let applied = items_repository::migrate(&database).await?;
                 tracing::info!(migrations = ?applied, "migrations applied");
-                let store = items_repository::PgStore::new(&settings.database)?;
+                let store = items_repository::PgStore::new(&database)?;
                 let pruned = store
                     .prune_idempotency_keys(settings.database.idempotency_key_ttl())
                     .await?;
@@ -86,8 +88,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::CheckConfig => {
-                println!("{settings:#?}");
-                println!("{}", settings.describe_telemetry(&identity));
+                print!("{}", settings.to_toml(&identity));
                 Ok(())
             }
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use crate::tls::ServerTls;
+
 /// How to start a throwaway cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -16,6 +18,11 @@ pub struct ClusterOptions {
     /// Trade durability for speed (fsync off): for tests only.
     pub fast_unsafe: bool,
     pub max_connections: u32,
+    /// Serve TLS with this certificate and accept TCP clients only over TLS and with a
+    /// SCRAM-SHA-256 password (`pg_hba.conf`: `hostssl … scram-sha-256`, no `host` line, so a
+    /// plaintext client is refused); the superuser logs in over the unix socket
+    /// ([`PgCluster::socket_url`]). `None`: trust on loopback, no TLS.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ClusterOptions {
@@ -24,6 +31,7 @@ impl Default for ClusterOptions {
             port: None,
             fast_unsafe: false,
             max_connections: 300,
+            tls: None,
         }
     }
 }
@@ -63,6 +71,9 @@ impl PgCluster {
             remove_on_drop: true,
         };
         cluster.initdb()?;
+        if let Some(tls) = &options.tls {
+            cluster.require_tls(tls)?;
+        }
         cluster.pg_ctl_start(options)?;
         Ok(cluster)
     }
@@ -83,6 +94,16 @@ impl PgCluster {
     /// URL of a database on this cluster (user `postgres`, trust authentication on loopback).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// URL of a database on this cluster as the superuser over the unix socket (trust), which a
+    /// TLS cluster's `pg_hba.conf` leaves as the only way in without TLS and a password.
+    pub fn socket_url(&self, database: &str) -> String {
+        format!(
+            "postgres:///{database}?user=postgres&host={}&port={}",
+            self.data_dir.display(),
+            self.port
+        )
     }
 
     /// Keep the cluster running after this value is dropped.
@@ -143,6 +164,39 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Certificate, key and `pg_hba.conf` of a TLS-only cluster ([`ClusterOptions::tls`]).
+    fn require_tls(&self, tls: &ServerTls) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let owner = match &self.run_as {
+            Some(user) => Some(
+                nix::unistd::User::from_name(user)?.with_context(|| format!("no user {user}"))?,
+            ),
+            None => None,
+        };
+        let files = [
+            ("server.crt", &tls.cert_pem),
+            ("server.key", &tls.key_pem),
+            (
+                "pg_hba.conf",
+                &"local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n".to_owned(),
+            ),
+        ];
+        for (name, text) in files {
+            let path = self.data_dir.join(name);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            // PostgreSQL refuses a key file that others may read.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            if let Some(owner) = &owner {
+                std::os::unix::fs::chown(
+                    &path,
+                    Some(owner.uid.as_raw()),
+                    Some(owner.gid.as_raw()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn pg_ctl_start(&self, options: &ClusterOptions) -> anyhow::Result<()> {
         let mut server_opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections={} -c shared_buffers=128MB",
@@ -152,6 +206,10 @@ impl PgCluster {
         );
         if options.fast_unsafe {
             server_opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        if options.tls.is_some() {
+            server_opts
+                .push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
         let log = self.data_dir.join("server.log");
         let out = self

@@ -4,11 +4,15 @@
 //!
 //! `DATABASE_URL` set: every test gets a new database on that server. Unset: the tests share one
 //! throwaway cluster per machine user (started on first use, found again through a state file under
-//! the temp directory, guarded by a file lock). `cargo xtask test` starts and removes a cluster of its
-//! own around the whole run and passes it on as `DATABASE_URL`.
+//! the temp directory, guarded by a file lock). `cargo xtask test` starts and removes a cluster of
+//! its own around the whole run and passes it on as `DATABASE_URL`. A test that needs TLS or
+//! password authentication starts a cluster of its own ([`ClusterOptions::tls`], certificates
+//! from [`TestCa`]); [`MetadataServer`] stands in for the metadata server's token endpoint.
 
 mod cluster;
 mod launch;
+mod metadata;
+mod tls;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +21,8 @@ use anyhow::Context as _;
 
 pub use cluster::{ClusterOptions, PgCluster, shared_cluster_url};
 pub use launch::ServiceLaunch;
+pub use metadata::{MetadataServer, TOKEN_PATH};
+pub use tls::{ServerTls, TestCa, TlsDatabase};
 
 /// The server URL tests should use: `DATABASE_URL`, else the shared throwaway cluster.
 pub fn server_url() -> anyhow::Result<String> {

@@ -22,9 +22,12 @@
 //! 9. every resource and data source of the Google providers, with each nested block, matches
 //!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]);
 //! 10. every environment root passes its stack at least one notification channel, through a
-//!     root variable with no default that requires one ([`notifications`]).
+//!     root variable with no default that requires one ([`notifications`]);
+//! 12. every reference to an attribute of a resource, data source or module call with `count`
+//!     or `for_each` names one instance (`module.db[0].url`), which `terraform validate` would
+//!     otherwise refuse ([`indexed`]).
 //!
-//! Checks 1 to 6, 8, 9 and 10 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6, 8, 9, 10 and 12 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 
@@ -33,6 +36,7 @@ use std::path::Path;
 mod calls;
 mod environments;
 mod iam;
+mod indexed;
 mod module;
 mod notifications;
 mod otlp;
@@ -72,7 +76,7 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
     Ok(problems)
 }
 
-/// Checks 1 to 4 over every module below `root`.
+/// Checks 1 to 4 and 12 over every module below `root`.
 fn check_tree(root: &Path) -> anyhow::Result<Vec<String>> {
     let mut cache = ModuleCache::new(root);
     let mut problems = Vec::new();
@@ -82,6 +86,7 @@ fn check_tree(root: &Path) -> anyhow::Result<Vec<String>> {
         problems.extend(variables::check_variables(&module));
         problems.extend(outputs::check_outputs(&dir, &module, &mut cache)?);
         problems.extend(iam::check_iam(&module));
+        problems.extend(indexed::check_indexed(&dir, &module, root)?);
     }
     Ok(problems)
 }

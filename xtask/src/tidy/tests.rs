@@ -118,7 +118,6 @@ fn a_changed_health_path_fails_terraform_the_routes_and_the_gateway_configs() {
         "deploy/terraform/modules/cloudrun/main.tf",
         "openapi/gateway/dev-europe-west1.yaml",
         "openapi/gateway/prod-us-central1.yaml",
-        "xtask/src/util.rs",
     ] {
         assert!(failing.contains(file), "{file} not in {failing:#?}");
     }
@@ -161,6 +160,28 @@ fn a_changed_port_and_otlp_endpoint_fail_the_sidecar_and_terraform() {
     ] {
         assert!(failing.contains(file), "{file} not in {failing:#?}");
     }
+}
+
+#[test]
+fn a_changed_page_token_mount_fails_terraform_and_the_service_config() {
+    let failing = failing_files(|f| set(f, "page_token_dir", Fact::One("/keys".into())));
+    for file in [
+        "deploy/terraform/modules/cloudrun/main.tf",
+        "crates/service/config/base.toml",
+    ] {
+        assert!(failing.contains(file), "{file} not in {failing:#?}");
+    }
+}
+
+/// xtask reads its facts from deploy/facts.toml (the Terraform lint's environment roots).
+#[test]
+fn xtask_reads_the_environments_from_the_facts() {
+    let facts = facts(&util::project_root()).expect("deploy/facts.toml");
+    assert_eq!(
+        facts.values("environments").unwrap(),
+        ["dev", "stage", "prod"]
+    );
+    assert!(facts.values("no_such_fact").is_err());
 }
 
 #[test]

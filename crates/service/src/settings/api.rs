@@ -1,11 +1,13 @@
-//! `api.*`: the page-token keys, and the rule that only `local` may use the public development
-//! key.
+//! `api.*`: the page-token keys, resolved once into the codec the handlers use, and the rule that
+//! only `local` may use the public development key.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+
+use items_http::PageTokenCodec;
 
 use super::AppEnvironment;
 
@@ -19,7 +21,7 @@ pub const MIN_PAGE_TOKEN_SECRET_BYTES: usize = 32;
 /// that rotating the key does not break clients that are paging.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiSettings {
+pub(super) struct ApiSettings {
     /// The signing key (plain, for local use; `APP__API__PAGE_TOKEN_SECRET`).
     #[serde(default)]
     pub page_token_secret: Option<SecretString>,
@@ -36,18 +38,12 @@ pub struct ApiSettings {
     pub page_token_previous_secret_files: Vec<PathBuf>,
 }
 
-/// The resolved page-token keys.
-#[derive(Debug, Clone)]
-pub struct PageTokenKeys {
-    /// Signs new tokens (and verifies).
-    pub current: SecretString,
-    /// Only verify.
-    pub previous: Vec<SecretString>,
-}
-
 impl ApiSettings {
-    /// Reads the keys (files included). Every error names `api.page_token_secret`.
-    pub fn page_token_keys(&self) -> anyhow::Result<PageTokenKeys> {
+    /// Reads the keys (files included, each once) and checks them: they must exist, and outside
+    /// `local` the signing key must not be the public development key nor shorter than
+    /// [`MIN_PAGE_TOKEN_SECRET_BYTES`]. The codec is what the app uses; nothing reads the key
+    /// files again. Every error names `api.page_token_secret`.
+    pub(super) fn resolve(&self, environment: AppEnvironment) -> anyhow::Result<PageTokenCodec> {
         let current = match (&self.page_token_secret_file, &self.page_token_secret) {
             (Some(path), _) => read_key(path, "api.page_token_secret_file")?,
             (None, Some(secret)) => secret.clone(),
@@ -57,8 +53,25 @@ impl ApiSettings {
                  or api.page_token_secret (APP__API__PAGE_TOKEN_SECRET)"
             ),
         };
-        if current.expose_secret().is_empty() {
+        let key = current.expose_secret();
+        if key.is_empty() {
             bail!("api.page_token_secret: the page-token key is empty");
+        }
+        let name = environment.name();
+        if environment != AppEnvironment::Local && key == DEVELOPMENT_PAGE_TOKEN_SECRET {
+            bail!(
+                "api.page_token_secret: {name} must not sign page tokens with the built-in \
+                 development key, which anyone can read in the repository; set \
+                 api.page_token_secret_file (Terraform mounts a generated key) or \
+                 api.page_token_secret"
+            );
+        }
+        if environment != AppEnvironment::Local && key.len() < MIN_PAGE_TOKEN_SECRET_BYTES {
+            bail!(
+                "api.page_token_secret: the page-token key of {name} has {} bytes; use at least \
+                 {MIN_PAGE_TOKEN_SECRET_BYTES} random bytes",
+                key.len()
+            );
         }
         let mut previous: Vec<SecretString> = self
             .page_token_previous_secrets
@@ -73,34 +86,8 @@ impl ApiSettings {
         {
             previous.push(read_key(path, "api.page_token_previous_secret_files")?);
         }
-        Ok(PageTokenKeys { current, previous })
-    }
-
-    /// The keys must exist; outside `local` the signing key must not be the public development
-    /// key nor shorter than [`MIN_PAGE_TOKEN_SECRET_BYTES`].
-    pub(super) fn check(&self, environment: AppEnvironment) -> anyhow::Result<()> {
-        let keys = self.page_token_keys()?;
-        if environment == AppEnvironment::Local {
-            return Ok(());
-        }
-        let key = keys.current.expose_secret();
-        let name = environment.name();
-        if key == DEVELOPMENT_PAGE_TOKEN_SECRET {
-            bail!(
-                "api.page_token_secret: {name} must not sign page tokens with the built-in \
-                 development key, which anyone can read in the repository; set \
-                 api.page_token_secret_file (Terraform mounts a generated key) or \
-                 api.page_token_secret"
-            );
-        }
-        if key.len() < MIN_PAGE_TOKEN_SECRET_BYTES {
-            bail!(
-                "api.page_token_secret: the page-token key of {name} has {} bytes; use at least \
-                 {MIN_PAGE_TOKEN_SECRET_BYTES} random bytes",
-                key.len()
-            );
-        }
-        Ok(())
+        Ok(PageTokenCodec::new(key.as_bytes())
+            .with_previous(previous.iter().map(|k| k.expose_secret().as_bytes())))
     }
 }
 

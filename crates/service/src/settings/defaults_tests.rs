@@ -12,12 +12,7 @@ use std::collections::BTreeMap;
 
 use super::{AppEnvironment, BASE_TOML, Settings, SettingsSources};
 
-const ENVIRONMENTS: [AppEnvironment; 4] = [
-    AppEnvironment::Local,
-    AppEnvironment::Dev,
-    AppEnvironment::Stage,
-    AppEnvironment::Prod,
-];
+const ENVIRONMENTS: &[AppEnvironment] = AppEnvironment::ALL;
 
 /// Every key a TOML file sets, with its value as README writes it (strings without quotes).
 fn keys_of(text: &str) -> BTreeMap<String, String> {

@@ -8,6 +8,7 @@
 mod api;
 #[cfg(test)]
 mod defaults_tests;
+mod effective;
 mod origins;
 
 use std::collections::HashMap;
@@ -15,21 +16,37 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use config::{Config, Environment, File, FileFormat, Map, Source, Value};
-use items_http::CorsSettings;
+use items_http::{CorsSettings, PageTokenCodec};
 use items_repository::DatabaseSettings;
 use items_telemetry::{LogSettings, TelemetrySettings};
 use serde::Deserialize;
 
-pub use api::{ApiSettings, DEVELOPMENT_PAGE_TOKEN_SECRET, PageTokenKeys};
+use api::ApiSettings;
+pub use api::DEVELOPMENT_PAGE_TOKEN_SECRET;
 pub use origins::Origins;
 use origins::{OtelSource, origins};
 
 /// The defaults of every environment.
 const BASE_TOML: &str = include_str!("../../config/base.toml");
 
-/// All settings of the service.
-#[derive(Debug, Clone, Deserialize)]
+/// The settings as the files and variables state them: read once by [`Settings::load`], which
+/// resolves them into [`Settings`].
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Stated {
+    server: ServerSettings,
+    database: DatabaseSettings,
+    log: LogSettings,
+    telemetry: TelemetrySettings,
+    cors: CorsSettings,
+    /// Only optional keys: absent when no environment sets one.
+    #[serde(default)]
+    api: ApiSettings,
+}
+
+/// All settings of the service, resolved into the values the app uses (secret files read once,
+/// here) and handed down from here.
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -37,12 +54,12 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Browser apps: allowed origins, methods, headers (`items_http::CorsSettings`).
     pub cors: CorsSettings,
-    /// Only optional keys: absent when no environment sets one.
-    #[serde(default)]
-    pub api: ApiSettings,
-    /// Where the telemetry settings came from, and ignored `OTEL_*` variables (`check-config`).
-    #[serde(skip)]
+    /// `api.*`: the page-token keys (files read at start-up, once), as the codec the handlers use.
+    pub page_tokens: PageTokenCodec,
+    /// Where each setting came from, and ignored `OTEL_*` variables (`check-config`).
     pub origins: Origins,
+    /// The effective settings in the config files' form, secrets redacted (`check-config`).
+    pub effective: effective::Effective,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,64 +74,76 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
 }
 
-/// The deployment environment, from `APP_ENVIRONMENT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppEnvironment {
-    Local,
-    Dev,
-    Stage,
-    Prod,
+/// The environments, each name written once: `environments!(Variant = "name" …)` makes the enum,
+/// its names and its compiled-in files (`config/<name>.toml`, and for deployed ones the `[cors]`
+/// of `deploy/environments/<name>.toml`). deploy/facts.toml lists the deployed environments for
+/// Terraform and the gateway configs; a test below holds this list to it.
+macro_rules! environments {
+    ($local:ident = $local_name:literal; $($variant:ident = $name:literal),+ $(,)?) => {
+        /// The deployment environment, from `APP_ENVIRONMENT`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum AppEnvironment {
+            /// The developer's machine (and the local cloud).
+            $local,
+            $($variant),+
+        }
+
+        impl AppEnvironment {
+            /// Every environment, `local` first.
+            pub const ALL: &[AppEnvironment] = &[Self::$local, $(Self::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    Self::$local => $local_name,
+                    $(Self::$variant => $name),+
+                }
+            }
+
+            fn file(self) -> (&'static str, &'static str) {
+                match self {
+                    Self::$local => (
+                        concat!($local_name, ".toml"),
+                        include_str!(concat!("../../config/", $local_name, ".toml")),
+                    ),
+                    $(Self::$variant => (
+                        concat!($name, ".toml"),
+                        include_str!(concat!("../../config/", $name, ".toml")),
+                    )),+
+                }
+            }
+
+            /// The environment's deployment file (`deploy/environments/<env>.toml`), whose
+            /// `[cors]` table the service shares with the rendered gateway configs; `local` has
+            /// none.
+            fn deploy_file(self) -> Option<(&'static str, &'static str)> {
+                Some(match self {
+                    Self::$local => return None,
+                    $(Self::$variant => (
+                        concat!("deploy/environments/", $name, ".toml"),
+                        include_str!(concat!("../../../../deploy/environments/", $name, ".toml")),
+                    )),+
+                })
+            }
+        }
+    };
 }
+
+environments!(Local = "local"; Dev = "dev", Stage = "stage", Prod = "prod");
 
 impl AppEnvironment {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "local" => Self::Local,
-            "dev" => Self::Dev,
-            "stage" => Self::Stage,
-            "prod" => Self::Prod,
-            other => bail!(
-                "APP_ENVIRONMENT (from the environment): unknown environment {other:?}; use local, dev, stage or prod"
-            ),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Dev => "dev",
-            Self::Stage => "stage",
-            Self::Prod => "prod",
-        }
-    }
-
-    fn file(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Local => ("local.toml", include_str!("../../config/local.toml")),
-            Self::Dev => ("dev.toml", include_str!("../../config/dev.toml")),
-            Self::Stage => ("stage.toml", include_str!("../../config/stage.toml")),
-            Self::Prod => ("prod.toml", include_str!("../../config/prod.toml")),
-        }
-    }
-
-    /// The environment's deployment file (`deploy/environments/<env>.toml`), whose `[cors]`
-    /// table the service shares with the rendered gateway configs; `local` has none.
-    fn deploy_file(self) -> Option<(&'static str, &'static str)> {
-        Some(match self {
-            Self::Local => return None,
-            Self::Dev => (
-                "deploy/environments/dev.toml",
-                include_str!("../../../../deploy/environments/dev.toml"),
-            ),
-            Self::Stage => (
-                "deploy/environments/stage.toml",
-                include_str!("../../../../deploy/environments/stage.toml"),
-            ),
-            Self::Prod => (
-                "deploy/environments/prod.toml",
-                include_str!("../../../../deploy/environments/prod.toml"),
-            ),
-        })
+        let s = s.to_ascii_lowercase();
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|e| e.name()).collect();
+                anyhow::anyhow!(
+                    "APP_ENVIRONMENT (from the environment): unknown environment {s:?}; use {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -239,7 +268,7 @@ impl Settings {
         let config = builder.build().with_context(|| {
             format!("reading settings (defaults, {env_name}, APP__* variables)")
         })?;
-        let mut settings: Settings = config.try_deserialize().map_err(|e| {
+        let stated: Stated = config.clone().try_deserialize().map_err(|e| {
             anyhow::anyhow!(
                 "invalid setting: {e} (sources: config/base.toml, {}config/{env_name}, {}APP__* environment variables)",
                 env.deploy_file()
@@ -254,19 +283,23 @@ impl Settings {
         })?;
         // Every problem at once: a new environment usually misses more than one secret.
         let mut problems = Vec::new();
-        if let Err(e) = settings.api.check(env) {
-            problems.push(format!("{e:#}"));
-        }
-        if let Err(e) = settings.telemetry.validate() {
+        let page_tokens = match stated.api.resolve(env) {
+            Ok(codec) => Some(codec),
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        };
+        if let Err(e) = stated.telemetry.validate() {
             problems.push(e);
         }
-        if let Err(e) = settings.cors.validate() {
+        if let Err(e) = stated.cors.validate() {
             problems.push(e);
         }
-        if let Err(e) = settings.database.pg_config() {
+        if let Err(e) = stated.database.validate() {
             problems.push(e.to_string());
         }
-        if settings.database.migrate_on_start && env != AppEnvironment::Local {
+        if stated.database.migrate_on_start && env != AppEnvironment::Local {
             problems.push(format!(
                 "database.migrate_on_start: {} must not migrate at start-up (the runtime's \
                  database user has no DDL rights; the deploy's migrate job runs \
@@ -274,18 +307,27 @@ impl Settings {
                 env.name()
             ));
         }
-        if !problems.is_empty() {
+        let Some(page_tokens) = page_tokens.filter(|_| problems.is_empty()) else {
             bail!("invalid setting: {}", problems.join("; "));
-        }
-        settings.origins = origins(sources, env, &otel);
-        Ok(settings)
+        };
+        let origins = origins(sources, env, &otel, &config);
+        let effective = effective::Effective::new(&config, env);
+        Ok(Settings {
+            server: stated.server,
+            database: stated.database,
+            log: stated.log,
+            telemetry: stated.telemetry,
+            cors: stated.cors,
+            page_tokens,
+            origins,
+            effective,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use items_telemetry::PlatformIdentity;
-    use secrecy::ExposeSecret as _;
 
     use super::*;
 
@@ -323,6 +365,24 @@ mod tests {
 
     const GOOD_KEY: &str = "0123456789abcdef0123456789abcdef-generated";
 
+    fn item() -> items_domain::ItemId {
+        items_domain::ItemId::new(42).unwrap()
+    }
+
+    /// Whether `codec` signs new page tokens with `key`.
+    fn signs_with(codec: &PageTokenCodec, key: &str) -> bool {
+        PageTokenCodec::new(key.as_bytes())
+            .decode(&codec.encode(item()))
+            .is_ok()
+    }
+
+    /// Whether `codec` accepts page tokens signed with `key`.
+    fn verifies(codec: &PageTokenCodec, key: &str) -> bool {
+        codec
+            .decode(&PageTokenCodec::new(key.as_bytes()).encode(item()))
+            .is_ok()
+    }
+
     fn in_env(env: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Settings> {
         Settings::load(&SettingsSources {
             environment: Some(env.into()),
@@ -357,11 +417,9 @@ mod tests {
                 ],
             );
             assert!(s.is_ok(), "{env}: {s:?}");
-            let keys = s.unwrap().api.page_token_keys().unwrap();
-            assert_eq!(
-                keys.current.expose_secret(),
-                GOOD_KEY,
-                "the file wins, newline stripped"
+            assert!(
+                signs_with(&s.unwrap().page_tokens, GOOD_KEY),
+                "{env}: the file wins, newline stripped"
             );
         }
         // Cloud Run environments read the password from the Secret Manager mount.
@@ -445,9 +503,11 @@ mod tests {
         }
         // Locally (and in the test harness) the development key is the default.
         let local = Settings::load(&SettingsSources::default()).unwrap();
-        let keys = local.api.page_token_keys().unwrap();
-        assert_eq!(keys.current.expose_secret(), DEVELOPMENT_PAGE_TOKEN_SECRET);
-        assert!(keys.previous.is_empty());
+        assert!(signs_with(
+            &local.page_tokens,
+            DEVELOPMENT_PAGE_TOKEN_SECRET
+        ));
+        assert!(!verifies(&local.page_tokens, GOOD_KEY));
     }
 
     #[test]
@@ -467,10 +527,12 @@ mod tests {
             ],
         )
         .unwrap();
-        let keys = s.api.page_token_keys().unwrap();
-        assert_eq!(keys.current.expose_secret(), GOOD_KEY);
-        let previous: Vec<&str> = keys.previous.iter().map(|k| k.expose_secret()).collect();
-        assert_eq!(previous, ["plain-old-key", "old-key-one", "old-key-two"]);
+        assert!(signs_with(&s.page_tokens, GOOD_KEY));
+        for old in ["plain-old-key", "old-key-one", "old-key-two"] {
+            assert!(verifies(&s.page_tokens, old), "{old}");
+            assert!(!signs_with(&s.page_tokens, old), "{old}");
+        }
+        assert!(!verifies(&s.page_tokens, "a key nobody set"));
         // Secrets never show in Debug output.
         let debug = format!("{s:?}");
         assert!(
@@ -541,8 +603,12 @@ mod tests {
             ),
             "{described}"
         );
-        assert!(described.contains("api-key=[redacted]"), "{described}");
-        assert!(!described.contains("s3cret") && !format!("{s:?}").contains("s3cret"));
+        let toml = s.to_toml(&PlatformIdentity::default());
+        assert!(
+            toml.contains("otlp_headers = \"api-key=REDACTED\"  # OTEL_EXPORTER_OTLP_HEADERS"),
+            "{toml}"
+        );
+        assert!(!toml.contains("s3cret") && !format!("{s:?}").contains("s3cret"));
         assert!(
             described.contains("warning: OTEL_SDK_DISABLED"),
             "{described}"
@@ -664,6 +730,27 @@ mod tests {
         let err = Settings::load(&sources(&[("database.pool.max_sise", "3")])).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("max_sise"), "{msg}");
+    }
+
+    /// deploy/facts.toml defines the deployed environments for Terraform, the deployment files
+    /// and the gateway configs; the service's list is the same, after `local`.
+    #[test]
+    fn the_environments_are_those_of_deploy_facts_toml() {
+        let facts: toml::Table = include_str!("../../../../deploy/facts.toml")
+            .parse()
+            .unwrap();
+        let deployed: Vec<&str> = facts["facts"]["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let ours: Vec<&str> = AppEnvironment::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(ours[0], "local");
+        assert_eq!(ours[1..], deployed, "deploy/facts.toml says {deployed:?}");
+        for env in AppEnvironment::ALL {
+            assert_eq!(AppEnvironment::parse(env.name()).unwrap(), *env);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Where each telemetry setting came from (`APP__…`, `OTEL_*`, a file, or unset), and
-//! `check-config`'s description of the effective telemetry settings.
+//! Where each setting came from (`APP__…`, `OTEL_*`, `PORT`, a file, or unset), and
+//! `check-config`'s description of the telemetry values derived from several settings.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use config::{Config, File, FileFormat, Map, Source, Value};
@@ -29,21 +30,21 @@ impl Source for OtelSource {
     }
 }
 
-/// Where each telemetry setting with an `OTEL_*` twin came from, for `check-config`.
+/// Where each setting came from, for `check-config`.
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
-    /// `(setting key, origin)`: an `APP__…` or `OTEL_*` variable, a file, or the built-in default.
-    pub telemetry: Vec<(&'static str, String)>,
+    /// Setting key → origin: an `APP__…` or `OTEL_*` variable, `PORT`, a file. A key that is not
+    /// here has no value (its built-in default applies).
+    pub settings: BTreeMap<String, String>,
     /// `OTEL_*` variables that were set but ignored, and why.
     pub warnings: Vec<String>,
 }
 
 impl Origins {
     pub(super) fn of(&self, key: &str) -> &str {
-        self.telemetry
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or("built-in default", |(_, o)| o.as_str())
+        self.settings
+            .get(key)
+            .map_or("built-in default", String::as_str)
     }
 }
 
@@ -52,32 +53,30 @@ fn app_variable(key: &str) -> String {
     format!("APP__{}", key.to_ascii_uppercase().replace('.', "__"))
 }
 
-fn has_key(text: &str, key: &str) -> bool {
+/// A TOML text as settings, to ask which keys it sets.
+fn parsed(text: &str) -> Option<Config> {
     Config::builder()
         .add_source(File::from_str(text, FileFormat::Toml))
         .build()
-        .is_ok_and(|c| c.get::<Value>(key).is_ok())
+        .ok()
+}
+
+fn has_key(config: Option<&Config>, key: &str) -> bool {
+    config.is_some_and(|c| c.get::<Value>(key).is_ok())
 }
 
 /// One line of `check-config`'s telemetry description: what, its value, from where.
 type Row = (&'static str, String, String);
 
 impl Settings {
-    /// The effective telemetry settings that have an `OTEL_*` twin, each with its origin, and
-    /// the ignored `OTEL_*` variables (`items-service check-config`). `identity` gives
-    /// `K_SERVICE`, one of the sources of `service.name`.
+    /// The telemetry values derived from several settings (`service.name`, the traces and
+    /// metrics URLs), each with where it came from, and the ignored `OTEL_*` variables: the end
+    /// of `check-config`'s output. `identity` gives `K_SERVICE`, one of the sources of
+    /// `service.name`.
     pub fn describe_telemetry(&self, identity: &PlatformIdentity) -> String {
         let t = &self.telemetry;
-        let headers = items_telemetry::env::parse_key_values(&t.otlp_headers.0)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, _)| format!("{k}=[redacted]"))
-            .collect::<Vec<_>>()
-            .join(",");
         let rows: Vec<Row> = vec![
             self.service_name_row(identity),
-            self.row("telemetry.exporter", format!("{:?}", t.exporter)),
-            self.row("telemetry.otlp_endpoint", format!("{:?}", t.otlp_endpoint)),
             self.signal_row(
                 ("traces URL", "v1/traces"),
                 t.traces_url(),
@@ -88,19 +87,8 @@ impl Settings {
                 t.metrics_url(),
                 ("telemetry.otlp_metrics_endpoint", &t.otlp_metrics_endpoint),
             ),
-            self.row("telemetry.otlp_headers", format!("{headers:?}")),
-            self.row(
-                "telemetry.otlp_compression",
-                format!("{:?}", t.otlp_compression),
-            ),
-            self.row(
-                "telemetry.resource_attributes",
-                format!("{:?}", t.resource_attributes),
-            ),
-            self.row("telemetry.sampler", format!("{:?}", t.sampler)),
-            self.row("telemetry.sample_ratio", format!("{}", t.sample_ratio)),
         ];
-        let mut out = String::from("Telemetry (effective value, from where):\n");
+        let mut out = String::from("Telemetry, derived (effective value, from where):\n");
         for (key, value, origin) in rows {
             let _ = writeln!(out, "  {key} = {value}  (from {origin})");
         }
@@ -108,10 +96,6 @@ impl Settings {
             let _ = writeln!(out, "  warning: {warning}");
         }
         out
-    }
-
-    fn row(&self, key: &'static str, value: String) -> Row {
-        (key, value, self.origins.of(key).to_owned())
     }
 
     fn service_name_row(&self, identity: &PlatformIdentity) -> Row {
@@ -151,45 +135,55 @@ impl Settings {
     }
 }
 
-/// The origin of each telemetry setting that has an `OTEL_*` twin: the highest source that sets
-/// it.
+/// The origin of every setting that has a value (`config`, the merged settings): the highest
+/// source that sets it, in the order of [`Settings::load`]'s layers.
 pub(super) fn origins(
     sources: &SettingsSources,
     env: AppEnvironment,
     otel: &items_telemetry::env::OtelEnv,
+    config: &Config,
 ) -> Origins {
     let (env_name, env_text) = env.file();
-    let file_text = sources
-        .file
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok());
-    let mut telemetry: Vec<(&'static str, String)> = Vec::new();
-    for (_, key) in items_telemetry::env::OTEL_VARIABLES {
-        if telemetry.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
-        let app = app_variable(key);
-        let origin = if sources.overrides.iter().any(|(k, _)| k == key) {
-            "an override".to_owned()
-        } else if sources.reads_variables() && sources.var(&app).is_some() {
-            app
-        } else if let Some((_, _, var)) = otel.values.iter().find(|(k, ..)| *k == key) {
-            (*var).to_owned()
-        } else if let (Some(path), Some(text)) = (&sources.file, &file_text)
-            && has_key(text, key)
-        {
-            path.display().to_string()
-        } else if has_key(env_text, key) {
-            format!("config/{env_name}")
-        } else if has_key(super::BASE_TOML, key) {
-            "config/base.toml".to_owned()
-        } else {
-            "built-in default".to_owned()
-        };
-        telemetry.push((key, origin));
-    }
+    let file = sources.file.as_ref().and_then(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        Some((path.display().to_string(), parsed(&text)))
+    });
+    let env_file = parsed(env_text);
+    let deploy = env.deploy_file().map(|(name, text)| (name, parsed(text)));
+    let base = parsed(super::BASE_TOML);
+    let settings = super::effective::leaves(config)
+        .into_iter()
+        .map(|(key, _)| {
+            let app = app_variable(&key);
+            let origin = if sources.overrides.iter().any(|(k, _)| *k == key) {
+                "an override".to_owned()
+            } else if key == "server.port" && sources.port.is_some() {
+                "PORT".to_owned()
+            } else if sources.reads_variables() && sources.var(&app).is_some() {
+                app
+            } else if let Some((_, _, var)) = otel.values.iter().find(|(k, ..)| *k == key) {
+                (*var).to_owned()
+            } else if let Some((path, text)) = &file
+                && has_key(text.as_ref(), &key)
+            {
+                path.clone()
+            } else if has_key(env_file.as_ref(), &key) {
+                format!("config/{env_name}")
+            } else if let Some((name, text)) = &deploy
+                && key.starts_with("cors.")
+                && has_key(text.as_ref(), &key)
+            {
+                format!("{name} [cors]")
+            } else if has_key(base.as_ref(), &key) {
+                "config/base.toml".to_owned()
+            } else {
+                "built-in default".to_owned()
+            };
+            (key, origin)
+        })
+        .collect();
     Origins {
-        telemetry,
+        settings,
         warnings: otel.warnings.clone(),
     }
 }

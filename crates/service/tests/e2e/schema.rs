@@ -29,9 +29,12 @@ async fn an_instance_refuses_a_schema_behind_it_and_serves_a_newer_one() {
 
     // The migrate job ran, then a later release expanded the schema (a nullable column and a
     // migration this binary does not know).
-    items_repository::migrate(&items_repository::DatabaseSettings::from_url(&url))
-        .await
-        .unwrap();
+    items_repository::migrate(
+        &items_repository::Connector::new(&items_repository::DatabaseSettings::from_url(&url))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     db.batch_execute(
         "ALTER TABLE items ADD COLUMN colour text;
          INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
@@ -56,9 +59,12 @@ async fn an_instance_refuses_a_schema_behind_it_and_serves_a_newer_one() {
 #[tokio::test]
 async fn the_migrate_command_prunes_expired_idempotency_keys() {
     let url = items_testkit::fresh_database().await.unwrap();
-    items_repository::migrate(&items_repository::DatabaseSettings::from_url(&url))
-        .await
-        .unwrap();
+    items_repository::migrate(
+        &items_repository::Connector::new(&items_repository::DatabaseSettings::from_url(&url))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let db = connect(&url).await;
     db.batch_execute(
         "INSERT INTO idempotency_keys (key, request_hash, created_at)

@@ -29,6 +29,13 @@ locals {
     : var.database.private_ip
   )
 
+  # TLS to the private IP, verifying the instance's CA (verify-ca: Cloud SQL's certificate names
+  # PROJECT:INSTANCE, not the IP); the Cloud SQL connector's socket needs none.
+  database_tls_env = var.database.tls_ca_pem == "" ? {} : {
+    APP__DATABASE__TLS_MODE   = "verify-ca"
+    APP__DATABASE__TLS_CA_PEM = var.database.tls_ca_pem
+  }
+
   app_env = merge(
     {
       APP_ENVIRONMENT               = var.environment
@@ -43,6 +50,13 @@ locals {
       # OTLP/HTTP (the service speaks HTTP/protobuf): the collector sidecar's port 4318; the
       # service appends /v1/traces and /v1/metrics as the OpenTelemetry specification says.
       OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
+    },
+    local.database_tls_env,
+    # Cloud SQL IAM database authentication: the runtime service account logs in with access
+    # tokens from the metadata server (the password file stays mounted, unused, to switch back).
+    var.database.iam_user == "" ? {} : {
+      APP__DATABASE__USER               = var.database.iam_user
+      APP__DATABASE__IAM_AUTHENTICATION = "true"
     },
     length(local.page_token_verify_files) > 0 ? {
       APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES = join(",", local.page_token_verify_files)

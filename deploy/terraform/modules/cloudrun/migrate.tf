@@ -69,7 +69,7 @@ resource "google_cloud_run_v2_job" "migrate" {
         args  = ["migrate"]
 
         dynamic "env" {
-          for_each = {
+          for_each = merge({
             APP_ENVIRONMENT                      = var.environment
             APP__DATABASE__HOST                  = local.database_host
             APP__DATABASE__USER                  = var.migrator.user
@@ -78,7 +78,11 @@ resource "google_cloud_run_v2_job" "migrate" {
             APP__DATABASE__RUNTIME_USER          = var.database.user
             APP__DATABASE__RUNTIME_PASSWORD_FILE = "/runtime-password/${local.password_file}"
             APP__API__PAGE_TOKEN_SECRET_FILE     = "${local.page_token_dir}/${local.page_token_file}"
-          }
+            },
+            local.database_tls_env,
+            # The runtime service account's IAM database user gets the runtime user's grants.
+            var.database.iam_user == "" ? {} : { APP__DATABASE__RUNTIME_IAM_USER = var.database.iam_user },
+          )
           content {
             name  = env.key
             value = env.value

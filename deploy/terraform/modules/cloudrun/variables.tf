@@ -140,8 +140,10 @@ variable "database" {
     password_secret_name = string
     pool_max_size        = number
     connect_via          = string
+    tls_ca_pem           = optional(string, "")
+    iam_user             = optional(string, "")
   })
-  description = "Cloud SQL settings: connection name (Cloud SQL volume), private IP, database, user, password secret (full id for IAM, short name for the volume), pool size (APP__DATABASE__POOL__MAX_SIZE) and connect_via = unix_socket (/cloudsql/…) or private_ip."
+  description = "Cloud SQL settings: connection name (Cloud SQL volume), private IP, database, user, password secret (full id for IAM, short name for the volume), pool size (APP__DATABASE__POOL__MAX_SIZE), connect_via = unix_socket (/cloudsql/…) or private_ip, the server CA's PEM for TLS verify-ca on the private IP (\"\": no TLS) and the runtime service account's IAM database user (\"\": password login)."
 
   validation {
     condition     = contains(["unix_socket", "private_ip"], var.database.connect_via)

@@ -7,7 +7,14 @@
 #   gets cloudsqlsuperuser, CREATEROLE and CREATEDB ("About PostgreSQL users",
 #   cloud.google.com/sql/docs/postgres/users). The migrate job (`items-service migrate` with
 #   APP__DATABASE__RUNTIME_USER) creates it with SQL, with LOGIN and DML rights only, and sets
-#   its password from the runtime secret below on every run.
+#   its password from the runtime secret below on every run;
+# - with iam_authentication, the runtime service account as an IAM database user (Cloud SQL IAM
+#   database authentication: an access token from the metadata server is its password), with
+#   roles/cloudsql.instanceUser on this instance only; the migrate job grants it DML
+#   (APP__DATABASE__RUNTIME_IAM_USER), since Cloud SQL gives it no privileges.
+# The server's CA (every one the instance trusts: the current and, during a rotation, the next)
+# is an output: the service verifies the server's certificate with it (TLS verify-ca) when it
+# connects on the private IP; ssl_mode ENCRYPTED_ONLY refuses plaintext.
 
 resource "google_sql_database_instance" "this" {
   project             = var.project_id
@@ -27,9 +34,14 @@ resource "google_sql_database_instance" "this" {
     user_labels                 = var.labels
 
     ip_configuration {
-      ipv4_enabled                                  = false
-      private_network                               = var.private_network
-      ssl_mode                                      = var.ssl_mode
+      ipv4_enabled    = false
+      private_network = var.private_network
+      ssl_mode        = var.ssl_mode
+      # A CA of this instance's own signs its certificate ("Per-instance CA: [...] an internal CA
+      # dedicated to each Cloud SQL instance signs the server certificate for that instance",
+      # cloud.google.com/sql/docs/postgres/authorize-ssl): trusting it pins this instance, which
+      # the service's verify-ca relies on (the certificate names PROJECT:INSTANCE, not the IP).
+      server_ca_mode                                = "GOOGLE_MANAGED_INTERNAL_CA"
       enable_private_path_for_google_cloud_services = true
     }
 
@@ -52,7 +64,13 @@ resource "google_sql_database_instance" "this" {
     }
 
     dynamic "database_flags" {
-      for_each = merge(var.database_flags, { max_connections = tostring(var.max_connections) })
+      for_each = merge(
+        var.database_flags,
+        { max_connections = tostring(var.max_connections) },
+        # Cloud SQL IAM database authentication ("Configure new instances for IAM database
+        # authentication": the cloudsql.iam_authentication flag).
+        var.iam_authentication ? { "cloudsql.iam_authentication" = "on" } : {},
+      )
       content {
         name  = database_flags.key
         value = database_flags.value
@@ -138,4 +156,41 @@ resource "google_secret_manager_secret_version" "runtime_password" {
 
   # Running revisions read the version they started with until the next one rolls out.
   deletion_policy = "DISABLE"
+}
+
+# The runtime service account as a database user. For PostgreSQL its name is the account's email
+# "without the .gserviceaccount.com domain suffix" (cloud.google.com/sql/docs/postgres/iam-logins);
+# it gets no privileges on creation ("When an IAM user is added to a database, the new database
+# user has no privileges to any database by default"): the migrate job grants them.
+resource "google_sql_user" "runtime_iam" {
+  count = var.iam_authentication ? 1 : 0
+
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
+  name     = trimsuffix(var.runtime_service_account_email, ".gserviceaccount.com")
+  type     = "CLOUD_IAM_SERVICE_ACCOUNT"
+}
+
+# Logging in with IAM database authentication needs cloudsql.instances.login
+# (roles/cloudsql.instanceUser, iam-logins "Before you begin"). Cloud SQL has no instance-level
+# IAM: the project binding is narrowed to this instance.
+resource "google_project_iam_member" "runtime_instance_user" {
+  count = var.iam_authentication ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/cloudsql.instanceUser"
+  member  = "serviceAccount:${var.runtime_service_account_email}"
+
+  condition {
+    title      = "only-${var.instance_name}-login"
+    expression = "resource.name == \"projects/${var.project_id}/instances/${google_sql_database_instance.this.name}\" && resource.service == \"sqladmin.googleapis.com\""
+  }
+}
+
+# Every CA the instance trusts ("all of the trusted Certificate Authorities (CAs) for the
+# specified SQL database instance", the data source's documentation), so that during a server CA
+# rotation the service trusts the upcoming CA as well as the current one; for its TLS verify-ca.
+data "google_sql_ca_certs" "this" {
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
 }

@@ -52,3 +52,13 @@ output "max_connections" {
   description = "The max_connections flag the instance runs with."
   value       = var.max_connections
 }
+
+output "server_ca_pem" {
+  description = "PEM of every CA the instance trusts (current and upcoming): the service's APP__DATABASE__TLS_CA_PEM when it connects on the private IP (verify-ca)."
+  value       = join("", data.google_sql_ca_certs.this.certs[*].cert)
+}
+
+output "iam_user_name" {
+  description = "The runtime service account's IAM database user (its email without .gserviceaccount.com), or \"\" without iam_authentication."
+  value       = var.iam_authentication ? google_sql_user.runtime_iam[0].name : ""
+}

@@ -83,7 +83,7 @@ variable "private_network" {
 
 variable "ssl_mode" {
   type        = string
-  description = "ENCRYPTED_ONLY when every client comes through the Cloud SQL connector (/cloudsql unix socket); ALLOW_UNENCRYPTED_AND_ENCRYPTED when the service connects to the private IP without TLS."
+  description = "ENCRYPTED_ONLY (the default): clients come through the Cloud SQL connector (/cloudsql unix socket) or connect to the private IP with TLS, verifying the instance's CA (output server_ca_pem). ALLOW_UNENCRYPTED_AND_ENCRYPTED would also accept plaintext."
   default     = "ENCRYPTED_ONLY"
 
   validation {
@@ -260,5 +260,27 @@ variable "runtime_password_version" {
   validation {
     condition     = var.runtime_password_version >= 1 && floor(var.runtime_password_version) == var.runtime_password_version
     error_message = "runtime_password_version must be a positive integer."
+  }
+}
+
+variable "iam_authentication" {
+  type        = bool
+  description = "Cloud SQL IAM database authentication for the runtime service account: the cloudsql.iam_authentication flag, a CLOUD_IAM_SERVICE_ACCOUNT user and roles/cloudsql.instanceUser on this instance. The service then logs in with metadata-server access tokens over TLS (private IP only)."
+  default     = false
+
+  validation {
+    condition     = !var.iam_authentication || var.runtime_service_account_email != ""
+    error_message = "iam_authentication needs runtime_service_account_email."
+  }
+}
+
+variable "runtime_service_account_email" {
+  type        = string
+  description = "Email of the Cloud Run runtime service account, the IAM database user when iam_authentication is on (\"\" otherwise)."
+  default     = ""
+
+  validation {
+    condition     = var.runtime_service_account_email == "" || endswith(var.runtime_service_account_email, ".gserviceaccount.com")
+    error_message = "runtime_service_account_email must be a service account email (…@….iam.gserviceaccount.com) or empty."
   }
 }

@@ -84,6 +84,9 @@ locals {
     password_secret_name = local.cloudsql.password_secret_name
     pool_max_size        = var.pool_max_size
     connect_via          = var.database_connect_via
+    # TLS (verify-ca) with the instance's CA on the private IP; the connector's socket needs none.
+    tls_ca_pem = var.database_connect_via == "private_ip" ? local.cloudsql.server_ca_pem : ""
+    iam_user   = local.cloudsql.iam_user_name
     } : {
     connection_name      = ""
     private_ip           = local.alloydb.private_ip
@@ -93,6 +96,22 @@ locals {
     password_secret_name = local.alloydb.password_secret_name
     pool_max_size        = var.pool_max_size
     connect_via          = "private_ip"
+    # Not wired for AlloyDB yet: its ssl_mode must then accept plaintext (alloydb_ssl_mode).
+    tls_ca_pem = ""
+    iam_user   = ""
+  }
+
+  # The migrate job's database user: Cloud SQL's migrator (created through the API, owner of the
+  # schema). The AlloyDB module has one built-in user, which then both migrates and serves: no
+  # DML-only runtime user with AlloyDB yet (docs/deploy.md, "Database options").
+  migrator = var.database_engine == "cloudsql" ? {
+    user                 = local.cloudsql.migrator_user_name
+    password_secret_id   = local.cloudsql.migrator_password_secret_id
+    password_secret_name = local.cloudsql.migrator_password_secret_name
+    } : {
+    user                 = local.alloydb.user_name
+    password_secret_id   = local.alloydb.password_secret_id
+    password_secret_name = local.alloydb.password_secret_name
   }
 
   # The Cloud SQL dashboard tile of modules/monitoring; AlloyDB has no tile there yet.

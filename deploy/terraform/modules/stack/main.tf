@@ -59,17 +59,18 @@ module "cloudsql" {
   source = "../cloudsql"
   count  = var.database_engine == "cloudsql" ? 1 : 0 # database_engine.tf
 
-  project_id          = var.project_id
-  region              = var.primary_region
-  instance_name       = "${var.service_name}-${var.environment}"
-  tier                = var.sql_tier
-  edition             = var.sql_edition
-  availability_type   = var.sql_availability_type
-  disk_size_gb        = var.sql_disk_size_gb
-  retained_backups    = var.sql_retained_backups
-  maintenance_window  = var.sql_maintenance_window
-  private_network     = module.network.private_network
-  ssl_mode            = var.database_connect_via == "unix_socket" ? "ENCRYPTED_ONLY" : "ALLOW_UNENCRYPTED_AND_ENCRYPTED"
+  project_id         = var.project_id
+  region             = var.primary_region
+  instance_name      = "${var.service_name}-${var.environment}"
+  tier               = var.sql_tier
+  edition            = var.sql_edition
+  availability_type  = var.sql_availability_type
+  disk_size_gb       = var.sql_disk_size_gb
+  retained_backups   = var.sql_retained_backups
+  maintenance_window = var.sql_maintenance_window
+  private_network    = module.network.private_network
+  # Encrypted either way: the connector's socket, or TLS to the private IP (verify-ca).
+  ssl_mode            = "ENCRYPTED_ONLY"
   deletion_protection = var.deletion_protection
   max_connections     = local.max_connections
   database_name       = replace(var.service_name, "-", "_")
@@ -81,6 +82,9 @@ module "cloudsql" {
   runtime_user_name          = "${replace(var.service_name, "-", "_")}_runtime"
   runtime_password_secret_id = "${var.service_name}-db-runtime-password"
   runtime_password_version   = var.db_password_version
+
+  iam_authentication            = var.database_iam_authentication
+  runtime_service_account_email = var.database_iam_authentication ? module.cloudrun.runtime_service_account_email : ""
 
   depends_on = [google_project_service.apis]
 }
@@ -114,12 +118,7 @@ module "cloudrun" {
 
   database = local.database # database_engine.tf: Cloud SQL or AlloyDB
 
-  migrator = {
-    region               = var.primary_region
-    user                 = module.cloudsql.migrator_user_name
-    password_secret_id   = module.cloudsql.migrator_password_secret_id
-    password_secret_name = module.cloudsql.migrator_password_secret_name
-  }
+  migrator = merge({ region = var.primary_region }, local.migrator) # database_engine.tf
 
   collector = {
     image  = var.collector_image

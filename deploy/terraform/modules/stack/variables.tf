@@ -113,6 +113,17 @@ variable "database_connect_via" {
   }
 }
 
+variable "database_iam_authentication" {
+  type        = bool
+  description = "Cloud SQL IAM database authentication: the service logs in as its runtime service account (an IAM database user) with access tokens from the metadata server instead of the runtime password; needs database_connect_via = private_ip (TLS). docs/deploy.md, \"Database connections\"."
+  default     = false
+
+  validation {
+    condition     = !var.database_iam_authentication || var.database_connect_via == "private_ip"
+    error_message = "database_iam_authentication needs database_connect_via = \"private_ip\" (the service verifies the instance's CA over TLS there)."
+  }
+}
+
 variable "sql_tier" {
   type        = string
   description = "Cloud SQL machine tier."

@@ -20,9 +20,6 @@ const REQUIRED_DIRS: [&str; 11] = [
     "bootstrap",
 ];
 
-/// The environments whose roots must pin their providers.
-const ENVIRONMENTS: [&str; 3] = ["dev", "stage", "prod"];
-
 /// Every directory of [`REQUIRED_DIRS`] holds `.tf` files, and each module a README.md.
 pub(super) fn check_required_dirs(terraform: &Path) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
@@ -45,7 +42,9 @@ pub(super) fn check_required_dirs(terraform: &Path) -> anyhow::Result<Vec<String
 /// google-beta.
 pub(super) fn check_environment_roots(envs: &Path, root: &Path) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    for env in ENVIRONMENTS {
+    // The environments whose roots must pin their providers: deploy/facts.toml's list.
+    let facts = crate::tidy::facts(root)?;
+    for env in facts.values("environments")? {
         let module = Module::load(&envs.join(env), root)?;
         let terraform: Vec<&hcl::Block> = module
             .files

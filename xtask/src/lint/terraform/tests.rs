@@ -246,3 +246,16 @@ fn an_environment_without_notification_channels_fails() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn an_attribute_of_a_counted_block_without_an_instance_fails() {
+    let problems = tree_problems(&fixture("unindexed_count"));
+    assert_fails_with(&problems, "unindexed_count: ", "has count or for_each");
+    let text = problems.join("\n");
+    assert!(
+        text.contains("`google_sql_database_instance.this.name`"),
+        "{text}"
+    );
+    assert!(text.contains("`module.child.name`"), "{text}");
+    assert_eq!(problems.len(), 2, "{text}");
+}

@@ -159,9 +159,12 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         secrecy::ExposeSecret::expose_secret(settings.database.url.as_ref().unwrap()).to_owned();
     customise(&mut settings);
     // Migrations always run against the real database, even when the app goes through a proxy.
-    items_repository::migrate(&items_repository::DatabaseSettings::from_url(&db_url))
-        .await
-        .expect("migrations");
+    items_repository::migrate(
+        &items_repository::Connector::new(&items_repository::DatabaseSettings::from_url(&db_url))
+            .unwrap(),
+    )
+    .await
+    .expect("migrations");
     TestApp {
         address: serve(
             &settings,
