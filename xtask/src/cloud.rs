@@ -4,13 +4,20 @@
 //! of `items-local-cloud`) and one local gateway per region of `deploy/environments/local.toml`.
 //!
 //! What Terraform creates in the other environments (`deploy/terraform/modules`), this command
-//! creates through the control plane: the secrets, each region's service from a template like the
-//! `cloudrun` module's (the `app` container's env, secret volume, port and startup probe; the
-//! invoker is the environment's gateway service account), a first API config and each region's
-//! gateway. The first revision runs a bootstrap image (Terraform's `bootstrap_image`): the service
-//! built here (debug) and pushed to the local registry.
+//! creates through the control plane: the secrets (the migrator's and the runtime user's database
+//! passwords, the page-token key), the database's migrator role (owner of the database and its
+//! schema, as the `cloudsql` module's built-in user), the migrate job `items-migrate` as the
+//! `cloudrun` module's `migrate.tf` declares it, each region's service from a template like the
+//! module's (the `app` container's env, secret volumes, port and startup probe; the invoker is the
+//! environment's gateway service account), a first API config and each region's gateway. The job
+//! and the first revisions run a bootstrap image (Terraform's `bootstrap_image`): the service built
+//! here (debug) and pushed to the local registry. The job runs once before the services are
+//! created, so that the runtime user it creates (DML rights only) exists when they start.
+//! PostgreSQL checks passwords (SCRAM) for every user but the `postgres` superuser this command
+//! and the tests use.
 //!
-//! It prints `gateway <region>: URL`, `run <region>: URL`, `control plane: URL`, `api key: KEY`,
+//! It prints `gateway <region>: URL`, `run <region>: URL`, `migrate job: NAME`, `database: URL`,
+//! `control plane: URL`, `api key: KEY`,
 //! writes `target/local-cloud/<env>.json` for `deploy` and `token`, and on Ctrl-C stops
 //! everything and removes what it made.
 
@@ -108,7 +115,6 @@ async fn start(
     work: &std::path::Path,
     cluster: &PgCluster,
 ) -> anyhow::Result<(LocalCloud, Runtime, Arc<LocalGateways>)> {
-    items_testkit::create_database(&cluster.url("postgres"), "items").await?;
     let registry = Registry::start(0)?;
     let binary = match &args.binary {
         Some(path) => path.clone(),
@@ -143,13 +149,34 @@ async fn start(
         0,
     )?;
 
-    // Secret Manager, as the cloudrun module's secrets (the password is not checked: the
-    // throwaway cluster trusts loopback).
-    let password = format!(
-        "projects/{}/secrets/{}-db-password",
-        env.project_id, env.service
+    // Secret Manager, as the cloudsql and cloudrun modules' secrets (their default names).
+    let secret = |name: &str| format!("projects/{}/secrets/{}-{name}", env.project_id, env.service);
+    let secrets = Secrets {
+        migrator: secret("db-password"),
+        runtime: secret("db-runtime-password"),
+        page_token: secret("page-token-key"),
+    };
+    let migrator_password = random_hex(24)?;
+    cloud.add_secret_version(&secrets.migrator, migrator_password.as_bytes());
+    cloud.add_secret_version(&secrets.runtime, random_hex(24)?.as_bytes());
+    cloud.add_secret_version(&secrets.page_token, random_hex(32)?.as_bytes());
+    database_roles(cluster, &migrator_password).await?;
+
+    // The migrate job (migrate.tf), in the first region, run once now: it applies the
+    // migrations and creates the runtime user.
+    let first_region = env
+        .regions
+        .first()
+        .context("the environment has no region")?;
+    let job = format!(
+        "projects/{}/locations/{}/jobs/{}-migrate",
+        env.project_id, first_region.name, env.service
     );
-    cloud.add_secret_version(&password, b"local-password");
+    cloud.create_job(&job, migrate_job(env, &bootstrap, cluster.port(), &secrets))?;
+    cloud
+        .run_job(&job)
+        .await
+        .map_err(|message| anyhow::anyhow!("the first run of {job} failed: {message}"))?;
 
     let mut lines = Vec::new();
     for region in &env.regions {
@@ -167,7 +194,7 @@ async fn start(
             custom_audiences: vec![region.backend_url.clone()],
             allow_unauthenticated: false,
         };
-        let template = template(env, &bootstrap, cluster.port(), &password);
+        let template = template(env, &bootstrap, cluster.port(), &secrets);
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let url = cloud
             .create_service(&name, template, listen, iam)
@@ -203,6 +230,11 @@ async fn start(
     }
     gateway_lines.append(&mut lines);
     let mut lines = gateway_lines;
+    lines.push(format!("migrate job: {job}"));
+    lines.push(format!(
+        "database: {} (superuser; the services connect as {RUNTIME_USER})",
+        cluster.url(DATABASE)
+    ));
     lines.push(format!("control plane: {}", cloud.url()));
     lines.push(format!("api key: {LOCAL_API_KEY}"));
     let state = StateFile {
@@ -224,20 +256,164 @@ async fn start(
     Ok((cloud, runtime, gateways))
 }
 
-/// The `app` container as deploy/terraform/modules/cloudrun creates it, on this machine: the
-/// database over loopback, its password from a secret volume at /secrets/db-password, port 8080
-/// and the startup probe on /health/ready. The collector sidecar, the Cloud SQL volume and the
-/// page-token key volume are left out (the `local` settings carry a development key).
-fn template(env: &Environment, image: &str, pg_port: u16, password: &str) -> serde_json::Value {
+/// The database roles of `deploy/terraform/modules/cloudsql`.
+const DATABASE: &str = "items";
+/// The built-in user that owns the schema (the module's `user_name`).
+const MIGRATOR: &str = "items";
+/// The runtime user the migrate job creates (the module's `runtime_user_name`).
+const RUNTIME_USER: &str = "items_runtime";
+
+/// The secrets (full names) of the database passwords and the page-token key.
+#[derive(Debug)]
+struct Secrets {
+    migrator: String,
+    runtime: String,
+    page_token: String,
+}
+
+/// `n` random bytes from the system, hex-encoded.
+fn random_hex(n: usize) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The migrator role (LOGIN, CREATEROLE: it creates the runtime user) owning the database and
+/// its `public` schema, as Cloud SQL's built-in user of the `cloudsql` module (Cloud SQL gives
+/// users it creates CREATEROLE and CREATEDB, "About PostgreSQL users"); then password
+/// authentication (SCRAM) for every user but `postgres` on loopback.
+async fn database_roles(cluster: &PgCluster, migrator_password: &str) -> anyhow::Result<()> {
+    async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to the local PostgreSQL")?;
+        let conn = tokio::spawn(connection);
+        let result = client.batch_execute(sql).await;
+        drop(client);
+        let _ = conn.await;
+        result.with_context(|| {
+            format!(
+                "running {}",
+                sql.split(' ').take(3).collect::<Vec<_>>().join(" ")
+            )
+        })
+    }
+    // The password is hex: nothing to quote.
+    let admin = cluster.url("postgres");
+    execute(
+        &admin,
+        &format!("CREATE ROLE {MIGRATOR} WITH LOGIN CREATEROLE PASSWORD '{migrator_password}'"),
+    )
+    .await?;
+    // CREATE DATABASE cannot share an implicit transaction with another statement.
+    execute(
+        &admin,
+        &format!("CREATE DATABASE {DATABASE} OWNER {MIGRATOR}"),
+    )
+    .await?;
+    execute(
+        &cluster.url(DATABASE),
+        &format!("ALTER SCHEMA public OWNER TO {MIGRATOR};"),
+    )
+    .await?;
+    let hba = cluster.data_dir().join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "# cargo xtask cloud: the superuser without a password (tools, tests), every other user \
+         with its password\n\
+         local all postgres trust\n\
+         host all postgres 127.0.0.1/32 trust\n\
+         local all all scram-sha-256\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n",
+    )
+    .with_context(|| format!("writing {}", hba.display()))?;
+    execute(&admin, "SELECT pg_reload_conf();").await
+}
+
+/// The migrate job's `ExecutionTemplate` as `deploy/terraform/modules/cloudrun/migrate.tf`
+/// declares it, on this machine: `items-service migrate` (the image's entrypoint with `args:
+/// [migrate]`) as the migrator, the runtime user and its password to set, the page-token key,
+/// one task, one retry, 1800 s. The database is reached over loopback (no Cloud SQL volume).
+fn migrate_job(
+    env: &Environment,
+    image: &str,
+    pg_port: u16,
+    secrets: &Secrets,
+) -> serde_json::Value {
     let env_vars = [
         ("APP_ENVIRONMENT", "local".to_owned()),
         ("APP__DATABASE__HOST", "127.0.0.1".to_owned()),
         ("APP__DATABASE__PORT", pg_port.to_string()),
-        ("APP__DATABASE__USER", "postgres".to_owned()),
-        ("APP__DATABASE__DBNAME", "items".to_owned()),
+        ("APP__DATABASE__USER", MIGRATOR.to_owned()),
+        ("APP__DATABASE__DBNAME", DATABASE.to_owned()),
         (
             "APP__DATABASE__PASSWORD_FILE",
             "/secrets/db-password".to_owned(),
+        ),
+        ("APP__DATABASE__RUNTIME_USER", RUNTIME_USER.to_owned()),
+        (
+            "APP__DATABASE__RUNTIME_PASSWORD_FILE",
+            "/runtime-password/db-password".to_owned(),
+        ),
+        (
+            "APP__API__PAGE_TOKEN_SECRET_FILE",
+            "/page-token/current".to_owned(),
+        ),
+        ("APP__TELEMETRY__EXPORTER", "none".to_owned()),
+    ];
+    let volume = |name: &str, secret: &str, path: &str| {
+        json!({"name": name, "secret": {"secret": secret,
+            "items": [{"version": "latest", "path": path}]}})
+    };
+    json!({
+        "taskCount": 1,
+        "template": {
+            "serviceAccount": format!("{}-migrate@{}.iam.gserviceaccount.com", env.service, env.project_id),
+            "timeout": "1800s",
+            "maxRetries": 1,
+            "containers": [{
+                "image": image,
+                "args": ["migrate"],
+                "env": env_vars.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+                "volumeMounts": [
+                    {"name": "migrator-password", "mountPath": "/secrets"},
+                    {"name": "runtime-password", "mountPath": "/runtime-password"},
+                    {"name": "page-token", "mountPath": "/page-token"}
+                ]
+            }],
+            "volumes": [
+                volume("migrator-password", &secrets.migrator, "db-password"),
+                volume("runtime-password", &secrets.runtime, "db-password"),
+                volume("page-token", &secrets.page_token, "current")
+            ]
+        }
+    })
+}
+
+/// The `app` container as deploy/terraform/modules/cloudrun creates it, on this machine: the
+/// database over loopback as the runtime user (no migration at start-up: it may not run DDL),
+/// its password from a secret volume at /secrets/db-password, the page-token key at
+/// /page-token/current (both `latest`), port 8080 and the startup probe on /health/ready. The
+/// collector sidecar and the Cloud SQL volume are left out.
+fn template(env: &Environment, image: &str, pg_port: u16, secrets: &Secrets) -> serde_json::Value {
+    let env_vars = [
+        ("APP_ENVIRONMENT", "local".to_owned()),
+        ("APP__DATABASE__HOST", "127.0.0.1".to_owned()),
+        ("APP__DATABASE__PORT", pg_port.to_string()),
+        ("APP__DATABASE__USER", RUNTIME_USER.to_owned()),
+        ("APP__DATABASE__DBNAME", DATABASE.to_owned()),
+        (
+            "APP__DATABASE__PASSWORD_FILE",
+            "/secrets/db-password".to_owned(),
+        ),
+        ("APP__DATABASE__MIGRATE_ON_START", "false".to_owned()),
+        (
+            "APP__API__PAGE_TOKEN_SECRET_FILE",
+            "/page-token/current".to_owned(),
         ),
         ("APP__TELEMETRY__EXPORTER", "none".to_owned()),
     ];
@@ -249,16 +425,25 @@ fn template(env: &Environment, image: &str, pg_port: u16, password: &str) -> ser
             "image": image,
             "ports": [{"containerPort": 8080}],
             "env": env_vars.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-            "volumeMounts": [{"name": "db-password", "mountPath": "/secrets"}],
+            "volumeMounts": [
+                {"name": "db-password", "mountPath": "/secrets"},
+                {"name": "page-token", "mountPath": "/page-token"}
+            ],
             "startupProbe": {
                 "initialDelaySeconds": 0, "periodSeconds": 2, "timeoutSeconds": 1,
                 "failureThreshold": 30,
                 "httpGet": {"path": "/health/ready", "port": 8080}
             }
         }],
-        "volumes": [{"name": "db-password", "secret": {
-            "secret": password,
-            "items": [{"version": "latest", "path": "db-password"}]
-        }}]
+        "volumes": [
+            {"name": "db-password", "secret": {
+                "secret": secrets.runtime,
+                "items": [{"version": "latest", "path": "db-password"}]
+            }},
+            {"name": "page-token", "secret": {
+                "secret": secrets.page_token,
+                "items": [{"version": "latest", "path": "current"}]
+            }}
+        ]
     })
 }

@@ -10,18 +10,26 @@
 //!    id does not exist yet (one at a time, until ACTIVE), point the region's gateway at it,
 //!    wait, and check one request through the gateway; with `--slo-p95-ms`, load it briefly and
 //!    treat a missed objective as a failure of that region (`slo.rs`);
-//! 5. on any failure, restore the previous traffic and API config in every region already
-//!    changed (newest change first) and exit non-zero naming the step, region and Google's error;
+//! 5. on any failure, and on SIGINT/SIGTERM, restore the previous traffic and API config in every
+//!    region already changed (newest change first), leaving alone what someone else changed since,
+//!    and exit non-zero naming the step, region and Google's error (or the signal);
 //! 6. prune the API's configs beyond `keep_api_configs`, never one a gateway serves.
 //!
 //! Steps 2–6 are computed once, as a [`Plan`] of typed steps (`plan.rs`), from the state read
 //! (`state.rs`) and the inputs: `--plan` prints it and changes nothing; otherwise the executor
 //! (`execute.rs`) runs it step by step, journaling each change (`journal.rs`) for the rollback.
 //! A re-run with the same image and spec finds nothing to do and says so.
+//!
+//! Before reading the state a deploy takes the environment's lease, and keeps its journal with
+//! it (`lease.rs`: annotations on the first region's service, and a local file): a second deploy
+//! is refused, and `--rollback` undoes, from that journal, a deploy that died. Production asks for
+//! a confirmation (`--yes` in CI).
 
 pub(crate) mod cloud;
 mod execute;
+mod interrupt;
 mod journal;
+mod lease;
 mod plan;
 mod probe;
 mod slo;
@@ -36,7 +44,10 @@ use anyhow::{Context as _, bail};
 use items_gateway_spec::Environment;
 
 use self::cloud::{Cloud, Connection, Ui};
-use self::execute::Executor;
+use self::execute::{Executor, Failure};
+use self::interrupt::{Interrupt, Signalled};
+use self::journal::Journal;
+use self::lease::Lease;
 use self::plan::{Image, Plan};
 use self::probe::Prober;
 use crate::util;
@@ -78,6 +89,16 @@ pub(crate) struct Args {
     keep_api_configs: Option<usize>,
     #[command(flatten)]
     slo: slo::SloArgs,
+    /// Undo, from its journal, a deploy of the environment that did not finish (killed, or its
+    /// machine lost): restore what it changed and is still as it left it.
+    #[arg(long, conflicts_with_all = ["plan", "image", "canary"])]
+    rollback: bool,
+    /// Break the environment's lease when it has expired (its holder died).
+    #[arg(long)]
+    break_lease: bool,
+    /// Deploy to (or roll back) production without asking; required without a terminal.
+    #[arg(long)]
+    yes: bool,
 
     // For tests against a local fake control plane.
     /// Directory of the environment files.
@@ -93,6 +114,9 @@ pub(crate) struct Args {
     /// First pause between polls of an operation, in milliseconds.
     #[arg(long, hide = true)]
     poll_interval_ms: Option<u64>,
+    /// Directory of the local copy of the journal (default target/deploy-journal).
+    #[arg(long, hide = true, env = "XTASK_DEPLOY_JOURNAL_DIR")]
+    journal_dir: Option<PathBuf>,
 }
 
 pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
@@ -108,19 +132,62 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("error: {missing}");
         return Ok(ExitCode::from(2));
     }
+    if let Some(refused) = confirm(&args, &env)? {
+        return Ok(refused);
+    }
     let ui = Ui::new();
-    let region_names = selected_regions(&env, &args.regions)?;
-    // Step 1 comes first: the revision's name is the image's digest.
-    let image = image(&args, &env, ui).await?;
     let conn = Connection {
         run_endpoint: args.run_endpoint.clone(),
         apigateway_endpoint: args.apigateway_endpoint.clone(),
         anonymous: args.anonymous,
         poll_interval: args.poll_interval_ms.map(Duration::from_millis),
     };
+    if args.rollback {
+        let cloud = Cloud::connect(&conn, ui).await?;
+        return rollback(&args, &env, &cloud, ui).await;
+    }
+    let region_names = selected_regions(&env, &args.regions)?;
+    // Step 1 comes first: the revision's name is the image's digest.
+    let image = image(&args, &env, ui).await?;
     let cloud = Cloud::connect(&conn, ui).await?;
-    let state = state::read(&cloud, &env, &region_names, image.revision(&env).as_deref()).await?;
-    let inputs = plan::Inputs {
+    let revision = image.revision(&env);
+    if args.plan {
+        let state = state::read(&cloud, &env, &region_names, revision.as_deref()).await?;
+        let plan = Plan::new(&env, state, inputs(&args, &env, image));
+        print!("{}", plan.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?
+        .with_token(args.slo.token.clone())
+        .with_local_identity(local.map(|state| state.deployer));
+    // From here on a signal rolls back instead of killing the process.
+    let mut interrupt = Interrupt::install()?;
+    let action = format!("deploy {}", image.reference().unwrap_or_default());
+    let (lease, _) = Lease::take(&cloud, &env, &lease_options(&args, action), ui).await?;
+    let journal = Journal::new(Some(lease));
+    let state = tokio::select! {
+        state = state::read(&cloud, &env, &region_names, revision.as_deref()) => state,
+        signal = interrupt.wait() => {
+            journal.close(ui).await;
+            eprintln!("interrupted by {} before any change; nothing was changed", signal.name());
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => {
+            journal.close(ui).await;
+            return Err(e);
+        }
+    };
+    let plan = Plan::new(&env, state, inputs(&args, &env, image));
+    let executor = Executor::new(&plan, &env, cloud, ui, prober, journal);
+    execute(&plan, executor, &mut interrupt).await
+}
+
+/// What the plan is computed from besides the state.
+fn inputs(args: &Args, env: &Environment, image: Image) -> plan::Inputs {
+    plan::Inputs {
         image,
         canary: args.canary,
         canary_wait: args.canary_wait,
@@ -128,17 +195,108 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .keep_api_configs
             .unwrap_or(env.keep_api_configs as usize),
         gate: args.slo.gate(args.api_key.clone()),
-    };
-    let plan = Plan::new(&env, state, inputs);
-    if args.plan {
-        print!("{}", plan.render());
-        return Ok(ExitCode::SUCCESS);
     }
-    let prober = Prober::new(args.anonymous, args.api_key.clone(), args.anonymous)?
-        .with_token(args.slo.token.clone())
-        .with_local_identity(local.map(|state| state.deployer));
-    let executor = Executor::new(&plan, &env, cloud, ui, prober);
-    execute(&plan, executor).await
+}
+
+fn lease_options(args: &Args, action: String) -> lease::Options {
+    lease::Options {
+        break_lease: args.break_lease,
+        rollback: args.rollback,
+        action,
+        journal_dir: args
+            .journal_dir
+            .clone()
+            .unwrap_or_else(|| util::project_root().join("target/deploy-journal")),
+    }
+}
+
+/// Whether the environment named `name` is production: `prod`, or a name starting with `prod-`.
+fn is_production(name: &str) -> bool {
+    name == "prod" || name.starts_with("prod-")
+}
+
+/// Production only after a confirmation typed on a terminal, or with `--yes`. `Some` is the exit
+/// code of a refusal, before anything is built or changed.
+fn confirm(args: &Args, env: &Environment) -> anyhow::Result<Option<ExitCode>> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if args.plan || args.yes || !is_production(&env.name) {
+        return Ok(None);
+    }
+    let action = if args.rollback {
+        "roll back a deploy of"
+    } else {
+        "deploy to"
+    };
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: {} is production: {action} it after confirming on a terminal, or pass --yes (CI); nothing was changed",
+            env.name
+        );
+        return Ok(Some(ExitCode::from(2)));
+    }
+    let regions: Vec<&str> = env.regions.iter().map(|r| r.name.as_str()).collect();
+    eprint!(
+        "{action} {} (project {}, {})? Type {:?} to go on: ",
+        env.name,
+        env.project_id,
+        regions.join(", "),
+        env.name
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != env.name {
+        eprintln!("not confirmed; nothing was changed");
+        return Ok(Some(ExitCode::FAILURE));
+    }
+    Ok(None)
+}
+
+/// `--rollback`: takes the lease (over a holder that died on this host, or an expired one with
+/// `--break-lease`) and undoes the journal it left.
+async fn rollback(
+    args: &Args,
+    env: &Environment,
+    cloud: &Cloud,
+    ui: Ui,
+) -> anyhow::Result<ExitCode> {
+    let (lease, left) =
+        Lease::take(cloud, env, &lease_options(args, "rollback".to_owned()), ui).await?;
+    let Some(saved) = left.filter(|s| !s.changes.is_empty()) else {
+        lease.release(&[]).await?;
+        println!(
+            "Nothing to roll back: {} has no journal of an unfinished deploy.",
+            env.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    ui.say(&format!(
+        "rolling back the deploy of {} (started {}): {} change(s)",
+        saved.holder,
+        saved
+            .started
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        saved.changes.len()
+    ));
+    let mut journal = Journal::resume(saved.changes, lease);
+    let rolled = journal.roll_back(cloud, ui).await;
+    journal.close(ui).await;
+    println!("{rolled}");
+    if rolled.failed {
+        bail!(
+            "the rollback of {} is incomplete: the journal keeps what failed; run --rollback again",
+            env.name
+        );
+    }
+    println!("Rolled back {}.", env.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why the roll-out stopped early.
+enum Stop {
+    Failed(Failure),
+    Interrupted(Signalled),
 }
 
 /// The environment played by `cargo xtask cloud`.
@@ -169,37 +327,85 @@ fn local_cloud(args: &mut Args, env: &Environment) -> anyhow::Result<crate::clou
     Ok(state)
 }
 
-/// Runs the plan: the roll-out (rolled back on failure), then pruning.
-async fn execute(plan: &Plan, mut executor: Executor<'_>) -> anyhow::Result<ExitCode> {
+/// Runs the plan: the roll-out (rolled back on failure or interruption), then pruning; the lease
+/// is given up at the end either way.
+async fn execute(
+    plan: &Plan,
+    mut executor: Executor<'_>,
+    interrupt: &mut Interrupt,
+) -> anyhow::Result<ExitCode> {
     if !plan.changes_anything() {
         println!("{}", nothing_to_do(plan));
         // Before the pruning there are only "unchanged" steps, which report and cannot fail.
-        executor
-            .run(&plan.steps)
-            .await
-            .map_err(|f| f.error.context(format!("step 6 ({}) failed", f.step)))?;
-        return Ok(ExitCode::SUCCESS);
+        let pruned = tokio::select! {
+            pruned = executor.run(&plan.steps) => pruned.err().map(Stop::Failed),
+            signal = interrupt.wait() => Some(Stop::Interrupted(signal)),
+        };
+        executor.finish().await;
+        return match pruned {
+            None => Ok(ExitCode::SUCCESS),
+            Some(Stop::Failed(f)) => Err(f.error.context(format!("step 6 ({}) failed", f.step))),
+            Some(Stop::Interrupted(signal)) => {
+                eprintln!(
+                    "interrupted by {} while pruning; nothing else changes",
+                    signal.name()
+                );
+                Ok(ExitCode::from(signal.exit_code()))
+            }
+        };
     }
     let (roll_out, prune) = plan.roll_out_and_prune();
-    if let Err(failure) = executor.run(roll_out).await {
-        eprintln!(
-            "error: step {} failed in {}: {:#}",
-            failure.step, failure.region, failure.error
-        );
-        let restored = executor.roll_back().await;
-        bail!(
-            "deploy failed at step {} in {}: {:#}\n{restored}",
-            failure.step,
-            failure.region,
-            failure.error
-        )
+    let stopped = tokio::select! {
+        done = executor.run(roll_out) => done.err().map(Stop::Failed),
+        signal = interrupt.wait() => Some(Stop::Interrupted(signal)),
+    };
+    match stopped {
+        None => {}
+        Some(Stop::Failed(failure)) => {
+            eprintln!(
+                "error: step {} failed in {}: {:#}",
+                failure.step, failure.region, failure.error
+            );
+            let restored = executor.roll_back().await;
+            executor.close().await;
+            bail!(
+                "deploy failed at step {} in {}: {:#}\n{restored}",
+                failure.step,
+                failure.region,
+                failure.error
+            )
+        }
+        Some(Stop::Interrupted(signal)) => {
+            eprintln!(
+                "interrupted by {}: rolling back what this deploy changed",
+                signal.name()
+            );
+            let restored = executor.roll_back().await;
+            executor.close().await;
+            eprintln!("{restored}");
+            eprintln!("error: deploy interrupted by {}", signal.name());
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
     }
-    if let Err(f) = executor.run(prune).await {
+    let pruned = tokio::select! {
+        pruned = executor.run(prune) => pruned.err().map(Stop::Failed),
+        signal = interrupt.wait() => Some(Stop::Interrupted(signal)),
+    };
+    executor.finish().await;
+    match pruned {
+        None => {}
         // The roll-out stands; pruning again next time is harmless.
-        eprintln!(
+        Some(Stop::Failed(f)) => eprintln!(
             "warning: step 6 ({}) failed: {:#}; the new version is live",
             f.step, f.error
-        );
+        ),
+        Some(Stop::Interrupted(signal)) => {
+            eprintln!(
+                "interrupted by {} while pruning: the new version is live; pruning stopped",
+                signal.name()
+            );
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
     }
     println!(
         "Deployed {} as revision {} in {}.",
@@ -334,5 +540,14 @@ mod tests {
         assert!(check_pinned(&format!("europe-docker.pkg.dev/p/r/i@sha256:{hex}")).is_ok());
         assert!(check_pinned("europe-docker.pkg.dev/p/r/i:latest").is_err());
         assert!(check_pinned("r/i@sha256:abc").is_err());
+    }
+
+    #[test]
+    fn production_is_prod_and_its_variants() {
+        assert!(is_production("prod"));
+        assert!(is_production("prod-eu"));
+        assert!(!is_production("production-like"));
+        assert!(!is_production("stage"));
+        assert!(!is_production("local"));
     }
 }

@@ -12,21 +12,39 @@ mod support;
 
 use support::{Cloud, push_image, revision_of, root, service_binary, xtask};
 
-fn get(url: &str, headers: &[(&str, String)]) -> (u16, String) {
+/// `method url` with these headers and, when given, a JSON body; (status, body text).
+fn call(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, String)],
+    json: Option<&serde_json::Value>,
+) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut request = reqwest::Client::new().get(url);
+        let mut request = reqwest::Client::new().request(method, url);
         for (k, v) in headers {
             request = request.header(*k, v);
+        }
+        if let Some(body) = json {
+            request = request.json(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.text().await.unwrap_or_default())
     })
+}
+
+fn get(url: &str, headers: &[(&str, String)]) -> (u16, String) {
+    call(reqwest::Method::GET, url, headers, None)
+}
+
+fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = call(reqwest::Method::POST, url, &[], Some(body));
+    (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
 #[test]
@@ -46,6 +64,22 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
         .unwrap();
 
     // v1: an image of the same binary with another revision label.
+    // The migrate job of migrate.tf ran once, successfully, before the services started.
+    let control = cloud.value("control plane:");
+    let job = cloud.value("migrate job:");
+    assert!(job.ends_with("/jobs/items-migrate"), "{job}");
+    let (status, body) = get(&format!("{control}/v2/{job}"), &[]);
+    assert_eq!(status, 200, "{body}");
+    let job_json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        job_json["latestCreatedExecution"]["completionStatus"], "EXECUTION_SUCCEEDED",
+        "{body}"
+    );
+    assert_eq!(
+        job_json["template"]["template"]["containers"][0]["args"],
+        serde_json::json!(["migrate"])
+    );
+
     let layout = std::env::temp_dir().join(format!("xtask-local-cloud-{}", std::process::id()));
     let image = push_image(&registry, &binary, "local-cloud-test", "v1", &layout);
     let deploy = [
@@ -144,5 +178,30 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
         answer
     });
     assert!(matches!(status, 401 | 403), "{status}: {body}");
+
+    // A new version of the runtime user's password reaches the `latest` file of the running
+    // revision (Secret Manager's addVersion on the control plane).
+    let (_, service) = get(
+        &format!("{control}/v2/projects/items-local-0001/locations/europe-west1/services/items"),
+        &[],
+    );
+    let service: serde_json::Value = serde_json::from_str(&service).unwrap();
+    let serving = service["latestReadyRevision"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap()
+        .to_owned();
+    let secret = "projects/items-local-0001/secrets/items-db-runtime-password";
+    use base64::Engine as _;
+    let (status, version) = post_json(
+        &format!("{control}/v1/{secret}:addVersion"),
+        &serde_json::json!({"payload": {"data": base64::engine::general_purpose::STANDARD.encode("rotated")}}),
+    );
+    assert_eq!(status, 200, "{version}");
+    assert_eq!(version["name"], format!("{secret}/versions/2"));
+    let file = root().join(format!(
+        "target/local-cloud/local/run/revisions/items-local-0001/europe-west1/items/{serving}/rootfs/secrets/db-password"
+    ));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "rotated");
     let _ = std::fs::remove_dir_all(&layout);
 }

@@ -8,6 +8,10 @@
 //! - API Gateway v1 (`apigateway.rs`): `GET/PATCH /v1/{gateway}` (`updateMask=apiConfig`),
 //!   `POST /v1/{api}/configs?apiConfigId=`, `GET /v1/{api}/configs[/{id}]`, `DELETE /v1/{config}`,
 //!   operations. A gateway pointed at a config has the [`GatewayPlane`] serve it.
+//! - Cloud Run Admin API v2 jobs (`jobs.rs`): create, get, patch, run (an operation ending with
+//!   the `Execution`), executions get and list; the [`DataPlane`] runs each task's container.
+//! - Secret Manager v1 (`secrets.rs`): secrets create/get, `addVersion`, versions list/get/access;
+//!   a new version reaches the `latest` secret volumes of running revisions.
 //! - An OCI distribution registry standing in for Artifact Registry (`registry.rs`).
 //!
 //! Long-running operations (`google.longrunning.Operation`) end after a few polls at least:
@@ -22,14 +26,18 @@
 //!
 //! A local-only extension, not part of any Google API: `POST /local/faults/{revision}` with
 //! `{"added_latency_ms": N, "error_ratio": R, "error_status": S}` injects that [`Fault`] in front
-//! of the revision's instances (`DELETE` removes it), for end-to-end tests of a running cloud.
+//! of the revision's instances (`DELETE` removes it), for end-to-end tests of a running cloud;
+//! `POST|DELETE /local/image-faults` with `{"image": REF, …}` does so for every revision, present
+//! or future, whose ingress container runs `REF`.
 
 mod apigateway;
 mod gateways;
 mod google;
+mod jobs;
 mod plane;
 mod registry;
 mod run;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,8 +48,8 @@ use serde_json::{Value, json};
 
 pub use gateways::LocalGateways;
 pub use plane::{
-    DataPlane, Fault, GatewayPlane, HttpProbe, Iam, RevisionSpec, ServiceId, Stub, TrafficTarget,
-    parse_service,
+    DataPlane, Fault, Files, GatewayPlane, HttpProbe, Iam, RevisionSpec, ServiceId, Stub, TaskExit,
+    TaskSpec, TrafficTarget, parse_service,
 };
 pub use registry::Registry;
 
@@ -109,6 +117,13 @@ pub struct State {
     pub calls: Vec<Call>,
     /// Paths under /run or /gw that answered (the [`Stub`] plane).
     pub probes: Vec<String>,
+    /// Each revision's template, under its name (what a reused name is compared with).
+    revision_templates: BTreeMap<String, Value>,
+    /// Faults injected into every revision of an image (`/local/image-faults`).
+    image_faults: BTreeMap<String, Fault>,
+    /// Cloud Run jobs and their executions.
+    pub jobs: BTreeMap<String, Value>,
+    pub executions: BTreeMap<String, Value>,
     operations: BTreeMap<String, Operation>,
     injected: Vec<Injected>,
     fail_next_operation: Option<(i32, String)>,
@@ -417,6 +432,26 @@ impl LocalCloud {
         run::create(&self.shared, name, template, listen, iam).await
     }
 
+    /// Creates job `name` (`projects/*/locations/*/jobs/*`) from `template` (an
+    /// `ExecutionTemplate` in JSON), as Terraform's `google_cloud_run_v2_job` does.
+    pub fn create_job(&self, name: &str, template: Value) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            name.split('/').count() == 6 && name.contains("/jobs/"),
+            "{name}: not projects/*/locations/*/jobs/*"
+        );
+        self.with(|s| {
+            anyhow::ensure!(!s.jobs.contains_key(name), "{name} exists");
+            jobs::insert_job(s, name, template, &Value::Null);
+            Ok(())
+        })
+    }
+
+    /// Runs job `name` once, as `jobs.run` does, and waits for its execution to end: the
+    /// `Execution` (JSON), or the failure message of its `Completed` condition.
+    pub async fn run_job(&self, name: &str) -> Result<Value, String> {
+        jobs::run_and_wait(&self.shared, name).await
+    }
+
     /// Creates `gateway` serving `config` (which exists), as Terraform's
     /// `google_api_gateway_gateway` does; its hostname.
     pub async fn create_gateway(&self, gateway: &str, config: &str) -> anyhow::Result<String> {
@@ -437,6 +472,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     if let Some(revision) = path.strip_prefix("/local/faults/") {
         return local_fault(&shared, &method, revision, &body);
+    }
+    if path == "/local/image-faults" {
+        return local_image_fault(&shared, &method, &body);
     }
     let mut s = shared.lock();
     s.calls.push(Call {
@@ -491,6 +529,22 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     };
     let name = name.to_owned();
     let segments: Vec<&str> = name.split('/').collect();
+    // Secret Manager: projects/{p}/secrets/… (global, no location).
+    if version == "v1"
+        && segments.len() >= 3
+        && segments[0] == "projects"
+        && segments[2].split(':').next() == Some("secrets")
+    {
+        let request = Request {
+            method: &method,
+            name: &name,
+            segments: &segments,
+            location: segments[..2].join("/"),
+            query: &query,
+            body,
+        };
+        return secrets::handle(&shared, &mut s, request);
+    }
     // projects/{p}/locations/{l}/{collection}/{id}[/{sub}/{id}]
     if segments.len() < 4 || segments[0] != "projects" || segments[2] != "locations" {
         return google::error(404, "NOT_FOUND", &format!("no route {path}"));
@@ -509,6 +563,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
             None => google::error(404, "NOT_FOUND", &format!("operation {name} not found")),
         },
         ("v2", "services") => run::handle(&shared, &mut s, request),
+        ("v2", "jobs") => jobs::handle(&shared, &mut s, request),
         ("v1", "gateways" | "apis") => apigateway::handle(&shared, &mut s, request),
         _ => google::error(404, "NOT_FOUND", &format!("no route {method} {path}")),
     }
@@ -524,31 +579,74 @@ fn local_fault(shared: &Shared, method: &str, revision: &str, body: &[u8]) -> Ht
             shared.plane.set_fault(revision, None);
             HttpResponse::NoContent().finish()
         }
-        "POST" => {
-            let Ok(v) = serde_json::from_slice::<Value>(body) else {
-                return google::error(400, "INVALID_ARGUMENT", "body is not JSON");
-            };
-            let ratio = v["error_ratio"].as_f64().unwrap_or(0.0);
-            let status = u16::try_from(v["error_status"].as_u64().unwrap_or(503)).unwrap_or(0);
-            if !(0.0..=1.0).contains(&ratio) || !(100..=599).contains(&status) {
-                return google::error(
-                    400,
-                    "INVALID_ARGUMENT",
-                    "error_ratio must be in 0..=1 and error_status in 100..=599",
-                );
+        "POST" => match parse_fault(body) {
+            Ok(fault) => {
+                shared.plane.set_fault(revision, Some(fault));
+                HttpResponse::NoContent().finish()
             }
-            let fault = Fault {
-                added_latency: std::time::Duration::from_millis(
-                    v["added_latency_ms"].as_u64().unwrap_or(0),
-                ),
-                error_ratio: ratio,
-                error_status: status,
-            };
-            shared.plane.set_fault(revision, Some(fault));
-            HttpResponse::NoContent().finish()
-        }
+            Err(refused) => *refused,
+        },
         _ => google::error(405, "METHOD_NOT_ALLOWED", "POST or DELETE"),
     }
+}
+
+/// A [`Fault`] from the local fault body (see the module's doc).
+fn parse_fault(body: &[u8]) -> Result<Fault, Box<HttpResponse>> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Err(Box::new(google::error(
+            400,
+            "INVALID_ARGUMENT",
+            "body is not JSON",
+        )));
+    };
+    let ratio = v["error_ratio"].as_f64().unwrap_or(0.0);
+    let status = u16::try_from(v["error_status"].as_u64().unwrap_or(503)).unwrap_or(0);
+    if !(0.0..=1.0).contains(&ratio) || !(100..=599).contains(&status) {
+        return Err(Box::new(google::error(
+            400,
+            "INVALID_ARGUMENT",
+            "error_ratio must be in 0..=1 and error_status in 100..=599",
+        )));
+    }
+    Ok(Fault {
+        added_latency: std::time::Duration::from_millis(
+            v["added_latency_ms"].as_u64().unwrap_or(0),
+        ),
+        error_ratio: ratio,
+        error_status: status,
+    })
+}
+
+/// `POST|DELETE /local/image-faults` with `{"image": REF, …the fault}`: the fault is injected
+/// into every revision whose ingress container runs image `REF`, those created later included
+/// (revision names are generated: a drill cannot name the revision beforehand).
+fn local_image_fault(shared: &Shared, method: &str, body: &[u8]) -> HttpResponse {
+    let image = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["image"].as_str().map(str::to_owned))
+        .filter(|i| !i.is_empty());
+    let Some(image) = image else {
+        return google::error(400, "INVALID_ARGUMENT", "image is required");
+    };
+    let fault = match method {
+        "DELETE" => None,
+        "POST" => match parse_fault(body) {
+            Ok(fault) => Some(fault),
+            Err(refused) => return *refused,
+        },
+        _ => return google::error(405, "METHOD_NOT_ALLOWED", "POST or DELETE"),
+    };
+    let mut s = shared.lock();
+    let revisions = run::revisions_running(&s, &image);
+    match &fault {
+        Some(fault) => s.image_faults.insert(image, fault.clone()),
+        None => s.image_faults.remove(&image),
+    };
+    drop(s);
+    for revision in revisions {
+        shared.plane.set_fault(&revision, fault.clone());
+    }
+    HttpResponse::NoContent().finish()
 }
 
 /// A control-plane request, parsed.
@@ -570,5 +668,7 @@ impl Request<'_> {
     }
 }
 
+#[cfg(test)]
+mod job_tests;
 #[cfg(test)]
 mod tests;

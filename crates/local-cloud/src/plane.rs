@@ -5,12 +5,19 @@
 //! behind Cloud Run's IAM front end); [`Stub`] answers like the former test fake: every revision
 //! is ready at once and its tagged URL is served by the control plane itself.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use items_local_run::Runtime;
 
-pub use items_local_run::{Fault, HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget};
+pub use items_local_run::{
+    Fault, HttpProbe, Iam, RevisionSpec, ServiceId, TaskExit, TaskSpec, TrafficTarget,
+};
+
+/// Secret files: absolute path inside the container → content.
+pub type Files = Vec<(PathBuf, Vec<u8>)>;
 
 /// `projects/{p}/locations/{region}/services/{name}` → its parts.
 pub fn parse_service(resource: &str) -> Option<ServiceId> {
@@ -43,6 +50,11 @@ pub trait DataPlane: Send + Sync + std::fmt::Debug {
         traffic: &[TrafficTarget],
     ) -> anyhow::Result<Vec<(String, String)>>;
     fn set_fault(&self, revision: &str, fault: Option<Fault>);
+    /// Runs attempt `attempt` (0 first) of a job's task to completion; `Err` when its container
+    /// could not start.
+    async fn run_task(&self, spec: TaskSpec, attempt: u32) -> Result<TaskExit, String>;
+    /// Replaces secret files of a revision's instances (a `latest` secret got a new version).
+    fn update_files(&self, service: &ServiceId, revision: &str, files: Files);
 }
 
 /// API Gateway's serving side: a gateway serves exactly one API config.
@@ -62,6 +74,14 @@ pub struct Stub {
     failure: Mutex<Option<String>>,
     /// Revisions started, in order.
     pub started: Mutex<Vec<RevisionSpec>>,
+    /// Task attempts run, in order: (spec, attempt).
+    pub tasks: Mutex<Vec<(TaskSpec, u32)>>,
+    /// How the next task attempts end, in order (then: exit 0).
+    pub task_exits: Mutex<VecDeque<TaskExit>>,
+    /// Secret files replaced: (revision, files).
+    pub updated_files: Mutex<Vec<(String, Files)>>,
+    /// Faults set: (revision, fault).
+    pub faults: Mutex<Vec<(String, Option<Fault>)>>,
 }
 
 impl Stub {
@@ -122,7 +142,20 @@ impl DataPlane for Stub {
             .collect())
     }
 
-    fn set_fault(&self, _revision: &str, _fault: Option<Fault>) {}
+    fn set_fault(&self, revision: &str, fault: Option<Fault>) {
+        lock(&self.faults).push((revision.to_owned(), fault));
+    }
+
+    async fn run_task(&self, spec: TaskSpec, attempt: u32) -> Result<TaskExit, String> {
+        lock(&self.tasks).push((spec, attempt));
+        Ok(lock(&self.task_exits)
+            .pop_front()
+            .unwrap_or(TaskExit::Exited(0)))
+    }
+
+    fn update_files(&self, _service: &ServiceId, revision: &str, files: Files) {
+        lock(&self.updated_files).push((revision.to_owned(), files));
+    }
 }
 
 #[async_trait::async_trait]
@@ -157,5 +190,16 @@ impl DataPlane for Runtime {
 
     fn set_fault(&self, revision: &str, fault: Option<Fault>) {
         Runtime::set_fault(self, revision, fault);
+    }
+
+    async fn run_task(&self, spec: TaskSpec, attempt: u32) -> Result<TaskExit, String> {
+        Runtime::run_task(self, &spec, attempt).await
+    }
+
+    fn update_files(&self, service: &ServiceId, revision: &str, files: Files) {
+        if let Err(e) = Runtime::update_files(self, service, revision, &files) {
+            // A revision not (or no longer) on this data plane has no files to replace.
+            eprintln!("local cloud: secret files of {revision}: {e:#}");
+        }
     }
 }

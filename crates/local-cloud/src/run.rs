@@ -15,7 +15,12 @@
 //! - `Service.etag`: "May be used to detect modification conflict during updates." A stale etag
 //!   is refused with `ABORTED` (HTTP 409), AIP-154 "Resource freshness validation" (changed from
 //!   FAILED_PRECONDITION in aip-dev/google.aip.dev#705). Cloud Run's exact message is not
-//!   published; ours names both etags.
+//!   published; ours names both etags. The check and the new etag are one step (under the
+//!   state's lock), so of two patches sent with the same etag only the first is accepted.
+//! - `Service.annotations` are kept as sent ("should be preserved when modifying objects"), and
+//!   `updateMask=annotations` (`UpdateServiceRequest.update_mask`: "The list of fields to be
+//!   updated") changes only them: no new generation of the template, no traffic change. Keys in
+//!   the namespaces v2 rejects (`run.googleapis.com`, …) are not checked here.
 //! - A revision that does not become ready fails the operation with its condition, as Cloud Run
 //!   words it: "Revision '…' is not ready and cannot serve traffic. <reason>" (the message
 //!   `gcloud run deploy` prints, e.g. "The user-provided container failed to start and listen on
@@ -34,7 +39,7 @@ use google_cloud_run_v2::model::RevisionTemplate;
 use serde_json::{Value, json};
 
 use crate::google::{self, LATEST, REVISION, error, found, not_found};
-use crate::plane::{HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget, parse_service};
+use crate::plane::{Files, HttpProbe, Iam, RevisionSpec, ServiceId, TrafficTarget, parse_service};
 use crate::{Entry, Outcome, Request, Shared, State, start_operation};
 
 const SERVICE_TYPE: &str = "type.googleapis.com/google.cloud.run.v2.Service";
@@ -67,7 +72,7 @@ pub(crate) fn summarize(service: &Value) -> Vec<Entry> {
         .unwrap_or_default()
 }
 
-fn str_of(v: &Value) -> String {
+pub(crate) fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or("").to_owned()
 }
 
@@ -142,6 +147,9 @@ fn revision_resource(
     template: &Value,
     ready: Result<(), &str>,
 ) -> Value {
+    let mut named = template.clone();
+    named["revision"] = json!(short(rev_name));
+    s.revision_templates.insert(rev_name.to_owned(), named);
     let mut revision = template.as_object().cloned().unwrap_or_default();
     revision.remove("revision");
     let tick = s.tick();
@@ -213,6 +221,9 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
             ),
         );
     }
+    if r.query.get("updateMask").map(String::as_str) == Some("annotations") {
+        return patch_annotations(shared, s, r);
+    }
     let mut traffic = body["traffic"].as_array().cloned().unwrap_or_default();
     if traffic.is_empty() {
         traffic = vec![json!({"type": LATEST, "percent": 100})];
@@ -240,24 +251,44 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
             "service.template is not a RevisionTemplate",
         );
     };
-    let changed = template_of(&current["template"]).as_ref() != Some(&typed);
-    let new_revision = if changed {
-        let wanted = typed.revision.clone();
-        let rev = if wanted.is_empty() {
-            generated_name(short(name), generation(&current) + 1)
-        } else {
-            wanted
-        };
-        if s.revisions.contains_key(&format!("{name}/revisions/{rev}")) {
-            return error(
-                409,
-                "ALREADY_EXISTS",
-                &format!("Revision named '{rev}' with different configuration already exists."),
-            );
+    // An empty `revision` asks Cloud Run for a generated name: it is no change by itself. A
+    // template equal to the service's creates no revision ("When you deploy to a service or
+    // change the configuration of a service, an immutable revision is created", Cloud Run
+    // "Manage revisions"; a traffic-only update creates none, `gcloud run services
+    // update-traffic`).
+    let mut serving = template_of(&current["template"]);
+    if typed.revision.is_empty()
+        && let Some(serving) = serving.as_mut()
+    {
+        serving.revision.clear();
+    }
+    let changed = serving.as_ref() != Some(&typed);
+    let new_revision = if !changed {
+        None
+    } else if typed.revision.is_empty() {
+        let mut rev = generated_name(short(name), generation(&current) + 1);
+        while s.revisions.contains_key(&format!("{name}/revisions/{rev}")) {
+            rev = generated_name(short(name), generation(&current) + 1);
         }
         Some(rev)
     } else {
-        None
+        let rev = typed.revision.clone();
+        match s.revision_templates.get(&format!("{name}/revisions/{rev}")) {
+            None => Some(rev),
+            // Naming an existing revision with its own configuration creates nothing.
+            Some(existing) if template_of(existing).as_ref() == Some(&typed) => None,
+            // Revisions are immutable: the name is taken by another configuration. Cloud Run
+            // answers 409 (googleapis/google-cloud-python#14259) with status ALREADY_EXISTS
+            // (code 6 in the audit log quoted in GoogleCloudPlatform/k8s-config-connector#772)
+            // and this message (both sources).
+            Some(_) => {
+                return error(
+                    409,
+                    "ALREADY_EXISTS",
+                    &format!("Revision named '{rev}' with different configuration already exists."),
+                );
+            }
+        }
     };
     for t in &traffic {
         if google::is_enum(&t["type"], 2, REVISION) {
@@ -272,6 +303,15 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
             }
         }
     }
+    if s.fail_next_operation.is_none() {
+        let tag = etag(s);
+        if let Some(service) = s.services.get_mut(name) {
+            service["etag"] = tag;
+            if body["annotations"].is_object() {
+                service["annotations"] = body["annotations"].clone();
+            }
+        }
+    }
     let work = reconcile(
         shared.clone(),
         name.to_owned(),
@@ -280,6 +320,31 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
         new_revision,
     );
     start_operation(shared, s, &r.location, SERVICE_TYPE, work)
+}
+
+/// `services.patch?updateMask=annotations` (etag checked by the caller): the new annotations and
+/// etag at once; the operation answers the service.
+fn patch_annotations(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
+    let mut updated = Value::Null;
+    if s.fail_next_operation.is_none() {
+        let tag = etag(s);
+        if let Some(service) = s.services.get_mut(r.name) {
+            service["annotations"] = if r.body["annotations"].is_object() {
+                r.body["annotations"].clone()
+            } else {
+                json!({})
+            };
+            service["etag"] = tag;
+            updated = service.clone();
+        }
+    }
+    start_operation(
+        shared,
+        s,
+        &r.location,
+        SERVICE_TYPE,
+        async move { Ok(updated) },
+    )
 }
 
 /// Brings service `name` to `template` and `traffic`: stores the new spec, starts `new_revision`
@@ -317,7 +382,13 @@ async fn reconcile(
     };
     if let (Some(rev), Some(spec)) = (&new_revision, spec) {
         let started = match spec {
-            Ok(spec) => shared.plane.deploy_revision(spec).await,
+            Ok(spec) => {
+                let fault = shared.lock().image_faults.get(&spec.image).cloned();
+                if fault.is_some() {
+                    shared.plane.set_fault(&spec.name, fault);
+                }
+                shared.plane.deploy_revision(spec).await
+            }
             Err(message) => Err(message),
         };
         let mut s = shared.lock();
@@ -437,78 +508,8 @@ fn revision_spec(
     rev: &str,
     template: &Value,
 ) -> Result<RevisionSpec, String> {
-    let containers = template["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let container = containers
-        .iter()
-        .find(|c| c["ports"].as_array().is_some_and(|p| !p.is_empty()))
-        .or_else(|| containers.first())
-        .ok_or("the template has no container")?;
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut env = Vec::new();
-    for e in container["env"].as_array().cloned().unwrap_or_default() {
-        let name = str_of(&e["name"]);
-        let value = match e["valueSource"]["secretKeyRef"].as_object() {
-            Some(reference) => {
-                let bytes = secret(
-                    s,
-                    id,
-                    reference
-                        .get("secret")
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                    reference
-                        .get("version")
-                        .and_then(Value::as_str)
-                        .unwrap_or("latest"),
-                )?;
-                String::from_utf8(bytes).map_err(|_| format!("secret of {name} is not UTF-8"))?
-            }
-            None => str_of(&e["value"]),
-        };
-        env.push((name, value));
-    }
-    let volumes = template["volumes"].as_array().cloned().unwrap_or_default();
-    let mut files = Vec::new();
-    for mount in container["volumeMounts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let Some(volume) = volumes.iter().find(|v| v["name"] == mount["name"]) else {
-            return Err(format!("volume {} is not defined", mount["name"]));
-        };
-        let Some(secret_volume) = volume["secret"].as_object() else {
-            continue; // Cloud SQL and other volumes are not emulated.
-        };
-        let secret_name = secret_volume
-            .get("secret")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let dir = PathBuf::from(str_of(&mount["mountPath"]));
-        for item in secret_volume
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            let version = item["version"].as_str().unwrap_or("latest");
-            files.push((
-                dir.join(str_of(&item["path"])),
-                secret(s, id, secret_name, version)?,
-            ));
-        }
-    }
+    let container = ingress_container(template).ok_or("the template has no container")?;
+    let (env, files) = resolve_container(s, &id.project, container, template)?;
     let port = container["ports"][0]["containerPort"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -543,14 +544,166 @@ fn revision_spec(
     })
 }
 
-/// The payload of `secret` (`projects/{p}/secrets/{s}` or, in the service's project, `{s}`) at
-/// `version` (a number or `latest`).
-fn secret(s: &State, id: &ServiceId, secret: &str, version: &str) -> Result<Vec<u8>, String> {
-    let full = if secret.starts_with("projects/") {
+/// The strings of a JSON array (none when it is not one).
+pub(crate) fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container's environment (secret references resolved, as Cloud Run does at instance start:
+/// "Environment variables … are resolved at instance startup time", Cloud Run "Configure
+/// secrets for services") and its secret volume files, from `template`'s `volumes` (Cloud SQL
+/// and other volumes are not emulated).
+pub(crate) fn resolve_container(
+    s: &State,
+    project: &str,
+    container: &Value,
+    template: &Value,
+) -> Result<(Vec<(String, String)>, Files), String> {
+    let mut env = Vec::new();
+    for e in container["env"].as_array().cloned().unwrap_or_default() {
+        let name = str_of(&e["name"]);
+        let value = match e["valueSource"]["secretKeyRef"].as_object() {
+            Some(reference) => {
+                let bytes = secret(
+                    s,
+                    project,
+                    reference
+                        .get("secret")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    reference
+                        .get("version")
+                        .and_then(Value::as_str)
+                        .unwrap_or("latest"),
+                )?;
+                String::from_utf8(bytes).map_err(|_| format!("secret of {name} is not UTF-8"))?
+            }
+            None => str_of(&e["value"]),
+        };
+        env.push((name, value));
+    }
+    let mut files = Vec::new();
+    for (path, secret_name, version) in secret_items(container, template)? {
+        files.push((path, secret(s, project, &secret_name, &version)?));
+    }
+    Ok((env, files))
+}
+
+/// Each secret volume item the container mounts: (path in the container, secret, version).
+fn secret_items(
+    container: &Value,
+    template: &Value,
+) -> Result<Vec<(PathBuf, String, String)>, String> {
+    let volumes = template["volumes"].as_array().cloned().unwrap_or_default();
+    let mut items = Vec::new();
+    for mount in container["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(volume) = volumes.iter().find(|v| v["name"] == mount["name"]) else {
+            return Err(format!("volume {} is not defined", mount["name"]));
+        };
+        let Some(secret_volume) = volume["secret"].as_object() else {
+            continue; // Cloud SQL and other volumes are not emulated.
+        };
+        let secret_name = secret_volume
+            .get("secret")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let dir = PathBuf::from(str_of(&mount["mountPath"]));
+        for item in secret_volume
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let version = item["version"].as_str().unwrap_or("latest");
+            items.push((
+                dir.join(str_of(&item["path"])),
+                secret_name.to_owned(),
+                version.to_owned(),
+            ));
+        }
+    }
+    Ok(items)
+}
+
+/// `secret` as a full name: `projects/{p}/secrets/{s}` as given, or `{s}` in `project`.
+pub(crate) fn full_secret_name(project: &str, secret: &str) -> String {
+    if secret.starts_with("projects/") {
         secret.to_owned()
     } else {
-        format!("projects/{}/secrets/{secret}", id.project)
-    };
+        format!("projects/{project}/secrets/{secret}")
+    }
+}
+
+/// The files each revision of a service mounts from `secret` at version `latest`, with the
+/// payload they show now: what a running instance reads after a version was added (Cloud Run
+/// "Configure secrets for services": "When reading a volume, Cloud Run always fetches the secret
+/// value from the Secret Manager to use the value with the latest version."). Versions pinned by
+/// number never change. (service, revision, files) for every revision that mounts it.
+pub(crate) fn latest_files(s: &State, secret: &str) -> Vec<(ServiceId, String, Files)> {
+    let mut out = Vec::new();
+    for (name, revision) in &s.revisions {
+        let Some((service, short_name)) = name.split_once("/revisions/") else {
+            continue;
+        };
+        let Some(id) = parse_service(service) else {
+            continue;
+        };
+        let Some(container) = ingress_container(revision) else {
+            continue;
+        };
+        let mut files = Vec::new();
+        for (path, secret_name, version) in secret_items(container, revision).unwrap_or_default() {
+            if version == "latest"
+                && full_secret_name(&id.project, &secret_name) == secret
+                && let Ok(bytes) = self::secret(s, &id.project, &secret_name, "latest")
+            {
+                files.push((path, bytes));
+            }
+        }
+        if !files.is_empty() {
+            out.push((id, short_name.to_owned(), files));
+        }
+    }
+    out
+}
+
+/// The short names of the revisions whose ingress container runs `image`.
+pub(crate) fn revisions_running(s: &State, image: &str) -> Vec<String> {
+    s.revisions
+        .iter()
+        .filter(|(_, r)| ingress_container(r).is_some_and(|c| c["image"] == image))
+        .map(|(name, _)| short(name).to_owned())
+        .collect()
+}
+
+/// The container that serves: the one that declares `ports`, else the first.
+fn ingress_container(template: &Value) -> Option<&Value> {
+    let containers = template["containers"].as_array()?;
+    containers
+        .iter()
+        .find(|c| c["ports"].as_array().is_some_and(|p| !p.is_empty()))
+        .or_else(|| containers.first())
+}
+
+/// The payload of `secret` (`projects/{p}/secrets/{s}` or, in the service's project, `{s}`) at
+/// `version` (a number or `latest`).
+pub(crate) fn secret(
+    s: &State,
+    project: &str,
+    secret: &str,
+    version: &str,
+) -> Result<Vec<u8>, String> {
+    let full = full_secret_name(project, secret);
     let versions = s
         .secrets
         .get(&full)

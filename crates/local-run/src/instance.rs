@@ -139,17 +139,40 @@ impl Launch {
         config: &ImageConfiguration,
         rootfs: &Path,
     ) -> anyhow::Result<Self> {
+        let platform = [
+            ("K_SERVICE", spec.service.name.clone()),
+            ("K_REVISION", spec.name.clone()),
+            ("K_CONFIGURATION", spec.configuration.clone()),
+        ];
+        Self::build(
+            [&spec.command, &spec.args],
+            &spec.env,
+            &platform,
+            config,
+            rootfs,
+        )
+    }
+
+    /// The launch of a container: `[command, args]` and `env` as the resource gives them, then
+    /// the variables the platform sets (`platform`, which the resource cannot override).
+    pub fn build(
+        [command, args]: [&Vec<String>; 2],
+        own_env: &[(String, String)],
+        platform: &[(&str, String)],
+        config: &ImageConfiguration,
+        rootfs: &Path,
+    ) -> anyhow::Result<Self> {
         let image = config.config().clone().unwrap_or_default();
         let entrypoint = image.entrypoint().clone().unwrap_or_default();
         let cmd = image.cmd().clone().unwrap_or_default();
-        let argv: Vec<String> = match (spec.command.is_empty(), spec.args.is_empty()) {
-            (false, false) => spec.command.iter().chain(&spec.args).cloned().collect(),
-            (false, true) => spec.command.clone(),
-            (true, false) => entrypoint.into_iter().chain(spec.args.clone()).collect(),
+        let argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
+            (false, false) => command.iter().chain(args).cloned().collect(),
+            (false, true) => command.clone(),
+            (true, false) => entrypoint.into_iter().chain(args.clone()).collect(),
             (true, true) => entrypoint.into_iter().chain(cmd).collect(),
         };
         if argv.is_empty() {
-            bail!("the image has no Entrypoint or Cmd and the revision gives no command");
+            bail!("the image has no Entrypoint or Cmd and the resource gives no command");
         }
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
@@ -160,12 +183,12 @@ impl Launch {
             let (key, value) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
             set(key, value);
         }
-        for (key, value) in &spec.env {
+        for (key, value) in own_env {
             set(key, value);
         }
-        set("K_SERVICE", &spec.service.name);
-        set("K_REVISION", &spec.name);
-        set("K_CONFIGURATION", &spec.configuration);
+        for (key, value) in platform {
+            set(key, value);
+        }
         let (uid, gid) = resolve_user(image.user().as_deref().unwrap_or(""), rootfs)?;
         let working_dir = image
             .working_dir()
@@ -179,6 +202,32 @@ impl Launch {
             gid,
             working_dir,
         })
+    }
+
+    /// `unshare` starting this launch from `rootfs` (chroot, own `/proc`, the image's user, its
+    /// own process group, killed when dropped); output piped, environment exactly `env`.
+    pub(crate) fn command(&self, launcher: &Launcher, rootfs: &Path) -> Command {
+        let mut command = Command::new(&launcher.unshare);
+        command
+            .arg("--mount-proc=/proc")
+            .arg(format!("--root={}", rootfs.display()))
+            .arg(format!("--wd={}", self.working_dir));
+        if self.uid != 0 || self.gid != 0 {
+            command
+                .args(["--setgid", &self.gid.to_string()])
+                .args(["--setuid", &self.uid.to_string()]);
+        }
+        command
+            .arg("--")
+            .args(&self.argv)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        command
     }
 }
 
@@ -235,7 +284,7 @@ pub fn prepare_rootfs(
     files: &[(PathBuf, Vec<u8>)],
     launcher: &Launcher,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o555)
@@ -277,35 +326,46 @@ pub fn prepare_rootfs(
         }
     }
     for (path, content) in files {
-        if !path.is_absolute() {
-            bail!("secret file path {} is not absolute", path.display());
-        }
-        let relative = crate::image::normal_relative(path)
-            .with_context(|| format!("secret file path {} leaves the root", path.display()))?;
-        let target = crate::image::inside(rootfs, &relative).with_context(|| {
-            format!(
-                "secret file path {} goes through a symbolic link",
-                path.display()
-            )
-        })?;
-        // Each missing directory on the way is made read-only, as a mounted secret volume is.
-        let mut dir = rootfs.to_path_buf();
-        if let Some(parent) = relative.parent() {
-            for component in parent.components() {
-                dir.push(component);
-                if !dir.exists() {
-                    std::fs::create_dir(&dir)?;
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555))?;
-                }
+        write_secret_file(rootfs, path, content)?;
+    }
+    Ok(())
+}
+
+/// Writes one secret file at `path` inside `rootfs` (0444; missing directories on the way made
+/// 0555, as a mounted secret volume is). The content is written beside the file and renamed
+/// over it, so a reader sees the old content or the new, never a part.
+pub fn write_secret_file(rootfs: &Path, path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !path.is_absolute() {
+        bail!("secret file path {} is not absolute", path.display());
+    }
+    let relative = crate::image::normal_relative(path)
+        .with_context(|| format!("secret file path {} leaves the root", path.display()))?;
+    let target = crate::image::inside(rootfs, &relative).with_context(|| {
+        format!(
+            "secret file path {} goes through a symbolic link",
+            path.display()
+        )
+    })?;
+    let mut dir = rootfs.to_path_buf();
+    if let Some(parent) = relative.parent() {
+        for component in parent.components() {
+            dir.push(component);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555))?;
             }
         }
-        if target.exists() {
-            std::fs::remove_file(&target)?;
-        }
-        std::fs::write(&target, content)
-            .with_context(|| format!("writing secret file {}", path.display()))?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o444))?;
     }
+    let name = target
+        .file_name()
+        .with_context(|| format!("secret file path {} names no file", path.display()))?;
+    let partial = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::write(&partial, content)
+        .with_context(|| format!("writing secret file {}", path.display()))?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o444))?;
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("replacing secret file {}", path.display()))?;
     Ok(())
 }
 
@@ -530,28 +590,8 @@ impl Revision {
     }
 
     fn command(&self, launcher: &Launcher, port: u16) -> Command {
-        let launch = &self.launch;
-        let mut command = Command::new(&launcher.unshare);
-        command
-            .arg("--mount-proc=/proc")
-            .arg(format!("--root={}", self.rootfs.display()))
-            .arg(format!("--wd={}", launch.working_dir));
-        if launch.uid != 0 || launch.gid != 0 {
-            command
-                .args(["--setgid", &launch.gid.to_string()])
-                .args(["--setuid", &launch.uid.to_string()]);
-        }
-        command
-            .arg("--")
-            .args(&launch.argv)
-            .env_clear()
-            .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = self.launch.command(launcher, &self.rootfs);
+        command.env("PORT", port.to_string());
         command
     }
 
@@ -682,7 +722,7 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration, revision: &str)
     }
 }
 
-fn forward_lines(
+pub(crate) fn forward_lines(
     stream: impl AsyncRead + Unpin + Send + 'static,
     log: InstanceLog,
     revision: String,

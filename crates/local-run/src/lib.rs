@@ -24,6 +24,11 @@
 //! - **Retirement**: a revision left without traffic and tag gets SIGTERM, then SIGKILL after
 //!   [`RuntimeOptions::shutdown_grace`] (Cloud Run: 10 s).
 //! - **Faults**: added latency and a ratio of error answers for one revision, for drills.
+//! - **Secret files that follow `latest`**: [`Runtime::update_files`] rewrites files in a running
+//!   revision's root file system in place (the control plane calls it when a secret gets a new
+//!   version; Cloud Run "Configure secrets for services": "When reading a volume, Cloud Run always
+//!   fetches the secret value from the Secret Manager to use the value with the latest version").
+//! - **Job tasks** run to completion ([`task`]).
 //!
 //! Never linked into the service binary: the control plane (`items-local-cloud`) and tests call it
 //! in-process.
@@ -32,6 +37,7 @@ pub mod front;
 pub mod iam;
 pub mod image;
 pub mod instance;
+pub mod task;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,6 +48,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use instance::Revision;
+pub use task::{TaskExit, TaskSpec};
 
 /// A service in one project and region (Cloud Run services are regional).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,23 +327,29 @@ impl Runtime {
             tokio::fs::remove_dir_all(&rootfs).await?;
         }
         tokio::fs::create_dir_all(&dir).await?;
-        let copied = tokio::process::Command::new("cp")
-            .arg("-al")
-            .arg(&image_root)
-            .arg(&rootfs)
-            .output()
-            .await
-            .context("running cp -al")?;
-        if !copied.status.success() {
-            bail!(
-                "linking the image's files into {}: {}",
-                rootfs.display(),
-                String::from_utf8_lossy(&copied.stderr).trim()
-            );
-        }
+        link_tree(&image_root, &rootfs).await?;
         instance::prepare_rootfs(&rootfs, &spec.files, &self.inner.launcher)?;
         let launch = instance::Launch::new(&spec, &pulled.config, &rootfs)?;
         Ok(Arc::new(Revision::new(spec, rootfs, launch)))
+    }
+
+    /// Replaces secret files of revision `revision` of `service` (absolute paths inside its
+    /// containers) in its root file system: its running instances read the new content from now
+    /// on, and so do instances started later.
+    pub fn update_files(
+        &self,
+        service: &ServiceId,
+        revision: &str,
+        files: &[(PathBuf, Vec<u8>)],
+    ) -> anyhow::Result<()> {
+        let revision = self
+            .inner
+            .revision(service, revision)
+            .with_context(|| format!("revision {revision} does not exist"))?;
+        for (path, content) in files {
+            instance::write_secret_file(&revision.rootfs, path, content)?;
+        }
+        Ok(())
     }
 
     /// The image's unpacked root file system, `state_dir/images/<digest>/rootfs`, unpacked once
@@ -446,7 +459,7 @@ impl Runtime {
         for revision in &revisions {
             revision.stopped().await;
         }
-        for dir in ["blobs", "images", "revisions"] {
+        for dir in ["blobs", "images", "revisions", "executions"] {
             let path = self.inner.opts.state_dir.join(dir);
             if let Err(e) = tokio::fs::remove_dir_all(&path).await
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -463,17 +476,47 @@ fn revision_dir(
     service: &ServiceId,
     revision: &str,
 ) -> anyhow::Result<PathBuf> {
-    let mut dir = state_dir.join("revisions");
-    for part in [&service.project, &service.region, &service.name, revision] {
+    plain_dir(
+        &state_dir.join("revisions"),
+        &[&service.project, &service.region, &service.name, revision],
+    )
+}
+
+/// `base/PART/PART/…`, each part a plain name (no separator, no leading dot).
+pub(crate) fn plain_dir(base: &std::path::Path, parts: &[&str]) -> anyhow::Result<PathBuf> {
+    let mut dir = base.to_path_buf();
+    for part in parts {
         let plain = !part.is_empty()
             && part
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             && !part.starts_with('.');
         if !plain {
-            bail!("{part:?} is not a valid project, region, service or revision name");
+            bail!("{part:?} is not a valid project, region, service, job or revision name");
         }
         dir.push(part);
     }
     Ok(dir)
+}
+
+/// `target`: hard links to every file of `source` (`cp -al`: no data copied).
+pub(crate) async fn link_tree(
+    source: &std::path::Path,
+    target: &std::path::Path,
+) -> anyhow::Result<()> {
+    let copied = tokio::process::Command::new("cp")
+        .arg("-al")
+        .arg(source)
+        .arg(target)
+        .output()
+        .await
+        .context("running cp -al")?;
+    if !copied.status.success() {
+        bail!(
+            "linking the image's files into {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&copied.stderr).trim()
+        );
+    }
+    Ok(())
 }

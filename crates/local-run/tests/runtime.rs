@@ -642,3 +642,149 @@ async fn deploying_one_revision_twice_at_once_starts_one_instance() {
     assert_eq!(cloud.runtime.instances("items-twice").len(), 1);
     cloud.stop().await;
 }
+
+/// The JSON after `task env ` in the log line the testee's task prints for `attempt`.
+fn task_env(cloud: &Cloud, attempt: u32) -> serde_json::Value {
+    let wanted = attempt.to_string();
+    cloud
+        .log_lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("task env "))
+        .map(|json| serde_json::from_str::<serde_json::Value>(json).expect("env json"))
+        .find(|env| env["CLOUD_RUN_TASK_ATTEMPT"] == wanted.as_str())
+        .unwrap_or_else(|| panic!("no task env of attempt {attempt}: {:?}", cloud.log_lines()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_task_runs_to_completion_with_the_job_environment_and_its_exit_code() {
+    let cloud = Cloud::start(Duration::from_secs(10)).await;
+    let spec = items_local_run::TaskSpec {
+        job: support::service("items-migrate"),
+        execution: "items-migrate-abcde".into(),
+        index: 0,
+        task_count: 1,
+        image: cloud.image.reference.clone(),
+        command: vec![],
+        args: vec!["task".into()],
+        env: vec![
+            ("TESTEE_EXIT_CODES".into(), "3,0".into()),
+            ("TESTEE_PRINT_FILES".into(), "/secrets/db-password".into()),
+        ],
+        files: vec![(PathBuf::from("/secrets/db-password"), b"migrator".to_vec())],
+        timeout: Duration::from_secs(30),
+    };
+    use items_local_run::TaskExit;
+    assert_eq!(
+        cloud.runtime.run_task(&spec, 0).await,
+        Ok(TaskExit::Exited(3))
+    );
+    assert_eq!(
+        cloud.runtime.run_task(&spec, 1).await,
+        Ok(TaskExit::Exited(0))
+    );
+    let env = task_env(&cloud, 1);
+    assert_eq!(env["CLOUD_RUN_JOB"], "items-migrate");
+    assert_eq!(env["CLOUD_RUN_EXECUTION"], "items-migrate-abcde");
+    assert_eq!(env["CLOUD_RUN_TASK_INDEX"], "0");
+    assert_eq!(env["CLOUD_RUN_TASK_COUNT"], "1");
+    assert_eq!(env["IMAGE_VAR"], "from-image");
+    // A job's container is no service: no PORT of ours, no K_* variables.
+    assert!(
+        env.get("K_SERVICE").is_none() && env.get("K_REVISION").is_none(),
+        "{env}"
+    );
+    assert_eq!(env["PORT"], "8080", "the image's own PORT, none of ours");
+    assert!(
+        cloud
+            .log_lines()
+            .iter()
+            .any(|l| l == "task file /secrets/db-password=migrator"),
+        "{:?}",
+        cloud.log_lines()
+    );
+    // Each attempt's root file system is gone once it ended.
+    let executions = cloud
+        .state_dir
+        .join("executions/p/europe-west1/items-migrate");
+    let left: Vec<_> = std::fs::read_dir(&executions)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The task's timeout ends an attempt that runs longer.
+    let mut slow = spec.clone();
+    slow.env.push(("TESTEE_SLEEP_MS".into(), "30000".into()));
+    slow.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    assert_eq!(
+        cloud.runtime.run_task(&slow, 0).await,
+        Ok(TaskExit::TimedOut)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // An image that cannot be pulled: the attempt does not start.
+    let mut missing = spec.clone();
+    missing.image = format!(
+        "{}/items/testee@sha256:{}",
+        cloud.registry.host,
+        "0".repeat(64)
+    );
+    let err = cloud.runtime.run_task(&missing, 0).await.unwrap_err();
+    assert!(err.contains("not found or not readable"), "{err}");
+    cloud.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_files_changes_a_running_revisions_secret_file() {
+    let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
+    let mut spec = cloud.revision(&svc, "items-00001-abc", &[]);
+    spec.files = vec![
+        (PathBuf::from("/secrets/db-password"), b"one".to_vec()),
+        (PathBuf::from("/pinned/key"), b"pinned".to_vec()),
+    ];
+    cloud.runtime.deploy_revision(spec).await.expect("ready");
+    cloud
+        .runtime
+        .set_traffic(&svc, &all_to("items-00001-abc"))
+        .await
+        .expect("traffic");
+    let pid = cloud.runtime.instances("items-00001-abc")[0].pid;
+    assert_eq!(
+        get(&format!("{url}/file?/secrets/db-password")).await,
+        (200, "one".to_owned())
+    );
+    cloud
+        .runtime
+        .update_files(
+            &svc,
+            "items-00001-abc",
+            &[(PathBuf::from("/secrets/db-password"), b"two".to_vec())],
+        )
+        .expect("updated");
+    // The same instance reads the new content; the other file is as it was.
+    assert_eq!(
+        get(&format!("{url}/file?/secrets/db-password")).await,
+        (200, "two".to_owned())
+    );
+    assert_eq!(
+        get(&format!("{url}/file?/pinned/key")).await,
+        (200, "pinned".to_owned())
+    );
+    assert_eq!(cloud.runtime.instances("items-00001-abc")[0].pid, pid);
+    use std::os::unix::fs::PermissionsExt as _;
+    let on_host = cloud
+        .state_dir
+        .join("revisions/p/europe-west1/items/items-00001-abc/rootfs/secrets/db-password");
+    let mode = std::fs::metadata(&on_host)
+        .expect("file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444);
+    assert!(
+        cloud
+            .runtime
+            .update_files(&svc, "items-00009-zzz", &[])
+            .is_err()
+    );
+    cloud.stop().await;
+}

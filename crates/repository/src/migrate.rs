@@ -120,8 +120,12 @@ async fn grant_runtime(
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
         .await?
         .is_some();
+    // ALTER names no SUPERUSER, REPLICATION or BYPASSRLS attribute: only a superuser may name
+    // them there, even to say NO ("must be superuser to alter superuser roles or change superuser
+    // attribute", PostgreSQL's AlterRole; the migrator is no superuser, on Cloud SQL neither), so
+    // the second run of the job failed. A role this job created never had them.
     let role = if exists {
-        "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
+        "ALTER ROLE %I WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD %L"
     } else {
         "CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L"
     };

@@ -321,3 +321,60 @@ async fn the_migrate_job_grants_the_iam_user_dml_rights() {
         "no password: its tokens are checked by Cloud SQL"
     );
 }
+
+/// The migrate job logs in as the migrator, which owns the schema and may create roles but is
+/// no superuser (on Cloud SQL a member of `cloudsqlsuperuser`, locally `CREATEROLE`): its second
+/// run (every deploy, every password rotation) alters the existing runtime user, which must not
+/// name attributes only a superuser may set.
+#[tokio::test]
+async fn the_migrate_job_runs_again_as_a_migrator_that_is_no_superuser() {
+    let url = items_testkit::fresh_database().await.unwrap();
+    let suffix = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let (migrator, user) = (format!("migrator_{suffix}"), format!("runtime_{suffix}"));
+    let admin = connect(&DatabaseSettings::from_url(&url)).await;
+    let db = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {migrator} WITH LOGIN CREATEROLE; \
+             ALTER DATABASE \"{db}\" OWNER TO {migrator}; \
+             ALTER SCHEMA public OWNER TO {migrator};"
+        ))
+        .await
+        .unwrap();
+    let password = std::env::temp_dir().join(format!("items-migrator-pw-{suffix}"));
+    std::fs::write(&password, "first\n").unwrap();
+    let mut settings = DatabaseSettings::from_url(&url);
+    settings.user = None;
+    settings.url = None;
+    let config = DatabaseSettings::from_url(&url).pg_config().unwrap();
+    settings.host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(p) => Some(p.display().to_string()),
+    };
+    settings.port = config.get_ports().first().copied();
+    settings.dbname = Some(db);
+    settings.user = Some(migrator);
+    settings.runtime_user = Some(user.clone());
+    settings.runtime_password_file = Some(password.clone());
+    migrate(&Connector::new(&settings).unwrap()).await.unwrap();
+    std::fs::write(&password, "rotated\n").unwrap();
+    let again = migrate(&Connector::new(&settings).unwrap()).await;
+    std::fs::remove_file(&password).ok();
+    again.unwrap();
+    let row = admin
+        .query_one(
+            "SELECT rolcreaterole OR rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+}

@@ -1,5 +1,6 @@
 //! The control-plane calls `cargo xtask deploy` makes, through Google's own clients: Cloud Run
-//! Admin API v2 (services get/patch, revisions get) and API Gateway v1 (configs
+//! Admin API v2 (services get/patch, each patch with the etag of the service it was built from;
+//! revisions get) and API Gateway v1 (configs
 //! create/get/list/delete, gateways get/patch), long-running operations polled with
 //! `google-cloud-lro`, progress shown with `indicatif`.
 
@@ -42,7 +43,46 @@ pub(crate) struct Cloud {
 /// from `source()`: wrapped as an error chain, `{:#}` repeats each cause at every level. So the
 /// error becomes one message: the call, the HTTP status and Google's code and message.
 fn google(what: String) -> impl FnOnce(google_cloud_gax::error::Error) -> anyhow::Error {
-    move |e| anyhow::anyhow!("{what}: {}", describe(&e))
+    move |e| {
+        anyhow::Error::new(GoogleError {
+            message: format!("{what}: {}", describe(&e)),
+            conflict: is_conflict(&e),
+        })
+    }
+}
+
+/// A call Google refused or failed: the call and Google's words, and whether it was refused
+/// because the resource changed since it was read.
+#[derive(Debug)]
+struct GoogleError {
+    message: String,
+    conflict: bool,
+}
+
+impl std::fmt::Display for GoogleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for GoogleError {}
+
+/// Whether Google refused an update because the etag it carried is stale: `ABORTED` (HTTP 409),
+/// AIP-154 "Resource freshness validation"; Cloud Run v2's `Service.etag` "May be used to detect
+/// modification conflict during updates" (`google/cloud/run/v2/service.proto`). A 409
+/// `ALREADY_EXISTS` (a revision name taken) is not one.
+fn is_conflict(e: &google_cloud_gax::error::Error) -> bool {
+    use google_cloud_gax::error::rpc::Code;
+    match e.status() {
+        Some(status) => status.code == Code::Aborted,
+        None => e.http_status_code() == Some(409),
+    }
+}
+
+/// Whether `e` (from a call of [`Cloud`]) is Google refusing a stale etag.
+pub(crate) fn is_stale(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<GoogleError>().is_some_and(|g| g.conflict))
 }
 
 /// `HTTP 403, PERMISSION_DENIED: <Google's message>` for a service error, else the error's text.
@@ -185,6 +225,22 @@ impl Cloud {
         let call = self.services.update_service().set_service(service);
         self.tracked(what, format!("services.patch {name}"), call.poller())
             .await
+    }
+
+    /// Replaces only the service's annotations (`services.patch?updateMask=annotations`; Cloud
+    /// Run v2 `UpdateServiceRequest.update_mask`: "The list of fields to be updated"), sending the
+    /// etag it carries, and waits without progress output: the deploy's lease and journal
+    /// (`lease.rs`). A stale etag fails it ([`is_stale`]).
+    pub(crate) async fn update_annotations(&self, service: Service) -> anyhow::Result<Service> {
+        let name = service.name.clone();
+        self.services
+            .update_service()
+            .set_service(service)
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]))
+            .poller()
+            .until_done()
+            .await
+            .map_err(google(format!("services.patch {name} (annotations)")))
     }
 
     /// Whether revision `name` exists.

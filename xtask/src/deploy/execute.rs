@@ -1,7 +1,13 @@
 //! Runs a [`Plan`]'s steps in order, journaling each change before it is sent so that a failure
-//! can be rolled back exactly (`journal.rs`). It decides nothing the plan has not: where the
-//! world no longer matches what the plan was computed from, the step fails (a config planned for
-//! reuse is gone or not ACTIVE) or, for pruning, is left out (a gateway serves the config by now).
+//! or an interruption can be rolled back exactly (`journal.rs`). It decides nothing the plan has
+//! not: where the world no longer matches what the plan was computed from, the step fails (a
+//! config planned for reuse is gone or not ACTIVE, someone else changed the traffic or pointed the
+//! gateway elsewhere) or, for pruning, is left out (a gateway serves the config by now).
+//!
+//! Every service patch is the service as this deploy last read or wrote it, with that etag, so a
+//! change by anyone else in between fails it (`ABORTED`) instead of being overwritten. After the
+//! canary hold the full-traffic step reads the service again: changed fields other than the
+//! traffic (a Terraform apply) are kept; changed traffic fails the step.
 
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use google_cloud_run_v2::model::Service;
 use items_gateway_spec::Environment;
 
 use super::cloud::{Cloud, Ui};
-use super::journal::{Change, Journal};
+use super::journal::{Change, Journal, Rollback};
 use super::plan::{Plan, Step};
 use super::probe::{self, Prober};
 use super::state::{self, short_name};
@@ -45,8 +51,11 @@ pub(crate) struct Executor<'a> {
     cloud: Cloud,
     ui: Ui,
     prober: Prober,
-    /// Each region's service as last returned: its tagged URL, and the base of the next patch.
+    /// Each region's service as last returned: its tagged URL, and the base (and etag) of the
+    /// next patch.
     services: Vec<Service>,
+    /// Each region's traffic as this deploy last set it (as read, before its first change).
+    traffic: Vec<Vec<Split>>,
     /// Each region's gateway hostname as last returned.
     hostnames: Vec<String>,
     journal: Journal,
@@ -61,9 +70,11 @@ impl<'a> Executor<'a> {
         cloud: Cloud,
         ui: Ui,
         prober: Prober,
+        journal: Journal,
     ) -> Self {
         Self {
             services: plan.regions.iter().map(|r| r.service.clone()).collect(),
+            traffic: plan.regions.iter().map(|r| r.previous.clone()).collect(),
             hostnames: plan
                 .regions
                 .iter()
@@ -74,7 +85,7 @@ impl<'a> Executor<'a> {
             cloud,
             ui,
             prober,
-            journal: Journal::default(),
+            journal,
             served: None,
         }
     }
@@ -92,8 +103,36 @@ impl<'a> Executor<'a> {
     }
 
     /// Undoes what the journal holds; a summary for the error message.
-    pub(crate) async fn roll_back(&mut self) -> String {
+    pub(crate) async fn roll_back(&mut self) -> Rollback {
         self.journal.roll_back(&self.cloud, self.ui).await
+    }
+
+    /// Ends the run: the lease is given up (with what a rollback could not undo as its journal).
+    pub(crate) async fn close(self) {
+        self.journal.close(self.ui).await;
+    }
+
+    /// Ends a run whose roll-out stands: nothing is left to undo, the lease is given up.
+    pub(crate) async fn finish(mut self) {
+        self.journal.clear();
+        self.close().await;
+    }
+
+    /// Records `change` in the journal (persisted before the call it precedes is sent).
+    async fn record(&mut self, change: Change) -> anyhow::Result<()> {
+        let written = self.journal.record(change).await?;
+        self.track_anchor(written);
+        Ok(())
+    }
+
+    /// The journal's write changed the anchor service's etag: when it is one of the plan's
+    /// services, its next patch starts from the service as written.
+    fn track_anchor(&mut self, written: Option<Service>) {
+        if let Some(written) = written
+            && let Some(i) = self.services.iter().position(|s| s.name == written.name)
+        {
+            self.services[i] = written;
+        }
     }
 
     /// Runs one step; `false` when it was left out because the world forbids it (a config to
@@ -132,12 +171,20 @@ impl<'a> Executor<'a> {
                 self.services[*region] = updated;
             }
             Step::HoldCanary { seconds } => {
+                // The lease outlives the hold.
+                let written = self
+                    .journal
+                    .renew(Duration::from_secs(*seconds))
+                    .await
+                    .step("3 (hold the canary)", "global")?;
+                self.track_anchor(written);
                 self.ui
                     .say(&format!("step 3: holding the canary for {seconds} s"));
                 tokio::time::sleep(Duration::from_secs(*seconds)).await;
             }
             Step::FullTraffic { region, splits } => {
                 let step = format!("3 (100% to {rev})");
+                self.reread(*region).await.step(&step, self.name(*region))?;
                 let updated = self
                     .shift(*region, splits)
                     .await
@@ -173,7 +220,7 @@ impl<'a> Executor<'a> {
     async fn stage(&mut self, i: usize, create: bool, splits: &[Split]) -> anyhow::Result<()> {
         let plan = self.plan;
         let r = &plan.regions[i];
-        self.journal.record(traffic_change(r));
+        self.record(traffic_change(r, splits)).await?;
         let service = self.with_traffic(i, splits, create);
         let updated = self
             .cloud
@@ -182,6 +229,7 @@ impl<'a> Executor<'a> {
                 &format!("{}: {}", r.name, traffic::describe(splits)),
             )
             .await?;
+        self.applied(i, &updated);
         tagged_url(&updated, &self.plan.tag)
             .with_context(|| format!("the service reports no URL for tag {}", self.plan.tag))?;
         self.services[i] = updated;
@@ -192,14 +240,56 @@ impl<'a> Executor<'a> {
     async fn shift(&mut self, i: usize, splits: &[Split]) -> anyhow::Result<Service> {
         let plan = self.plan;
         let r = &plan.regions[i];
-        self.journal.record(traffic_change(r));
+        self.record(traffic_change(r, splits)).await?;
         let service = self.with_traffic(i, splits, false);
-        self.cloud
+        let updated = self
+            .cloud
             .update_service(
                 service,
                 &format!("{}: {}", r.name, traffic::describe(splits)),
             )
-            .await
+            .await?;
+        self.applied(i, &updated);
+        Ok(updated)
+    }
+
+    /// The traffic a patch left, as Cloud Run reports it: what the full-traffic step and the
+    /// rollback compare with (and, in the journal, a state this deploy set).
+    fn applied(&mut self, i: usize, updated: &Service) {
+        let now = traffic::pinned(updated);
+        self.journal
+            .observe(traffic_change(&self.plan.regions[i], &now));
+        self.traffic[i] = now;
+    }
+
+    /// Reads the region's service again. Another etag with the traffic this deploy set (a
+    /// Terraform apply during the hold) becomes the base of the next patch, which keeps what the
+    /// other writer changed; changed traffic is someone else's roll-out or rollback: an error.
+    async fn reread(&mut self, i: usize) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let name = &plan.regions[i].service_name;
+        let current = self.cloud.get_service(name).await?;
+        let known = &self.services[i].etag;
+        if current.etag == *known {
+            return Ok(());
+        }
+        let now = traffic::pinned(&current);
+        if !traffic::same(&now, &self.traffic[i]) {
+            bail!(
+                "{name} changed since this deploy set its traffic (etag {known}, now {}): it serves {}, not {}; not overwriting it",
+                current.etag,
+                traffic::describe(&now),
+                traffic::describe(&self.traffic[i])
+            );
+        }
+        self.ui.say(&format!(
+            "  {}: {} changed since the canary (etag {known} → {}), its traffic did not; keeping that change",
+            self.name(i),
+            short_name(name),
+            current.etag
+        ));
+        self.services[i] = current;
+        Ok(())
     }
 
     async fn check_revision(&self, i: usize, canary: bool) -> Result<(), Failure> {
@@ -285,11 +375,32 @@ impl<'a> Executor<'a> {
         let r = &plan.regions[i];
         let gateway = short_name(&r.gateway_name);
         let step = format!("4 (point gateway {gateway} at {})", r.config_id);
-        self.journal.record(Change::Gateway {
+        // No etag on a gateway: what it serves is checked against what the plan read.
+        let serving = self
+            .cloud
+            .get_gateway(&r.gateway_name)
+            .await
+            .step(&step, &r.name)?
+            .api_config;
+        if serving != r.gateway_config {
+            return Err(Failure {
+                step,
+                region: r.name.clone(),
+                error: anyhow::anyhow!(
+                    "gateway {gateway} serves {} since the plan read {}: someone else changed it; not overwriting it",
+                    short_name(&serving),
+                    short_name(&r.gateway_config)
+                ),
+            });
+        }
+        self.record(Change::Gateway {
             region: r.name.clone(),
             gateway: r.gateway_name.clone(),
             restore: r.gateway_config.clone(),
-        });
+            set: r.config_name.clone(),
+        })
+        .await
+        .step(&step, &r.name)?;
         let updated = self
             .cloud
             .set_gateway_config(
@@ -353,12 +464,14 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// The journal entry for a region's traffic: as it was before the roll-out.
-fn traffic_change(r: &state::Region) -> Change {
+/// The journal entry for a region's traffic: as it was before the roll-out, and `splits`, about
+/// to be set.
+fn traffic_change(r: &state::Region, splits: &[Split]) -> Change {
     Change::Traffic {
         region: r.name.clone(),
         service: r.service_name.clone(),
         restore: r.previous.clone(),
+        set: vec![splits.to_vec()],
     }
 }
 

@@ -2,8 +2,8 @@
 
 use google_cloud_run_v2::model::{Service, TrafficTarget, TrafficTargetAllocationType};
 
-/// One traffic entry, pinned to a revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One traffic entry, pinned to a revision. Serialized in the deploy's journal (`journal.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Split {
     pub(crate) revision: String,
     pub(crate) percent: i32,
@@ -45,6 +45,16 @@ pub(crate) fn pinned(service: &Service) -> Vec<Split> {
 /// `projects/p/locations/r/services/s/revisions/x` → `x` (a bare name stays as is).
 pub(crate) fn short_revision(name: &str) -> String {
     name.rsplit('/').next().unwrap_or(name).to_owned()
+}
+
+/// Whether two splits route the same way (the order of the entries aside).
+pub(crate) fn same(a: &[Split], b: &[Split]) -> bool {
+    let sorted = |s: &[Split]| {
+        let mut v = s.to_vec();
+        v.sort();
+        v
+    };
+    sorted(a) == sorted(b)
 }
 
 /// The revision serving all traffic, if one does.
@@ -186,6 +196,11 @@ mod tests {
             [split("a", 100, ""), split("n", 0, "t")]
         );
         assert_eq!(serving_all(&previous), Some("a"));
+        assert!(same(
+            &[split("a", 90, ""), split("n", 10, "t")],
+            &[split("n", 10, "t"), split("a", 90, "")]
+        ));
+        assert!(!same(&previous, &[split("a", 100, "t")]));
         assert_eq!(describe(&full("n", "t")), "n 100% (tag t)");
     }
 }

@@ -10,6 +10,11 @@
 //! It logs `testee K_REVISION=<rev> PORT=<port>` when it listens and `SIGTERM` when it gets one;
 //! then it exits 0, unless `TESTEE_IGNORE_SIGTERM` is set. `TESTEE_EXIT_AFTER_MS` makes it exit
 //! with status 3 after that long; `TESTEE_LISTEN_AFTER_MS` delays its listening.
+//!
+//! `local-run-testee task` is a job task instead: it prints `task env <JSON>` (its environment)
+//! and `task file <path>=<content>` for each path of `TESTEE_PRINT_FILES` (comma-separated),
+//! sleeps `TESTEE_SLEEP_MS`, then exits with the `CLOUD_RUN_TASK_ATTEMPT`-th code of
+//! `TESTEE_EXIT_CODES` (comma-separated; the last one repeats; default 0).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,9 @@ fn millis(name: &str) -> Option<Duration> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("task") {
+        task().await;
+    }
     let start = Instant::now();
     // Before listening: a SIGTERM can come as soon as the startup probe passes.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -64,6 +72,34 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
+}
+
+async fn task() -> ! {
+    let env: serde_json::Map<String, serde_json::Value> =
+        std::env::vars().map(|(k, v)| (k, v.into())).collect();
+    println!("task env {}", serde_json::Value::Object(env));
+    for path in std::env::var("TESTEE_PRINT_FILES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let content = std::fs::read_to_string(path).unwrap_or_else(|e| e.to_string());
+        println!("task file {path}={content}");
+    }
+    if let Some(delay) = millis("TESTEE_SLEEP_MS") {
+        tokio::time::sleep(delay).await;
+    }
+    let attempt: usize = std::env::var("CLOUD_RUN_TASK_ATTEMPT")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let codes: Vec<i32> = std::env::var("TESTEE_EXIT_CODES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let code = codes.get(attempt).or(codes.last()).copied().unwrap_or(0);
+    std::process::exit(code)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -1,6 +1,15 @@
 # Dashboard (request count, p50/p95/p99 latency, error ratio, instances, database
 # connections), alerts on p95 latency and error ratio, an uptime check through each gateway,
 # and a request-based availability SLO with a fast-burn alert.
+#
+# Errors are counted where clients see them: at the gateways. API Gateway reports every request
+# of the API's managed service as serviceruntime.googleapis.com/api/request_count on the `api`
+# monitored resource, labelled with the service (Cloud Monitoring API, Service.CloudEndpoints:
+# "Corresponds to the service resource label in the api monitored resource"; API Gateway
+# "Monitoring your API") and response_code_class. That count holds the backend's 5xx, which the
+# gateway passes on, and the gateway's own (upstream timeouts and resets, 502/503/504), which
+# Cloud Run's request_count never sees. The Cloud Run ratio stays on the dashboard and in the
+# alert as a second condition, to tell the two apart.
 
 locals {
   run     = "monitored_resource=\"cloud_run_revision\",service_name=\"${var.service_name}\""
@@ -9,6 +18,11 @@ locals {
   buckets = "sum by (le, location) (rate(run_googleapis_com:request_latencies_bucket{${local.run}}[5m]))"
 
   error_ratio = "${local.errors} / ${local.rate}"
+
+  api           = "monitored_resource=\"api\",service=\"${var.gateway_managed_service}\""
+  gw_rate       = "sum by (location) (rate(serviceruntime_googleapis_com:api_request_count{${local.api}}[5m]))"
+  gw_errors     = "sum by (location) (rate(serviceruntime_googleapis_com:api_request_count{${local.api},response_code_class=\"5xx\"}[5m]))"
+  gateway_ratio = "${local.gw_errors} / ${local.gw_rate}"
 
   charts = [
     { title = "Requests per second", queries = [local.rate] },
@@ -20,7 +34,7 @@ locals {
         "histogram_quantile(0.99, ${local.buckets})",
       ]
     },
-    { title = "Error ratio (5xx / all)", queries = [local.error_ratio] },
+    { title = "Error ratio (5xx / all): gateways, Cloud Run", queries = [local.gateway_ratio, local.error_ratio] },
     { title = "Instances", queries = ["sum by (location, state) (run_googleapis_com:container_instance_count{${local.run}})"] },
     {
       title   = "Database connections"
@@ -29,6 +43,7 @@ locals {
   ]
 
   run_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${var.service_name}\" AND metric.type=\"run.googleapis.com/request_count\""
+  api_filter = "resource.type=\"api\" AND resource.labels.service=\"${var.gateway_managed_service}\" AND metric.type=\"serviceruntime.googleapis.com/api/request_count\""
 }
 
 resource "google_monitoring_dashboard" "this" {
@@ -94,7 +109,16 @@ resource "google_monitoring_alert_policy" "error_ratio" {
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "5xx ratio > ${var.error_ratio_threshold} for 5 minutes"
+    display_name = "Gateways: 5xx ratio > ${var.error_ratio_threshold} for 5 minutes"
+    condition_prometheus_query_language {
+      query               = "(${local.gateway_ratio}) > ${var.error_ratio_threshold}"
+      duration            = "300s"
+      evaluation_interval = "60s"
+    }
+  }
+
+  conditions {
+    display_name = "Cloud Run: 5xx ratio > ${var.error_ratio_threshold} for 5 minutes"
     condition_prometheus_query_language {
       query               = "(${local.error_ratio}) > ${var.error_ratio_threshold}"
       duration            = "300s"
@@ -108,7 +132,7 @@ resource "google_monitoring_alert_policy" "error_ratio" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "More than ${var.error_ratio_threshold * 100}% of requests to `${var.service_name}` fail with 5xx. Check Error Reporting and roll traffic back with `cargo xtask deploy` if a new revision is the cause."
+    content   = "More than ${var.error_ratio_threshold * 100}% of requests to `${var.service_name}` fail with 5xx at the gateways (their own upstream errors included) or at Cloud Run. Check Error Reporting and roll traffic back with `cargo xtask deploy` if a new revision is the cause."
   }
 }
 
@@ -199,8 +223,8 @@ resource "google_monitoring_slo" "availability" {
 
   request_based_sli {
     good_total_ratio {
-      total_service_filter = local.run_filter
-      bad_service_filter   = "${local.run_filter} AND metric.labels.response_code_class=\"5xx\""
+      total_service_filter = local.api_filter
+      bad_service_filter   = "${local.api_filter} AND metric.labels.response_code_class=\"5xx\""
     }
   }
 }

@@ -28,6 +28,11 @@ variable "cloudsql_database_id" {
   }
 }
 
+variable "gateway_managed_service" {
+  type        = string
+  description = "The API's managed service (modules/apigateway output managed_service): the service label of the api monitored resource its gateways report to."
+}
+
 variable "gateway_hosts" {
   type        = map(string)
   description = "Region => gateway hostname ({gateway}-{hash}.{region_code}.gateway.dev) probed by an uptime check."

@@ -160,6 +160,7 @@ module "monitoring" {
   service_name             = var.service_name
   cloudsql_database_id     = local.cloudsql_database_id
   gateway_hosts            = { for region, gw in module.apigateway.gateways : region => gw.hostname }
+  gateway_managed_service  = module.apigateway.managed_service
   uptime_api_key           = module.apigateway.api_key_strings["uptime"]
   latency_p95_threshold_ms = var.latency_p95_threshold_ms
   error_ratio_threshold    = var.error_ratio_threshold
