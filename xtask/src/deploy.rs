@@ -2,7 +2,9 @@
 //! API Gateway in every region of an environment.
 //!
 //! 1. build and push the image (unless `--image <ref@digest>` is given);
-//! 2. in each region, create revision `<service>-<digest prefix>` at 0% traffic with tag
+//! 2. run the migrate job with the image and wait for its execution (`migrate_job.rs`); then in
+//!    each region whose serving revision does not run the image with the service's current
+//!    configuration, create a revision (Cloud Run names it; `revision.rs`) at 0% traffic with tag
 //!    `deploy-<digest prefix>`, wait, and check its tagged URL (`/health/ready`, one API read);
 //! 3. move traffic: `--canary <percent>` first (held `--canary-wait` seconds and re-checked),
 //!    then 100%;
@@ -18,7 +20,7 @@
 //! Steps 2–6 are computed once, as a [`Plan`] of typed steps (`plan.rs`), from the state read
 //! (`state.rs`) and the inputs: `--plan` prints it and changes nothing; otherwise the executor
 //! (`execute.rs`) runs it step by step, journaling each change (`journal.rs`) for the rollback.
-//! A re-run with the same image and spec finds nothing to do and says so.
+//! A re-run with the same image, configuration and spec finds nothing to do and says so.
 //!
 //! Before reading the state a deploy takes the environment's lease, and keeps its journal with
 //! it (`lease.rs`: annotations on the first region's service, and a local file): a second deploy
@@ -30,8 +32,10 @@ mod execute;
 mod interrupt;
 mod journal;
 mod lease;
+mod migrate_job;
 mod plan;
 mod probe;
+mod revision;
 mod slo;
 mod state;
 mod traffic;
@@ -147,12 +151,11 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         return rollback(&args, &env, &cloud, ui).await;
     }
     let region_names = selected_regions(&env, &args.regions)?;
-    // Step 1 comes first: the revision's name is the image's digest.
+    // Step 1 comes first: whether a region already serves the image is decided by its digest.
     let image = image(&args, &env, ui).await?;
     let cloud = Cloud::connect(&conn, ui).await?;
-    let revision = image.revision(&env);
     if args.plan {
-        let state = state::read(&cloud, &env, &region_names, revision.as_deref()).await?;
+        let state = state::read(&cloud, &env, &region_names).await?;
         let plan = Plan::new(&env, state, inputs(&args, &env, image));
         print!("{}", plan.render());
         return Ok(ExitCode::SUCCESS);
@@ -166,7 +169,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let (lease, _) = Lease::take(&cloud, &env, &lease_options(&args, action), ui).await?;
     let journal = Journal::new(Some(lease));
     let state = tokio::select! {
-        state = state::read(&cloud, &env, &region_names, revision.as_deref()) => state,
+        state = state::read(&cloud, &env, &region_names) => state,
         signal = interrupt.wait() => {
             journal.close(ui).await;
             eprintln!("interrupted by {} before any change; nothing was changed", signal.name());
@@ -181,7 +184,8 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let plan = Plan::new(&env, state, inputs(&args, &env, image));
-    let executor = Executor::new(&plan, &env, cloud, ui, prober, journal);
+    let migrate = migrate_job::MigrateJob::connect(&conn, ui).await?;
+    let executor = Executor::new(&plan, &env, cloud, ui, prober, journal).with_migrate_job(migrate);
     execute(&plan, executor, &mut interrupt).await
 }
 
@@ -335,7 +339,7 @@ async fn execute(
     interrupt: &mut Interrupt,
 ) -> anyhow::Result<ExitCode> {
     if !plan.changes_anything() {
-        println!("{}", nothing_to_do(plan));
+        println!("{}", plan.nothing_to_do());
         // Before the pruning there are only "unchanged" steps, which report and cannot fail.
         let pruned = tokio::select! {
             pruned = executor.run(&plan.steps) => pruned.err().map(Stop::Failed),
@@ -391,6 +395,7 @@ async fn execute(
         pruned = executor.run(prune) => pruned.err().map(Stop::Failed),
         signal = interrupt.wait() => Some(Stop::Interrupted(signal)),
     };
+    let deployed = plan.deployed(executor.created());
     executor.finish().await;
     match pruned {
         None => {}
@@ -407,33 +412,8 @@ async fn execute(
             return Ok(ExitCode::from(signal.exit_code()));
         }
     }
-    println!(
-        "Deployed {} as revision {} in {}.",
-        plan.image.reference().unwrap_or_default(),
-        plan.revision,
-        plan.regions
-            .iter()
-            .map(|r| format!("{} (API config {})", r.name, r.config_id))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("{deployed}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn nothing_to_do(plan: &Plan) -> String {
-    let one = plan.regions.len() == 1;
-    format!(
-        "Nothing to do: {} already serve{} revision {} and their API configs ({}) in {}.",
-        if one { "the region" } else { "all regions" },
-        if one { "s" } else { "" },
-        plan.revision,
-        plan.regions
-            .iter()
-            .map(|r| r.config_id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        plan.env_name,
-    )
 }
 
 /// Step 1: the image given, or (unless planning) built and pushed; by digest either way.
@@ -501,8 +481,8 @@ fn selected_regions(env: &Environment, wanted: &[String]) -> anyhow::Result<Vec<
     Ok(known.into_iter().filter(|k| wanted.contains(k)).collect())
 }
 
-/// Cloud Run deploys what a tag points to when it resolves it; pinning by digest makes the
-/// revision name (and a re-run) mean exactly one image.
+/// Cloud Run deploys what a tag points to when it resolves it; pinning by digest makes a
+/// revision (and a re-run) mean exactly one image.
 fn check_pinned(image: &str) -> anyhow::Result<()> {
     let Some((_, hex)) = image.rsplit_once("@sha256:") else {
         bail!("--image {image:?}: give the image by digest, <registry>/<repository>@sha256:<hex>");

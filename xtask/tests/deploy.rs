@@ -1,6 +1,7 @@
 //! `cargo xtask deploy` against the local cloud's control plane (`items-local-cloud`, with its
 //! stub data plane): Google's real Rust clients, pointed at it with `with_endpoint` and anonymous
-//! credentials, through the real command line.
+//! credentials, through the real command line. Cloud Run names the revisions; the tests read the
+//! names from the service.
 
 #[path = "support/slo_gateway.rs"]
 mod slo_gateway;
@@ -11,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use items_local_cloud::{FailAs, LocalCloud as Fake};
+use serde_json::{Value, json};
 
 const PROJECT: &str = "items-dev-4821";
 const API: &str = "projects/items-dev-4821/locations/global/apis/items-api";
@@ -18,6 +20,7 @@ const EUW1: &str = "projects/items-dev-4821/locations/europe-west1/services/item
 const USC1: &str = "projects/items-dev-4821/locations/us-central1/services/items";
 const GW_EUW1: &str = "projects/items-dev-4821/locations/europe-west1/gateways/items-dev-euw1";
 const GW_USC1: &str = "projects/items-dev-4821/locations/us-central1/gateways/items-dev-usc1";
+const JOB: &str = "projects/items-dev-4821/locations/europe-west1/jobs/items-migrate";
 const OLD_REVISION: &str = "items-00001-abc";
 const OLD_CONFIG: &str = "items-api-dev-old00001";
 
@@ -32,8 +35,28 @@ fn image(fill: char) -> String {
     )
 }
 
-fn revision(fill: char) -> String {
-    format!("items-{}", &digest(fill)[..12])
+/// The revision serving all of `service`'s traffic.
+fn serving(fake: &Fake, service: &str) -> String {
+    let traffic = fake.traffic(service);
+    assert_eq!(traffic.len(), 1, "{service}: {traffic:?}");
+    assert_eq!(traffic[0].1, 100, "{service}: {traffic:?}");
+    traffic[0].0.clone()
+}
+
+/// The names of `service`'s revisions.
+fn revisions(fake: &Fake, service: &str) -> Vec<String> {
+    fake.with(|s| {
+        s.revisions
+            .keys()
+            .filter_map(|k| k.strip_prefix(&format!("{service}/revisions/")))
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+/// A revision as the fake stores it.
+fn revision_resource(fake: &Fake, service: &str, revision: &str) -> Value {
+    fake.with(|s| s.revisions[&format!("{service}/revisions/{revision}")].clone())
 }
 
 fn tag(fill: char) -> String {
@@ -58,9 +81,18 @@ fn environments() -> PathBuf {
     .clone()
 }
 
-/// The dev environment's two regions, each serving the old revision and the old config.
+/// The dev environment's two regions, each serving the old revision and the old config, and its
+/// migrate job (as modules/cloudrun/migrate.tf creates it).
 fn fake() -> Fake {
     let fake = Fake::start();
+    fake.create_job(
+        JOB,
+        json!({"taskCount": 1, "template": {
+            "containers": [{"image": "us-docker.pkg.dev/cloudrun/container/hello", "args": ["migrate"]}],
+            "maxRetries": 0,
+        }}),
+    )
+    .expect("the migrate job");
     for region in ["europe-west1", "us-central1"] {
         fake.add_service(PROJECT, region, "items", OLD_REVISION);
     }
@@ -133,9 +165,12 @@ fn happy_path_in_two_regions() {
     let fake = fake();
     let image = image('a');
     let output = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
-    let (rev, tag) = (revision('a'), tag('a'));
+    let tag = tag('a');
 
     for service in [EUW1, USC1] {
+        // Cloud Run named the revision (`<service>-<generation>-<suffix>`).
+        let rev = serving(&fake, service);
+        assert!(rev.starts_with("items-00002-"), "{rev}");
         assert_eq!(fake.traffic(service), [t(&rev, 100, &tag)], "{service}");
         let staged = fake.with(|s| {
             s.traffic_history
@@ -144,19 +179,36 @@ fn happy_path_in_two_regions() {
                 .map(|(_, split)| split.clone())
                 .collect::<Vec<_>>()
         });
-        // First the new revision without traffic, then all of it.
+        // The new revision created with the traffic pinned as it was, then tagged without
+        // traffic, then all of it.
         assert_eq!(
             staged,
             [
+                vec![t(OLD_REVISION, 100, "")],
                 vec![t(OLD_REVISION, 100, ""), t(&rev, 0, &tag)],
                 vec![t(&rev, 100, &tag)],
             ]
         );
-        let image_deployed = fake.with(|s| {
-            s.revisions[&format!("{service}/revisions/{rev}")]["containers"][0]["image"].clone()
-        });
-        assert_eq!(image_deployed, image.as_str());
+        let revision = revision_resource(&fake, service, &rev);
+        assert_eq!(revision["containers"][0]["image"], image.as_str());
+        // Deploy left the name to Cloud Run.
+        let template = fake.with(|s| s.services[service]["template"].clone());
+        assert_eq!(template.get("revision"), None, "{template}");
+        assert!(
+            output.contains(&format!("(revision {rev}, API config")),
+            "{output}"
+        );
     }
+    // The migrate job ran the image before any service was touched.
+    let job_image =
+        fake.with(|s| s.jobs[JOB]["template"]["template"]["containers"][0]["image"].clone());
+    assert_eq!(job_image, image.as_str());
+    let calls = mutating_calls(&fake);
+    assert_eq!(
+        calls[..2],
+        [format!("PATCH /v2/{JOB}"), format!("POST /v2/{JOB}:run")],
+        "{calls:#?}"
+    );
     // One config per region (each points at its own backend), both ACTIVE and served.
     let euw1 = fake.gateway_config(GW_EUW1);
     let usc1 = fake.gateway_config(GW_USC1);
@@ -190,7 +242,7 @@ fn happy_path_in_two_regions() {
         "{probes:?}"
     );
     assert!(
-        output.contains(&format!("Deployed {image} as revision {rev}")),
+        output.contains(&format!("Deployed {image} in ")),
         "{output}"
     );
 }
@@ -209,8 +261,9 @@ fn canary_goes_first_then_all_traffic() {
             "0",
         ],
     );
-    let (rev, tag) = (revision('b'), tag('b'));
+    let tag = tag('b');
     for service in [EUW1, USC1] {
+        let rev = serving(&fake, service);
         let history: Vec<_> = fake.with(|s| {
             s.traffic_history
                 .iter()
@@ -221,6 +274,7 @@ fn canary_goes_first_then_all_traffic() {
         assert_eq!(
             history,
             [
+                vec![t(OLD_REVISION, 100, "")],
                 vec![t(OLD_REVISION, 100, ""), t(&rev, 0, &tag)],
                 vec![t(&rev, 10, &tag), t(OLD_REVISION, 90, "")],
                 vec![t(&rev, 100, &tag)],
@@ -297,8 +351,10 @@ fn a_failed_revision_in_region_two_restores_region_one() {
     let out = deploy(&fake, &["--image", &image('e'), "--canary-wait", "0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("step 2"), "{stderr}");
-    assert!(stderr.contains("us-central1"), "{stderr}");
+    assert!(
+        stderr.contains("step 2 (create a revision) failed in us-central1"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("failed to start and listen on the port"),
         "{stderr}"
@@ -401,13 +457,17 @@ fn plan_makes_no_mutating_call() {
         2,
         "{output}"
     );
-    let rev = revision('9');
     for expected in [
         "Plan for dev",
         image.as_str(),
-        &format!("create {rev} on {EUW1}"),
-        &format!("create {rev} on {USC1}"),
-        &format!("{rev} 5% (tag {})", tag('9')),
+        &format!("migrations: point job {JOB} at the image, run it"),
+        &format!(
+            "europe-west1: create a revision on {EUW1} (revision {OLD_REVISION} runs another image (sha256:old)"
+        ),
+        &format!(
+            "us-central1: create a revision on {USC1} (revision {OLD_REVISION} runs another image"
+        ),
+        &format!("<new revision> 5% (tag {})", tag('9')),
         GW_EUW1,
         GW_USC1,
         &format!("{API}/configs/items-api-dev-older000"),
@@ -547,8 +607,8 @@ fn the_slo_gate_loads_each_gateway_and_lets_a_fast_one_through() {
     for gateway in [GW_EUW1, GW_USC1] {
         assert_ne!(fake.gateway_config(gateway), old, "{gateway}");
     }
-    let (rev, tag) = (revision('1'), tag('1'));
-    assert_eq!(fake.traffic(EUW1), [t(&rev, 100, &tag)]);
+    let rev = serving(&fake, EUW1);
+    assert_eq!(fake.traffic(EUW1), [t(&rev, 100, &tag('1'))]);
 }
 
 #[test]
@@ -623,6 +683,7 @@ fn executed_steps(stderr: &str) -> Vec<String> {
 /// paths it checks.
 fn effects(step: &str, tag: &str) -> (Vec<String>, Vec<String>) {
     let (region, what) = step.split_once(": ").unwrap_or(("", step));
+    // The migrations line: "migrations: point job … at the image, …".
     let resource = what
         .split_whitespace()
         .find(|w| w.starts_with("projects/"))
@@ -633,10 +694,17 @@ fn effects(step: &str, tag: &str) -> (Vec<String>, Vec<String>) {
     } else if let Some(config) = what.strip_prefix("create config ") {
         let api = config.rsplit_once('/').map_or("", |(api, _)| api);
         call("POST", &format!("/v1/{api}"))
-    } else if what.starts_with("create ")
-        || what.contains(" exists; tag it on ")
-        || what.starts_with("traffic on ")
-    {
+    } else if let Some(job) = what.strip_prefix("point job ") {
+        let job = job.split_whitespace().next().unwrap_or("");
+        (
+            vec![format!("PATCH /v2/{job}"), format!("POST /v2/{job}:run")],
+            Vec::new(),
+        )
+    } else if what.starts_with("create a revision on ") {
+        // The revision, then its tag.
+        let patch = format!("PATCH /v2/{resource}");
+        (vec![patch.clone(), patch], Vec::new())
+    } else if what.starts_with("traffic on ") {
         call("PATCH", &format!("/v2/{resource}"))
     } else if what.starts_with("point ") {
         call("PATCH", &format!("/v1/{resource}"))
@@ -704,9 +772,9 @@ fn the_deploy_runs_the_printed_plan_with_a_canary_and_pruning() {
             "2",
         ],
     );
-    // Per region: stage, check, canary, check again, all traffic, config, gateway, its check;
-    // the hold; four configs pruned.
-    assert_eq!(steps.len(), 2 * 8 + 1 + 4, "{steps:#?}");
+    // The migrations; per region: a revision, its check, canary, check again, all traffic,
+    // config, gateway, its check; the hold; four configs pruned.
+    assert_eq!(steps.len(), 1 + 2 * 8 + 1 + 4, "{steps:#?}");
     assert!(
         steps.contains(&"hold the canary 1 s".to_owned()),
         "{steps:#?}"
@@ -720,24 +788,31 @@ fn the_deploy_runs_the_printed_plan_with_a_canary_and_pruning() {
 #[test]
 fn the_deploy_runs_the_printed_plan_when_regions_differ() {
     let fake = fake();
-    // europe-west1 gets image 4 first; then both regions image 5; then image 4 again, whose
-    // revision exists in europe-west1 only, with the spec (and so the configs) unchanged.
+    // europe-west1 gets image 4 first; then both regions image 5; then image 4 again, with the
+    // spec (and so the configs) unchanged: a new revision in each region (revisions are never
+    // re-tagged), after the migrations.
     let only_euw1 = ["--canary-wait", "0", "--region", "europe-west1"];
     deploy_ok(
         &fake,
         &[&["--image", image('4').as_str()], &only_euw1[..]].concat(),
     );
     deploy_ok(&fake, &["--image", &image('5'), "--canary-wait", "0"]);
+    let euw1_image4 = serving(&fake, EUW1);
     let steps = assert_runs_as_planned(&fake, '4', &["--canary-wait", "0"]);
-    let rev = revision('4');
+    assert!(steps[0].starts_with("migrations: point job"), "{steps:#?}");
     assert!(
-        steps[0].starts_with(&format!("europe-west1: {rev} exists; tag it on {EUW1}")),
+        steps[1].starts_with(&format!(
+            "europe-west1: create a revision on {EUW1} (revision "
+        )),
         "{steps:#?}"
     );
     assert!(
-        steps[2].starts_with(&format!("us-central1: create {rev} on {USC1}")),
+        steps[3].starts_with(&format!(
+            "us-central1: create a revision on {USC1} (revision "
+        )),
         "{steps:#?}"
     );
+    assert_ne!(serving(&fake, EUW1), euw1_image4);
     assert_eq!(
         steps
             .iter()
@@ -751,11 +826,11 @@ fn the_deploy_runs_the_printed_plan_when_regions_differ() {
 #[test]
 fn a_failed_canary_restores_each_service_once_to_its_first_traffic() {
     let fake = fake();
-    // us-central1's second patch (the canary, after the staging) fails.
+    // us-central1's third patch (the canary, after the revision and its tag) fails.
     fake.inject(
         "PATCH",
         USC1,
-        1,
+        2,
         FailAs::Operation(14, "The service is temporarily unavailable".into()),
     );
     let out = deploy(
@@ -771,7 +846,11 @@ fn a_failed_canary_restores_each_service_once_to_its_first_traffic() {
     );
     assert!(!out.status.success(), "deploy should have failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let rev = revision('6');
+    let rev = fake.with(|s| s.services[USC1]["latestCreatedRevision"].clone());
+    let rev = rev
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap_or_default();
     assert!(
         stderr.contains(&format!(
             "step 3 (canary 10% to {rev}) failed in us-central1"
@@ -804,4 +883,421 @@ fn a_failed_canary_restores_each_service_once_to_its_first_traffic() {
             .iter()
             .any(|c| c.contains("/gateways/") || c.contains("/configs"))
     );
+}
+
+#[test]
+fn a_rerun_after_a_failed_revision_creates_a_new_revision() {
+    let fake = fake();
+    let image = image('e');
+    // The revision does not start: the container exits (the stub data plane fails it).
+    let stub = fake.stub().expect("the stub data plane");
+    stub.fail_revisions(Some(
+        "The user-provided container failed to start and listen on the port defined provided by the PORT=8080 environment variable.".into(),
+    ));
+    let out = deploy(&fake, &["--image", &image, "--canary-wait", "0"]);
+    assert!(!out.status.success(), "deploy should have failed");
+    let failed = fake.with(|s| s.services[EUW1]["latestCreatedRevision"].clone());
+    let failed = failed
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(failed, OLD_REVISION);
+    assert_eq!(fake.traffic(EUW1), [t(OLD_REVISION, 100, "")]);
+
+    // Fixed (say, a missing secret was added): the same image again.
+    stub.fail_revisions(None);
+    let output = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    let rev = serving(&fake, EUW1);
+    assert_ne!(rev, failed, "the failed revision was re-tagged:\n{output}");
+    assert_ne!(rev, OLD_REVISION);
+    assert_eq!(fake.traffic(EUW1), [t(&rev, 100, &tag('e'))]);
+    assert!(revisions(&fake, EUW1).contains(&failed));
+}
+
+#[test]
+fn a_deploy_changes_only_the_fields_the_table_gives_it() {
+    let fake = fake();
+    let before = fake.with(|s| s.services[EUW1].clone());
+    deploy_ok(&fake, &["--image", &image('5'), "--canary-wait", "0"]);
+    let after = fake.with(|s| s.services[EUW1].clone());
+    let owned = deploy_owned_fields("google_cloud_run_v2_service.this");
+    // What differs in what a client sends (Cloud Run's status fields aside).
+    let mut changed = Vec::new();
+    for key in [
+        "template",
+        "traffic",
+        "client",
+        "clientVersion",
+        "labels",
+        "annotations",
+        "ingress",
+        "scaling",
+    ] {
+        diff_paths(&before[key], &after[key], key, &mut changed);
+    }
+    // The fake's services start with the name the former deploy set in the template; deploy
+    // drops it (nobody names revisions now) and never sets one.
+    assert_eq!(after["template"].get("revision"), None);
+    changed.retain(|p| p != "template.revision");
+    for path in &changed {
+        assert!(
+            owned.iter().any(|field| path_is_field(path, field)),
+            "deploy changed {path}, which docs/deploy.md does not give to deploy ({owned:?})"
+        );
+    }
+    assert!(
+        changed
+            .iter()
+            .any(|p| p.starts_with("template.containers.0.image")),
+        "{changed:?}"
+    );
+}
+
+/// The fields the table "Who owns which field" of docs/deploy.md gives to deploy for `resource`.
+fn deploy_owned_fields(resource: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"),
+    )
+    .expect("docs/deploy.md");
+    doc.lines()
+        .filter(|l| l.starts_with(&format!("| `{resource}` |")))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.get(3) == Some(&"deploy"))
+                .then(|| cells[2].split('`').nth(1).unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Whether a JSON path of the fake's service (`template.containers.0.image`) is the Terraform
+/// field `template[0].containers[0].image` or inside it.
+fn path_is_field(path: &str, field: &str) -> bool {
+    let camel = |s: &str| {
+        let mut out = String::new();
+        let mut up = false;
+        for c in s.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    // Blocks that are one object in the API (`template[0]`) have no index there; lists do; a
+    // map key (`annotations["k"]`) is one more step.
+    let field = field.replace("[\"", ".").replace("\"]", "");
+    let (map, key) = match field.split_once('.') {
+        Some((map, key)) if map == "annotations" || map == "labels" => (map, Some(key)),
+        _ => ("", None),
+    };
+    if let Some(key) = key {
+        return path == format!("{map}.{key}");
+    }
+    let field = field
+        .split('.')
+        .map(|seg| match seg.split_once('[') {
+            Some((name, index)) if name == "containers" => {
+                format!("{}.{}", camel(name), index.trim_end_matches(']'))
+            }
+            Some((name, _)) => camel(name),
+            None => camel(seg),
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    path == field || path.starts_with(&format!("{field}."))
+}
+
+/// The paths where `a` and `b` differ, down to the leaves.
+fn diff_paths(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    if a == b {
+        return;
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    let (a, b) = (
+        if a.is_null() && b.is_object() {
+            &empty
+        } else {
+            a
+        },
+        if b.is_null() && a.is_object() {
+            &empty
+        } else {
+            b
+        },
+    );
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff_paths(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{at}.{k}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() && !at.ends_with("traffic") => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff_paths(p, q, &format!("{at}.{i}"), out);
+            }
+        }
+        _ => out.push(at.to_owned()),
+    }
+}
+
+/// The `ignore_changes` list of the Cloud Run service in deploy/terraform/modules/cloudrun.
+fn ignore_changes() -> Vec<String> {
+    let main = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/terraform/modules/cloudrun/main.tf"),
+    )
+    .expect("main.tf");
+    let list = main
+        .split_once("ignore_changes = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("an ignore_changes list");
+    list.split(',')
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The list before deploy stopped naming revisions (commit 9ea9760).
+const OLD_IGNORE_CHANGES: [&str; 5] = [
+    "template[0].containers[0].image",
+    "template[0].revision",
+    "traffic",
+    "client",
+    "client_version",
+];
+
+/// The image of the module's first revision (`bootstrap_image`'s default).
+const BOOTSTRAP_IMAGE: &str = "us-docker.pkg.dev/cloudrun/container/hello";
+
+/// The request body of a `terraform apply` that changes the service's template with `change`:
+/// what hashicorp/terraform-provider-google's `resourceCloudRunV2ServiceUpdate`
+/// (google/services/cloudrunv2/resource_cloud_run_v2_service.go, at e03b7622) sends as
+/// `PATCH https://run.googleapis.com/v2/projects/{project}/locations/{location}/services/{name}`,
+/// with no update mask, no etag and no `name`: each of description, client, clientVersion,
+/// ingress, launchStage, binaryAuthorization, customAudiences, scaling, defaultUriDisabled,
+/// template, traffic, invokerIamDisabled, buildConfig, multiRegionSettings, iapEnabled, labels
+/// (effective_labels) and annotations (effective_annotations) that is not empty. A field in
+/// `ignored` keeps the value of the state, which the refresh before the plan read from Cloud Run
+/// (`service`); any other field comes from the configuration, which sets neither a revision name
+/// nor template annotations nor a client, and the bootstrap image. `traffic` is Optional and
+/// Computed in the provider's schema, and the module sets none: the state's value is sent.
+fn terraform_update(service: &Value, ignored: &[String], change: impl FnOnce(&mut Value)) -> Value {
+    let mut body = serde_json::Map::new();
+    for key in [
+        "description",
+        "client",
+        "clientVersion",
+        "ingress",
+        "launchStage",
+        "binaryAuthorization",
+        "customAudiences",
+        "scaling",
+        "defaultUriDisabled",
+        "template",
+        "traffic",
+        "invokerIamDisabled",
+        "buildConfig",
+        "multiRegionSettings",
+        "iapEnabled",
+        "labels",
+        "annotations",
+    ] {
+        let value = &service[key];
+        let empty = value.is_null()
+            || value.as_str() == Some("")
+            || value.as_array().is_some_and(Vec::is_empty)
+            || value.as_object().is_some_and(serde_json::Map::is_empty);
+        if !empty {
+            body.insert(key.to_owned(), value.clone());
+        }
+    }
+    let from_config = |field: &str| !ignored.iter().any(|i| i == field);
+    let template = body
+        .get_mut("template")
+        .and_then(Value::as_object_mut)
+        .expect("a template");
+    if from_config("template[0].revision") {
+        template.remove("revision");
+    }
+    if from_config("template[0].annotations") {
+        template.remove("annotations");
+    }
+    if from_config("template[0].containers[0].image") {
+        template["containers"][0]["image"] = json!(BOOTSTRAP_IMAGE);
+    }
+    for (field, key) in [("client", "client"), ("client_version", "clientVersion")] {
+        if from_config(field) {
+            body.remove(key);
+        }
+    }
+    let mut body = Value::Object(body);
+    change(&mut body["template"]);
+    body
+}
+
+/// Sends `body` as Terraform's update of `service` and waits for the operation: the HTTP status
+/// and, when it answered 200, the operation's error (`None`: it succeeded).
+fn terraform_apply(fake: &Fake, service: &str, body: &Value) -> (u16, Option<Value>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let response = http
+            .patch(format!("{}/v2/{service}", fake.url()))
+            .json(body)
+            .send()
+            .await
+            .expect("the PATCH");
+        let status = response.status().as_u16();
+        let mut operation: Value = response.json().await.expect("JSON");
+        if status != 200 {
+            return (status, Some(operation));
+        }
+        while operation["done"] != json!(true) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let name = operation["name"]
+                .as_str()
+                .expect("an operation name")
+                .to_owned();
+            operation = http
+                .get(format!("{}/v2/{name}", fake.url()))
+                .send()
+                .await
+                .expect("operations.get")
+                .json()
+                .await
+                .expect("JSON");
+        }
+        (status, operation.get("error").cloned())
+    })
+}
+
+/// Adds `APP__FOO=value` to the app container of a template (JSON).
+fn set_foo(value: &'static str) -> impl FnOnce(&mut Value) {
+    move |template: &mut Value| {
+        let app = &mut template["containers"][0];
+        let mut env = app["env"].as_array().cloned().unwrap_or_default();
+        env.retain(|e| e["name"] != "APP__FOO");
+        env.push(json!({"name": "APP__FOO", "value": value}));
+        app["env"] = Value::Array(env);
+    }
+}
+
+#[test]
+fn a_terraform_apply_after_a_deploy_moves_no_traffic_and_the_next_deploy_rolls_it() {
+    let fake = fake();
+    let image = image('7');
+    deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    let tag = tag('7');
+    let deployed = serving(&fake, EUW1);
+    let traffic = fake.traffic(EUW1);
+    let service = fake.with(|s| s.services[EUW1].clone());
+
+    // The module's ignore_changes: the apply succeeds and creates a revision without traffic.
+    let ignored = ignore_changes();
+    assert!(
+        !ignored.iter().any(|i| i == "template[0].revision"),
+        "{ignored:?}"
+    );
+    let body = terraform_update(&service, &ignored, set_foo("2"));
+    assert_eq!(body.get("name"), None);
+    assert_eq!(body["template"].get("revision"), None, "{body}");
+    let (status, error) = terraform_apply(&fake, EUW1, &body);
+    assert_eq!((status, error), (200, None));
+    assert_eq!(fake.traffic(EUW1), traffic, "the apply moved traffic");
+    assert_eq!(
+        revisions(&fake, EUW1).len(),
+        3,
+        "{:?}",
+        revisions(&fake, EUW1)
+    );
+
+    // The next deploy of the same image rolls the new configuration, and says why.
+    let output = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    assert!(
+        output.contains(&format!(
+            "configuration changed since revision {deployed}: env APP__FOO"
+        )),
+        "{output}"
+    );
+    let rolled = serving(&fake, EUW1);
+    assert_ne!(rolled, deployed);
+    assert_eq!(fake.traffic(EUW1), [t(&rolled, 100, &tag)]);
+    let revision = revision_resource(&fake, EUW1, &rolled);
+    assert_eq!(revision["containers"][0]["image"], image.as_str());
+    assert!(
+        revision["containers"][0]["env"]
+            .as_array()
+            .is_some_and(|env| env.contains(&json!({"name": "APP__FOO", "value": "2"}))),
+        "{revision}"
+    );
+    // us-central1 had no change: untouched.
+    assert!(output.contains("us-central1: "), "{output}");
+    let again = deploy_ok(&fake, &["--image", &image, "--canary-wait", "0"]);
+    assert!(again.contains("Nothing to do"), "{again}");
+
+    // The former ignore_changes re-sent the revision name deploy had set: Cloud Run refuses a
+    // reused name with another template (hashicorp/terraform-provider-google#14569).
+    let usc1_serving = serving(&fake, USC1);
+    fake.with(|s| {
+        s.services.get_mut(USC1).expect("usc1")["template"]["revision"] = json!(usc1_serving);
+    });
+    let service = fake.with(|s| s.services[USC1].clone());
+    let old: Vec<String> = OLD_IGNORE_CHANGES.iter().map(|s| (*s).to_owned()).collect();
+    let body = terraform_update(&service, &old, set_foo("2"));
+    let (status, error) = terraform_apply(&fake, USC1, &body);
+    assert_eq!(status, 409, "{error:?}");
+}
+
+#[test]
+fn a_failed_migration_stops_the_deploy_before_any_service_is_touched() {
+    let fake = fake();
+    // The migrate task's container exits 1 (the job's maxRetries is 0: one attempt).
+    fake.stub()
+        .expect("the stub data plane")
+        .task_exits
+        .lock()
+        .expect("task exits")
+        .push_back(items_local_cloud::TaskExit::Exited(1));
+    let out = deploy(&fake, &["--image", &image('2'), "--canary-wait", "0"]);
+    assert!(!out.status.success(), "deploy should have failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("step 2 (migrations) failed in europe-west1"),
+        "{stderr}"
+    );
+    let execution = fake
+        .with(|s| s.executions.keys().next().cloned())
+        .expect("an execution");
+    assert!(
+        stderr.contains(&format!("execution {execution} failed")),
+        "the execution is not named: {stderr}"
+    );
+    // The job ran; no service, revision or gateway was touched.
+    let calls = mutating_calls(&fake);
+    assert_eq!(
+        calls,
+        [format!("PATCH /v2/{JOB}"), format!("POST /v2/{JOB}:run")],
+        "{calls:#?}"
+    );
+    for service in [EUW1, USC1] {
+        assert_eq!(revisions(&fake, service), [OLD_REVISION], "{service}");
+        assert_eq!(fake.traffic(service), [t(OLD_REVISION, 100, "")]);
+    }
+    assert!(stderr.contains("nothing had been changed"), "{stderr}");
 }

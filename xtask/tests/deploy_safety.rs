@@ -33,11 +33,13 @@ fn image(fill: char) -> String {
     format!("europe-west1-docker.pkg.dev/{PROJECT}/items/items-service@sha256:{digest}")
 }
 
-fn revision(fill: char) -> String {
-    format!(
-        "items-{}",
-        std::iter::repeat_n(fill, 12).collect::<String>()
-    )
+/// The revision Cloud Run created last in `service` (deploy leaves the names to Cloud Run).
+fn revision(fake: &Fake, service: &str) -> String {
+    fake.with(|s| s.services[service]["latestCreatedRevision"].clone())
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn tag(fill: char) -> String {
@@ -79,9 +81,21 @@ fn environments(env: &str) -> PathBuf {
     dir
 }
 
-/// An environment's regions, each serving the old revision and the old config.
+/// An environment's regions, each serving the old revision and the old config, and its migrate
+/// job (in the first region, which deploy runs before any revision).
 fn fake_of(project: &str, regions: &[(&str, &str)]) -> Fake {
     let fake = Fake::start();
+    fake.create_job(
+        &format!(
+            "projects/{project}/locations/{}/jobs/items-migrate",
+            regions[0].0
+        ),
+        json!({"taskCount": 1, "template": {
+            "containers": [{"image": "us-docker.pkg.dev/cloudrun/container/hello", "args": ["migrate"]}],
+            "maxRetries": 0,
+        }}),
+    )
+    .expect("the migrate job");
     let api = format!("projects/{project}/locations/global/apis/items-api");
     fake.add_config(&api, OLD_CONFIG, 1);
     for (region, gateway) in regions {
@@ -268,9 +282,13 @@ fn sigint_during_the_canary_hold_rolls_back_and_exits_non_zero() {
     let fake = fake();
     let journal = temp_dir("sigint");
     let running = start_canary(&fake, &journal, 'a', "120");
-    let canary = [t(&revision('a'), 10, &tag('a')), t(OLD_REVISION, 90, "")];
-    assert_eq!(fake.traffic(EUW1), canary);
-    assert_eq!(fake.traffic(USC1), canary);
+    for service in [EUW1, USC1] {
+        let canary = [
+            t(&revision(&fake, service), 10, &tag('a')),
+            t(OLD_REVISION, 90, ""),
+        ];
+        assert_eq!(fake.traffic(service), canary);
+    }
     running.signal(Signal::SIGINT);
     let (code, stderr) = running.finish();
     assert_eq!(code, Some(130), "{stderr}");
@@ -310,7 +328,10 @@ fn sigkill_then_rollback_restores_from_the_journal_in_the_cloud() {
     let (code, _) = running.finish();
     assert_eq!(code, None, "killed by a signal");
     // Left half-changed, with its journal on the service.
-    let canary = [t(&revision('c'), 10, &tag('c')), t(OLD_REVISION, 90, "")];
+    let canary = [
+        t(&revision(&fake, USC1), 10, &tag('c')),
+        t(OLD_REVISION, 90, ""),
+    ];
     assert_eq!(fake.traffic(USC1), canary);
     let a = annotations(&fake);
     let saved: Value = serde_json::from_str(a[JOURNAL].as_str().expect("journal")).unwrap();
@@ -370,7 +391,10 @@ fn a_second_deploy_is_refused_naming_the_first() {
     // The first deploy's canary is untouched.
     assert_eq!(
         fake.traffic(USC1),
-        [t(&revision('e'), 10, &tag('e')), t(OLD_REVISION, 90, "")]
+        [
+            t(&revision(&fake, USC1), 10, &tag('e')),
+            t(OLD_REVISION, 90, "")
+        ]
     );
     first.signal(Signal::SIGINT);
     let (code, _) = first.finish();
@@ -486,7 +510,10 @@ fn an_expired_lease_is_broken_only_with_break_lease() {
         stderr.contains("breaking the expired lease of ci@runner-7"),
         "{stderr}"
     );
-    assert_eq!(fake.traffic(USC1), [t(&revision('5'), 100, &tag('5'))]);
+    assert_eq!(
+        fake.traffic(USC1),
+        [t(&revision(&fake, USC1), 100, &tag('5'))]
+    );
     no_lease_nor_journal(&fake);
     // Annotations that are not the deploy's stay.
     assert_eq!(annotations(&fake)["team.example/owner"], "items");
@@ -538,7 +565,7 @@ fn a_concurrent_traffic_change_fails_the_deploy_and_survives_its_rollback() {
     let fake = fake();
     let running = start_canary(&fake, &temp_dir("concurrent"), '6', "3");
     // During the hold someone sends half of us-central1 to the new revision.
-    let (rev, tag) = (revision('6'), tag('6'));
+    let (rev, tag) = (revision(&fake, USC1), tag('6'));
     concurrent_patch(&fake, USC1, |s| {
         s.traffic = vec![target(OLD_REVISION, 50, ""), target(&rev, 50, &tag)];
     });
@@ -547,7 +574,7 @@ fn a_concurrent_traffic_change_fails_the_deploy_and_survives_its_rollback() {
     let (code, stderr) = running.finish();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("step 3 (100% to items-666666666666) failed in us-central1"),
+        stderr.contains(&format!("step 3 (100% to {rev}) failed in us-central1")),
         "{stderr}"
     );
     assert!(stderr.contains("etag"), "{stderr}");
@@ -572,7 +599,10 @@ fn a_terraform_change_during_the_hold_is_kept_by_the_full_traffic_step() {
     let (code, stderr) = running.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("keeping that change"), "{stderr}");
-    assert_eq!(fake.traffic(USC1), [t(&revision('7'), 100, &tag('7'))]);
+    assert_eq!(
+        fake.traffic(USC1),
+        [t(&revision(&fake, USC1), 100, &tag('7'))]
+    );
     assert_eq!(
         fake.with(|s| s.services[USC1]["annotations"]["team.example/owner"].clone()),
         "items"
@@ -668,7 +698,10 @@ fn prod_without_yes_and_without_a_terminal_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     let service = format!("projects/{PROD}/locations/asia-northeast1/services/items");
-    assert_eq!(fake.traffic(&service), [t(&revision('9'), 100, &tag('9'))]);
+    assert_eq!(
+        fake.traffic(&service),
+        [t(&revision(&fake, &service), 100, &tag('9'))]
+    );
 }
 
 /// `xtask deploy --env prod …` on a terminal (util-linux `script` gives it one), typing `answer`.
@@ -734,5 +767,8 @@ fn prod_on_a_terminal_goes_on_only_once_its_name_is_typed() {
         String::from_utf8_lossy(&out.stdout)
     );
     let service = format!("projects/{PROD}/locations/asia-northeast1/services/items");
-    assert_eq!(fake.traffic(&service), [t(&revision('8'), 100, &tag('8'))]);
+    assert_eq!(
+        fake.traffic(&service),
+        [t(&revision(&fake, &service), 100, &tag('8'))]
+    );
 }

@@ -207,7 +207,14 @@ fn patch(shared: &Arc<Shared>, s: &mut State, r: &Request<'_>) -> HttpResponse {
         return not_found(name);
     };
     let body = &r.body;
-    if body["name"].as_str() != Some(name) {
+    // `UpdateService` is `patch: "/v2/{service.name=projects/*/locations/*/services/*}"`, body
+    // `service` (google/cloud/run/v2/service.proto): gRPC transcoding takes the name from the URL
+    // (google.api.HttpRule), so a body may leave it out, as hashicorp/terraform-provider-google's
+    // update does (resourceCloudRunV2ServiceUpdate sends no name).
+    if body["name"]
+        .as_str()
+        .is_some_and(|sent| !sent.is_empty() && sent != name)
+    {
         return error(400, "INVALID_ARGUMENT", "service.name must match the URL");
     }
     let sent_etag = body["etag"].as_str().unwrap_or("");

@@ -12,7 +12,7 @@ use google_cloud_apigateway_v1::model::{ApiConfig, Gateway, api_config};
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_lro::Poller;
 use google_cloud_run_v2::client::{Revisions, Services};
-use google_cloud_run_v2::model::Service;
+use google_cloud_run_v2::model::{Revision, Service};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the clients send requests and with which credentials.
@@ -178,6 +178,7 @@ macro_rules! configure {
         builder
     }};
 }
+pub(crate) use configure;
 
 impl Cloud {
     pub(crate) async fn connect(conn: &Connection, ui: Ui) -> anyhow::Result<Self> {
@@ -243,11 +244,11 @@ impl Cloud {
             .map_err(google(format!("services.patch {name} (annotations)")))
     }
 
-    /// Whether revision `name` exists.
-    pub(crate) async fn revision_exists(&self, name: &str) -> anyhow::Result<bool> {
+    /// Revision `name`, if it exists.
+    pub(crate) async fn get_revision(&self, name: &str) -> anyhow::Result<Option<Revision>> {
         match self.revisions.get_revision().set_name(name).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(google(format!("revisions.get {name}"))(e)),
         }
     }

@@ -18,8 +18,10 @@ use items_gateway_spec::Environment;
 
 use super::cloud::{Cloud, Ui};
 use super::journal::{Change, Journal, Rollback};
-use super::plan::{Plan, Step};
+use super::migrate_job::MigrateJob;
+use super::plan::{self, Plan, Step};
 use super::probe::{self, Prober};
+use super::revision;
 use super::state::{self, short_name};
 use super::traffic::{self, Split};
 
@@ -61,6 +63,9 @@ pub(crate) struct Executor<'a> {
     journal: Journal,
     /// The configs the gateways serve, read once before the first deletion.
     served: Option<Vec<String>>,
+    /// Each region's new revision, once Cloud Run has named it.
+    created: Vec<Option<String>>,
+    migrate: Option<MigrateJob>,
 }
 
 impl<'a> Executor<'a> {
@@ -87,7 +92,20 @@ impl<'a> Executor<'a> {
             prober,
             journal,
             served: None,
+            created: vec![None; plan.regions.len()],
+            migrate: None,
         }
+    }
+
+    /// The client of the migrate job step.
+    pub(crate) fn with_migrate_job(mut self, migrate: MigrateJob) -> Self {
+        self.migrate = Some(migrate);
+        self
+    }
+
+    /// Each region's new revision (none where it was left alone or not reached).
+    pub(crate) fn created(&self) -> &[Option<String>] {
+        &self.created
     }
 
     /// Runs `steps` (of this executor's plan) in order, up to the first failure. Each step done
@@ -139,22 +157,20 @@ impl<'a> Executor<'a> {
     /// prune that a gateway serves by now).
     async fn execute(&mut self, step: &Step) -> Result<bool, Failure> {
         let plan = self.plan;
-        let rev = &plan.revision;
         match step {
             Step::RevisionServing { .. } | Step::GatewayServing { .. } => {}
-            Step::StageRevision {
-                region,
-                create,
-                splits,
-            } => {
-                let step = if *create {
-                    format!("2 (create revision {rev})")
-                } else {
-                    format!("2 (tag existing revision {rev})")
+            Step::Migrate { job } => {
+                let image = plan.image.reference().unwrap_or_default();
+                let result = match &self.migrate {
+                    Some(m) => m.run(job, image).await.map(|_| ()),
+                    None => Err(anyhow::anyhow!("no client for the migrate job")),
                 };
-                self.stage(*region, *create, splits)
+                result.step("2 (migrations)", job.split('/').nth(3).unwrap_or(job))?;
+            }
+            Step::StageRevision { region, splits, .. } => {
+                self.stage(*region, splits)
                     .await
-                    .step(&step, self.name(*region))?;
+                    .step("2 (create a revision)", self.name(*region))?;
             }
             Step::CheckRevision { region, canary } => self.check_revision(*region, *canary).await?,
             Step::Canary {
@@ -162,7 +178,7 @@ impl<'a> Executor<'a> {
                 percent,
                 splits,
             } => {
-                let step = format!("3 (canary {percent}% to {rev})");
+                let step = format!("3 (canary {percent}% to {})", self.new_revision(*region));
                 // The service as updated: its etag is the one the next patch must send.
                 let updated = self
                     .shift(*region, splits)
@@ -183,7 +199,7 @@ impl<'a> Executor<'a> {
                 tokio::time::sleep(Duration::from_secs(*seconds)).await;
             }
             Step::FullTraffic { region, splits } => {
-                let step = format!("3 (100% to {rev})");
+                let step = format!("3 (100% to {})", self.new_revision(*region));
                 self.reread(*region).await.step(&step, self.name(*region))?;
                 let updated = self
                     .shift(*region, splits)
@@ -215,18 +231,43 @@ impl<'a> Executor<'a> {
         &self.plan.regions[region].name
     }
 
-    /// The new revision at 0% with the tag (created from the image when `create`), reachable on
-    /// its tagged URL.
-    async fn stage(&mut self, i: usize, create: bool, splits: &[Split]) -> anyhow::Result<()> {
+    fn new_revision(&self, region: usize) -> &str {
+        self.created[region]
+            .as_deref()
+            .unwrap_or(plan::NEW_REVISION)
+    }
+
+    /// `splits` with the region's new revision by the name Cloud Run gave it.
+    fn resolved(&self, i: usize, splits: &[Split]) -> Vec<Split> {
+        plan::resolve(splits, self.new_revision(i))
+    }
+
+    /// A new revision running the image (Cloud Run names it; the traffic stays as it is), then
+    /// at 0% with the tag, reachable on its tagged URL.
+    async fn stage(&mut self, i: usize, splits: &[Split]) -> anyhow::Result<()> {
         let plan = self.plan;
         let r = &plan.regions[i];
-        self.record(traffic_change(r, splits)).await?;
-        let service = self.with_traffic(i, splits, create);
+        let image = plan.image.reference().unwrap_or_default();
+        let now = traffic::pinned(&self.services[i]);
+        self.record(traffic_change(r, &now)).await?;
+        let (created, name) = revision::create(
+            &self.cloud,
+            &self.services[i],
+            image,
+            &format!("{}: new revision of {image}", r.name),
+        )
+        .await?;
+        self.applied(i, &created);
+        self.services[i] = created;
+        self.created[i] = Some(name);
+        let splits = self.resolved(i, splits);
+        self.record(traffic_change(r, &splits)).await?;
+        let service = self.with_traffic(i, &splits);
         let updated = self
             .cloud
             .update_service(
                 service,
-                &format!("{}: {}", r.name, traffic::describe(splits)),
+                &format!("{}: {}", r.name, traffic::describe(&splits)),
             )
             .await?;
         self.applied(i, &updated);
@@ -240,13 +281,14 @@ impl<'a> Executor<'a> {
     async fn shift(&mut self, i: usize, splits: &[Split]) -> anyhow::Result<Service> {
         let plan = self.plan;
         let r = &plan.regions[i];
-        self.record(traffic_change(r, splits)).await?;
-        let service = self.with_traffic(i, splits, false);
+        let splits = self.resolved(i, splits);
+        self.record(traffic_change(r, &splits)).await?;
+        let service = self.with_traffic(i, &splits);
         let updated = self
             .cloud
             .update_service(
                 service,
-                &format!("{}: {}", r.name, traffic::describe(splits)),
+                &format!("{}: {}", r.name, traffic::describe(&splits)),
             )
             .await?;
         self.applied(i, &updated);
@@ -317,26 +359,10 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// The region's service as last seen, with `splits` as its traffic and, when `new_revision`,
-    /// a template for the new revision running the image.
-    fn with_traffic(&self, i: usize, splits: &[Split], new_revision: bool) -> Service {
+    /// The region's service as last seen, with `splits` as its traffic.
+    fn with_traffic(&self, i: usize, splits: &[Split]) -> Service {
         let mut service = self.services[i].clone();
         service.traffic = splits.iter().map(Split::to_target).collect();
-        if new_revision {
-            let template = service.template.get_or_insert_with(Default::default);
-            template.revision.clone_from(&self.plan.revision);
-            let index = template
-                .containers
-                .iter()
-                .position(|c| c.name == "app")
-                .or_else(|| template.containers.iter().position(|c| !c.ports.is_empty()))
-                .unwrap_or(0);
-            if template.containers.is_empty() {
-                template.containers.push(Default::default());
-            }
-            template.containers[index].image =
-                self.plan.image.reference().unwrap_or_default().to_owned();
-        }
         service
     }
 

@@ -1,15 +1,41 @@
 //! The roll-out as a list of typed steps, computed once from the state read and the inputs:
 //! `--plan` prints it and the executor (`execute.rs`) runs it, so neither can decide anything
 //! the other does not.
+//!
+//! A region gets a new revision unless the revision serving all its traffic runs the image with
+//! the service's current configuration (`configuration.rs`); the plan says why it rolls. Cloud
+//! Run names the revision when it creates it, so until then the steps call it
+//! [`NEW_REVISION`] and the executor puts in the name the service reports.
 
 use std::fmt::Write as _;
 
 use items_gateway_spec::Environment;
 
+use super::migrate_job;
 use super::probe;
 use super::slo::Gate;
 use super::state::{self, Region, State};
 use super::traffic::{self, Split};
+
+pub(crate) mod configuration;
+
+/// What the steps call a region's new revision until Cloud Run has named it.
+pub(crate) const NEW_REVISION: &str = "<new revision>";
+
+/// `splits` with [`NEW_REVISION`] replaced by `created`, the name Cloud Run gave it.
+pub(crate) fn resolve(splits: &[Split], created: &str) -> Vec<Split> {
+    splits
+        .iter()
+        .map(|s| Split {
+            revision: if s.revision == NEW_REVISION {
+                created.to_owned()
+            } else {
+                s.revision.clone()
+            },
+            ..s.clone()
+        })
+        .collect()
+}
 
 /// The image the roll-out deploys.
 #[derive(Debug, Clone)]
@@ -32,15 +58,10 @@ impl Image {
         }
     }
 
-    /// The first 12 hex digits of the digest, which name the revision and its tag.
+    /// The first 12 hex digits of the digest, which name the new revision's tag.
     fn digest_prefix(&self) -> Option<&str> {
         let (_, hex) = self.reference()?.rsplit_once("sha256:")?;
         Some(hex.get(..12).unwrap_or(hex))
-    }
-
-    /// The new revision's name, `<service>-<digest prefix>`, once the digest is known.
-    pub(crate) fn revision(&self, env: &Environment) -> Option<String> {
-        self.digest_prefix().map(|p| format!("{}-{p}", env.service))
     }
 }
 
@@ -57,12 +78,17 @@ pub(crate) struct Inputs {
 /// One step of the roll-out. `region` indexes [`Plan::regions`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Step {
-    /// 2: the region serves the new revision to 100% already; its service is left alone.
+    /// 2, before any revision is created: point the migrate job at the image, run it and wait for
+    /// its execution; a failure stops the deploy before any service is touched.
+    Migrate { job: String },
+    /// 2: the revision serving all traffic runs the image with the service's configuration; the
+    /// service is left alone.
     RevisionServing { region: usize },
-    /// 2: the new revision at 0% with the deploy tag, created from the image unless it exists.
+    /// 2: a new revision from the service's template and the image, at 0% with the deploy tag.
     StageRevision {
         region: usize,
-        create: bool,
+        /// Why the region rolls (another image, a configuration change, split traffic …).
+        why: String,
         splits: Vec<Split>,
     },
     /// 2, and 3 after the canary hold: `/health/ready` and one API read on the tagged URL.
@@ -97,7 +123,8 @@ impl Step {
     /// The numbered phase of the roll-out the step belongs to (docs/deploy.md, "What it does").
     pub(crate) fn phase(&self) -> u8 {
         match self {
-            Self::RevisionServing { .. }
+            Self::Migrate { .. }
+            | Self::RevisionServing { .. }
             | Self::StageRevision { .. }
             | Self::CheckRevision { canary: false, .. } => 2,
             Self::CheckRevision { canary: true, .. }
@@ -130,8 +157,6 @@ pub(crate) struct Plan {
     pub(crate) project: String,
     pub(crate) api: String,
     pub(crate) image: Image,
-    /// The new revision's name (a placeholder while the image is not built).
-    pub(crate) revision: String,
     pub(crate) tag: String,
     pub(crate) keep_api_configs: usize,
     pub(crate) gate: Option<Gate>,
@@ -141,31 +166,26 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn new(env: &Environment, state: State, inputs: Inputs) -> Self {
-        let known = inputs.image.digest_prefix().is_some();
-        let revision = inputs.image.revision(env).unwrap_or_else(|| {
-            format!(
-                "{}-<first 12 hex digits of the new image digest>",
-                env.service
-            )
-        });
         let tag = format!(
             "deploy-{}",
             inputs.image.digest_prefix().unwrap_or("<digest prefix>")
         );
-        // A revision is "current" only when its name means one image.
-        let staged: Vec<bool> = state
+        let why: Vec<Option<String>> = state
             .regions
             .iter()
-            .map(|r| !(known && r.service_current(&revision)))
+            .map(|r| configuration::why_roll(r, inputs.image.reference()))
             .collect();
-        let mut steps = revision_steps(&state.regions, &staged, &revision, &tag);
-        steps.extend(traffic_steps(
-            &state.regions,
-            &staged,
-            &inputs,
-            &revision,
-            &tag,
-        ));
+        let staged: Vec<bool> = why.iter().map(Option::is_some).collect();
+        let mut steps = Vec::new();
+        // The schema first: a new revision may need it, and the revisions serving now must keep
+        // working on it (expand/contract, docs/deploy.md).
+        if staged.contains(&true) {
+            steps.push(Step::Migrate {
+                job: migrate_job::job_name(env),
+            });
+        }
+        steps.extend(revision_steps(&state.regions, &why, &tag));
+        steps.extend(traffic_steps(&state.regions, &staged, &inputs, &tag));
         steps.extend(gateway_steps(
             &state.regions,
             &staged,
@@ -181,13 +201,60 @@ impl Plan {
             project: env.project_id.clone(),
             api: state::api_name(env),
             image: inputs.image,
-            revision,
             tag,
             keep_api_configs: inputs.keep_api_configs,
             gate: inputs.gate,
             regions: state.regions,
             steps,
         }
+    }
+
+    /// What a run that changes nothing (pruning aside) says: per region, the revision that
+    /// serves the image with the service's configuration, and the API config.
+    pub(crate) fn nothing_to_do(&self) -> String {
+        let regions: Vec<String> = self
+            .regions
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} serves revision {} and API config {}",
+                    r.name,
+                    traffic::serving_all(&r.previous).unwrap_or_default(),
+                    r.config_id
+                )
+            })
+            .collect();
+        format!(
+            "Nothing to do in {}: the image and configuration are live ({}).",
+            self.env_name,
+            regions.join("; ")
+        )
+    }
+
+    /// What a finished roll-out says; `created` is each region's new revision (none where the
+    /// region was left alone).
+    pub(crate) fn deployed(&self, created: &[Option<String>]) -> String {
+        let regions: Vec<String> = self
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let revision = created.get(i).cloned().flatten().unwrap_or_else(|| {
+                    traffic::serving_all(&r.previous)
+                        .unwrap_or_default()
+                        .to_owned()
+                });
+                format!(
+                    "{} (revision {revision}, API config {})",
+                    r.name, r.config_id
+                )
+            })
+            .collect();
+        format!(
+            "Deployed {} in {}.",
+            self.image.reference().unwrap_or_default(),
+            regions.join(", ")
+        )
     }
 
     /// Whether any service or gateway changes (pruning aside).
@@ -209,25 +276,26 @@ impl Plan {
     /// executor's record of what it ran.
     pub(crate) fn describe(&self, step: &Step) -> String {
         let r = |i: &usize| &self.regions[*i];
-        let rev = &self.revision;
         match step {
-            Step::RevisionServing { region } => {
-                format!("{}: {rev} already serves 100%: unchanged", r(region).name)
-            }
+            Step::Migrate { job } => format!(
+                "migrations: point job {job} at the image, run it and wait for its execution; \
+                 if it fails, stop here"
+            ),
+            Step::RevisionServing { region } => format!(
+                "{}: {} already serves 100% with this image and configuration: unchanged",
+                r(region).name,
+                traffic::serving_all(&r(region).previous).unwrap_or_default()
+            ),
             Step::StageRevision {
                 region,
-                create,
+                why,
                 splits,
             } => {
                 let r = r(region);
-                let what = if *create {
-                    format!("create {rev} on {}", r.service_name)
-                } else {
-                    format!("{rev} exists; tag it on {}", r.service_name)
-                };
                 format!(
-                    "{}: {what} (serving now: {}) → {}",
+                    "{}: create a revision on {} ({why}; serving now: {}) → {}",
                     r.name,
+                    r.service_name,
                     traffic::describe(&r.previous),
                     traffic::describe(splits)
                 )
@@ -305,8 +373,16 @@ impl Plan {
             }
         };
         let _ = writeln!(out, " 1. image: {image}");
+        let migrate = self.steps.iter().any(|s| matches!(s, Step::Migrate { .. }));
         let headings = [
-            (2, format!("revisions (0% traffic, tag {})", self.tag)),
+            (
+                2,
+                format!(
+                    "{}revisions (0% traffic, tag {})",
+                    if migrate { "migrations, then " } else { "" },
+                    self.tag
+                ),
+            ),
             (3, "traffic".to_owned()),
             (4, format!("API Gateway (API {})", self.api)),
         ];
@@ -344,19 +420,19 @@ impl Plan {
     }
 }
 
-/// Phase 2: in each region that does not serve the revision yet, the revision at 0% with the
-/// tag, then its check.
-fn revision_steps(regions: &[Region], staged: &[bool], revision: &str, tag: &str) -> Vec<Step> {
+/// Phase 2: in each region that rolls (`why`), a new revision at 0% with the tag, then its
+/// check.
+fn revision_steps(regions: &[Region], why: &[Option<String>], tag: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     for (i, r) in regions.iter().enumerate() {
-        if !staged[i] {
+        let Some(why) = &why[i] else {
             steps.push(Step::RevisionServing { region: i });
             continue;
-        }
+        };
         steps.push(Step::StageRevision {
             region: i,
-            create: !r.revision_exists,
-            splits: traffic::staged(&r.previous, revision, tag),
+            why: why.clone(),
+            splits: traffic::staged(&untagged(&r.previous, tag), NEW_REVISION, tag),
         });
         steps.push(Step::CheckRevision {
             region: i,
@@ -368,13 +444,7 @@ fn revision_steps(regions: &[Region], staged: &[bool], revision: &str, tag: &str
 
 /// Phase 3: with `--canary`, the canary in every staged region, the hold and the checks; then all
 /// traffic in every staged region.
-fn traffic_steps(
-    regions: &[Region],
-    staged: &[bool],
-    inputs: &Inputs,
-    revision: &str,
-    tag: &str,
-) -> Vec<Step> {
+fn traffic_steps(regions: &[Region], staged: &[bool], inputs: &Inputs, tag: &str) -> Vec<Step> {
     let moving: Vec<usize> = (0..regions.len()).filter(|i| staged[*i]).collect();
     let mut steps = Vec::new();
     if let Some(percent) = inputs.canary
@@ -384,7 +454,12 @@ fn traffic_steps(
             steps.push(Step::Canary {
                 region: i,
                 percent,
-                splits: traffic::canary(&regions[i].previous, revision, tag, percent),
+                splits: traffic::canary(
+                    &untagged(&regions[i].previous, tag),
+                    NEW_REVISION,
+                    tag,
+                    percent,
+                ),
             });
         }
         if inputs.canary_wait > 0 {
@@ -402,10 +477,27 @@ fn traffic_steps(
     for &i in &moving {
         steps.push(Step::FullTraffic {
             region: i,
-            splits: traffic::full(revision, tag),
+            splits: traffic::full(NEW_REVISION, tag),
         });
     }
     steps
+}
+
+/// `previous` without `tag`: a re-deploy of the same image (a configuration change) moves the
+/// tag from the revision serving now to the new one; a tag names one revision.
+fn untagged(previous: &[Split], tag: &str) -> Vec<Split> {
+    previous
+        .iter()
+        .map(|s| Split {
+            tag: if s.tag == tag {
+                String::new()
+            } else {
+                s.tag.clone()
+            },
+            ..s.clone()
+        })
+        .filter(|s| s.percent > 0 || !s.tag.is_empty())
+        .collect()
 }
 
 /// Phase 4, one region after the other: the config (created one at a time), the gateway, its

@@ -3,7 +3,7 @@
 //! `items-gateway-spec`.
 
 use anyhow::Context as _;
-use google_cloud_run_v2::model::Service;
+use google_cloud_run_v2::model::{Revision, Service};
 use items_gateway_spec::Environment;
 
 use super::cloud::Cloud;
@@ -18,8 +18,9 @@ pub(crate) struct Region {
     pub(crate) service: Service,
     /// The traffic as read, "latest" pinned: what a rollback restores.
     pub(crate) previous: Vec<Split>,
-    /// Whether the new revision exists already (only known when the image is).
-    pub(crate) revision_exists: bool,
+    /// The revision serving all traffic, when one does (and still exists): what the plan compares
+    /// the image and the service's configuration with.
+    pub(crate) serving: Option<Revision>,
     pub(crate) gateway_name: String,
     /// The config the gateway serves now (full name).
     pub(crate) gateway_config: String,
@@ -33,11 +34,6 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// Whether the region serves `revision` to all traffic.
-    pub(crate) fn service_current(&self, revision: &str) -> bool {
-        traffic::serving_all(&self.previous) == Some(revision)
-    }
-
     /// Whether the region's gateway serves the rendered config.
     pub(crate) fn gateway_current(&self) -> bool {
         self.gateway_config == self.config_name
@@ -55,18 +51,16 @@ pub(crate) struct State {
     pub(crate) served_elsewhere: Vec<String>,
 }
 
-/// Reads the state of `regions` and of the API's configs. `revision` is the new revision's name
-/// when the image is known.
+/// Reads the state of `regions` and of the API's configs.
 pub(crate) async fn read(
     cloud: &Cloud,
     env: &Environment,
     regions: &[String],
-    revision: Option<&str>,
 ) -> anyhow::Result<State> {
     let mut read = Vec::new();
     for name in regions {
         read.push(
-            read_region(cloud, env, name, revision)
+            read_region(cloud, env, name)
                 .await
                 .with_context(|| format!("reading the current state of {name}"))?,
         );
@@ -95,12 +89,7 @@ pub(crate) async fn served_configs(
     Ok(served)
 }
 
-async fn read_region(
-    cloud: &Cloud,
-    env: &Environment,
-    name: &str,
-    revision: Option<&str>,
-) -> anyhow::Result<Region> {
+async fn read_region(cloud: &Cloud, env: &Environment, name: &str) -> anyhow::Result<Region> {
     let settings = env
         .region(name)
         .with_context(|| format!("{} has no region {name}", env.name))?;
@@ -109,13 +98,14 @@ async fn read_region(
         env.project_id, env.service
     );
     let service = cloud.get_service(&service_name).await?;
-    let revision_exists = match revision {
+    let previous = traffic::pinned(&service);
+    let serving = match traffic::serving_all(&previous) {
         Some(revision) => {
             cloud
-                .revision_exists(&format!("{service_name}/revisions/{revision}"))
+                .get_revision(&format!("{service_name}/revisions/{revision}"))
                 .await?
         }
-        None => false,
+        None => None,
     };
     let gateway_name = gateway_name(env, name, &settings.gateway_id);
     let gateway = cloud.get_gateway(&gateway_name).await?;
@@ -125,10 +115,10 @@ async fn read_region(
         gateway.api_config != config_name && cloud.get_config(&config_name).await?.is_some();
     Ok(Region {
         name: name.to_owned(),
-        previous: traffic::pinned(&service),
+        previous,
         service_name,
         service,
-        revision_exists,
+        serving,
         gateway_name,
         gateway_config: gateway.api_config,
         gateway_hostname: gateway.default_hostname,

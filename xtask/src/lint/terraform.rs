@@ -23,11 +23,15 @@
 //!    the provider schema committed in `deploy/terraform/provider-schema/` ([`schema`]);
 //! 10. every environment root passes its stack at least one notification channel, through a
 //!     root variable with no default that requires one ([`notifications`]);
+//! 11. one owner per field of the Cloud Run service and the migrate job: the table "Who owns
+//!     which field" of `docs/deploy.md` against `modules/cloudrun`'s `ignore_changes` (every
+//!     field deploy owns, nothing else), no field nobody owns set, and the ignored image being
+//!     the app container's ([`ownership`]);
 //! 12. every reference to an attribute of a resource, data source or module call with `count`
 //!     or `for_each` names one instance (`module.db[0].url`), which `terraform validate` would
 //!     otherwise refuse ([`indexed`]).
 //!
-//! Checks 1 to 6, 8, 9, 10 and 12 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6 and 8 to 12 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 
@@ -41,6 +45,7 @@ mod module;
 mod notifications;
 mod otlp;
 mod outputs;
+mod ownership;
 mod page_token;
 mod references;
 mod roots;
@@ -73,6 +78,11 @@ pub(crate) fn lint(repo_root: &Path) -> anyhow::Result<Vec<String>> {
         repo_root,
     )?);
     problems.extend(schema::check_repo(repo_root)?);
+    problems.extend(ownership::check_ownership(
+        &repo_root.join("docs/deploy.md"),
+        &terraform.join("modules/cloudrun"),
+        repo_root,
+    )?);
     Ok(problems)
 }
 

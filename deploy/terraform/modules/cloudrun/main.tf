@@ -1,7 +1,10 @@
 # One Cloud Run v2 service per region, not publicly invokable, running as a dedicated
 # service account that may only connect to Cloud SQL, read its secrets (database password,
 # page-token key, collector config) and write telemetry.
-# `cargo xtask deploy` owns the image, the revision name and the traffic split.
+# One owner per field (docs/deploy.md "Who owns which field", checked by `cargo xtask lint
+# terraform`): `cargo xtask deploy` owns the app container's image, the template's annotations
+# (its deploy id), the traffic split, the client and its lease and journal annotations; Terraform
+# owns everything else; nobody names revisions (Cloud Run generates the names).
 
 locals {
   app_port         = 8080
@@ -196,6 +199,7 @@ resource "google_cloud_run_v2_service" "this" {
       }
     }
 
+    # The first container: deploy sets template[0].containers[0].image.
     containers {
       name       = "app"
       image      = var.bootstrap_image
@@ -349,13 +353,18 @@ resource "google_cloud_run_v2_service" "this" {
   }
 
   lifecycle {
-    # Rolled out by `cargo xtask deploy` (Cloud Run Admin API services.patch).
+    # Rolled out by `cargo xtask deploy` (Cloud Run Admin API services.patch): exactly the fields
+    # deploy owns. Not template[0].revision: nobody sets it, so Terraform never re-sends a name
+    # (a re-sent name with a changed template is refused with 409,
+    # hashicorp/terraform-provider-google#14569) and Cloud Run names each new revision.
     ignore_changes = [
       template[0].containers[0].image,
-      template[0].revision,
+      template[0].annotations,
       traffic,
       client,
       client_version,
+      annotations["deploy.xtask.items/lease"],
+      annotations["deploy.xtask.items/journal"],
     ]
   }
 

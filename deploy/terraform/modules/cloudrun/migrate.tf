@@ -5,8 +5,9 @@
 # migrations among the uses of jobs; Cloud Scheduler runs it hourly as well, so pruning happens
 # even when the service scales to zero ("Execute jobs on a schedule": the caller needs
 # roles/run.invoker on the job).
-# Owners: Terraform owns everything here except the container image, which the release sets
-# (`gcloud run jobs update items-migrate --image …`, docs/deploy.md "Schema changes").
+# Owners: Terraform owns everything here except the container's image and the client, which
+# `cargo xtask deploy` sets before it runs the job (docs/deploy.md "Schema changes" and "Who owns
+# which field").
 
 resource "google_service_account" "migrator" {
   project      = var.project_id
@@ -153,7 +154,7 @@ resource "google_cloud_run_v2_job" "migrate" {
   }
 
   lifecycle {
-    # The release points the job at its image before running it.
+    # `cargo xtask deploy` points the job at its image before running it.
     ignore_changes = [
       template[0].template[0].containers[0].image,
       client,

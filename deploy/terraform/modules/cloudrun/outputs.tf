@@ -29,6 +29,19 @@ output "collector_config_secret_id" {
   value       = google_secret_manager_secret.collector_config.id
 }
 
+output "migrate_job" {
+  description = "The migrate job `cargo xtask deploy` points at each image and runs before any revision: its name and region."
+  value = {
+    name     = google_cloud_run_v2_job.migrate.name
+    location = google_cloud_run_v2_job.migrate.location
+  }
+}
+
+output "migrator_service_account_id" {
+  description = "Resource id of the migrate job's service account; updating the job needs actAs on it."
+  value       = google_service_account.migrator.name
+}
+
 output "page_token_key_secret_id" {
   description = "Secret holding the page-token HMAC key (its value is never an output)."
   value       = google_secret_manager_secret.page_token_key.id

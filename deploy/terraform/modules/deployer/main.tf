@@ -5,6 +5,8 @@
 # | push the image                                    | roles/artifactregistry.writer                     | the Docker repository    |
 # | services.get / services.patch, list revisions     | roles/run.developer                               | each Cloud Run service   |
 # | deploy revisions running as the runtime account   | roles/iam.serviceAccountUser                      | the runtime account      |
+# | get, patch, run the migrate job, its executions  | roles/run.developer                               | the migrate job          |
+# | update the job running as the migrator account   | roles/iam.serviceAccountUser                      | the migrator account     |
 # | poll Cloud Run / API Gateway operations           | custom role: run.operations.get, apigateway.operations.get | project         |
 # | create, list, delete API configs                  | roles/apigateway.admin                            | the API                  |
 # | push the config to the managed service            | roles/servicemanagement.configEditor              | the managed service      |
@@ -73,10 +75,20 @@ resource "google_cloud_run_v2_service_iam_member" "developer" {
   member   = google_service_account.deployer.member
 }
 
+# The migrate job: get, patch (its image) and run it, read its executions.
+resource "google_cloud_run_v2_job_iam_member" "migrate" {
+  project  = var.project_id
+  location = var.migrate_job.location
+  name     = var.migrate_job.name
+  role     = "roles/run.developer"
+  member   = google_service_account.deployer.member
+}
+
 resource "google_service_account_iam_member" "act_as" {
   for_each = {
-    runtime = var.runtime_service_account_id
-    gateway = var.gateway_service_account_id
+    runtime  = var.runtime_service_account_id
+    gateway  = var.gateway_service_account_id
+    migrator = var.migrator_service_account_id
   }
 
   service_account_id = each.value

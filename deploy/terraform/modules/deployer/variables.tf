@@ -35,6 +35,19 @@ variable "runtime_service_account_id" {
   description = "Resource id (projects/P/serviceAccounts/EMAIL) of the services' runtime account; deploying a revision needs actAs on it."
 }
 
+variable "migrate_job" {
+  type = object({
+    name     = string
+    location = string
+  })
+  description = "The migrate job the deployer points at each image and runs (jobs.get, jobs.patch, jobs.run, executions.get)."
+}
+
+variable "migrator_service_account_id" {
+  type        = string
+  description = "Resource id of the migrate job's service account; updating the job needs actAs on it."
+}
+
 variable "gateway_service_account_id" {
   type        = string
   description = "Resource id of the gateway identity; creating an API config with gatewayServiceAccount needs actAs on it."

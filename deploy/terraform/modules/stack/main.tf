@@ -173,16 +173,18 @@ module "monitoring" {
 module "deployer" {
   source = "../deployer"
 
-  project_id                 = var.project_id
-  account_id                 = "${var.service_name}-deployer"
-  impersonators              = var.deployer_impersonators
-  cloud_run_services         = { for region, s in module.cloudrun.services : region => s.name }
-  runtime_service_account_id = module.cloudrun.runtime_service_account_id
-  gateway_service_account_id = module.apigateway.gateway_service_account_id
-  api_id                     = module.apigateway.api_id
-  managed_service            = module.apigateway.managed_service
-  gateways                   = { for region, gw in module.apigateway.gateways : region => gw.gateway_id }
-  artifact_registry_location = var.primary_region
+  project_id                  = var.project_id
+  account_id                  = "${var.service_name}-deployer"
+  impersonators               = var.deployer_impersonators
+  cloud_run_services          = { for region, s in module.cloudrun.services : region => s.name }
+  runtime_service_account_id  = module.cloudrun.runtime_service_account_id
+  migrate_job                 = module.cloudrun.migrate_job
+  migrator_service_account_id = module.cloudrun.migrator_service_account_id
+  gateway_service_account_id  = module.apigateway.gateway_service_account_id
+  api_id                      = module.apigateway.api_id
+  managed_service             = module.apigateway.managed_service
+  gateways                    = { for region, gw in module.apigateway.gateways : region => gw.gateway_id }
+  artifact_registry_location  = var.primary_region
 
   depends_on = [google_project_service.apis]
 }

@@ -1,5 +1,6 @@
 //! Check 5: `deploy/environments/<env>.toml` and `deploy/terraform/envs/<env>` name the same
-//! project, regions, service, API, gateway ids and gateway service account.
+//! project, regions, service, API, gateway ids and gateway service account; the primary region
+//! (Cloud SQL's, and the migrate job's, which `cargo xtask deploy` runs) is the TOML's first.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,6 +38,9 @@ struct StackCall {
     api_id: String,
     gateway_account_id: String,
     regions: BTreeMap<String, StackRegion>,
+    /// Set apart: older fixtures do not pass it.
+    #[serde(default)]
+    primary_region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +133,13 @@ fn check_environment(
         );
     }
     differ.check_regions(&stack, &toml);
+    if let (Some(primary), Some(first)) = (&stack.primary_region, toml.regions.first()) {
+        differ.check(
+            "primary_region (where deploy runs the migrate job: the TOML's first region)",
+            primary,
+            &first.name,
+        );
+    }
     Ok(differ.problems)
 }
 
@@ -200,6 +211,12 @@ fn stack_call(module: &Module) -> Result<StackCall, String> {
             .get(key)
             .ok_or_else(|| format!("module \"{}\" does not set {key}", call.name))?;
         object.insert(key.to_owned(), evaluate(expr, key)?);
+    }
+    if let Some(expr) = call.arguments.get("primary_region") {
+        object.insert(
+            "primary_region".to_owned(),
+            evaluate(expr, "primary_region")?,
+        );
     }
     hcl::from_value(Value::Object(object)).map_err(|e| format!("module \"{}\": {e}", call.name))
 }

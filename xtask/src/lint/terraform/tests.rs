@@ -6,6 +6,7 @@ use super::environments::check_environments;
 use super::module::names_with_extension;
 use super::notifications::check_notification_channels;
 use super::otlp::check_otlp_endpoints;
+use super::ownership::check_ownership;
 use super::page_token::check_page_token_environments;
 use super::roots::{check_environment_roots, check_required_dirs};
 use super::{check_tree, lint};
@@ -245,6 +246,51 @@ fn an_environment_without_notification_channels_fails() {
         problems[1].contains("envs/prod") && problems[1].contains("which has a default"),
         "{problems:#?}"
     );
+}
+
+#[test]
+fn the_real_cloud_run_module_has_one_owner_per_field() {
+    let root = repo_root();
+    let problems = check_ownership(
+        &root.join("docs/deploy.md"),
+        &root.join("deploy/terraform/modules/cloudrun"),
+        &root,
+    )
+    .expect("readable docs and module");
+    assert_clean(&problems);
+}
+
+/// Each broken fixture: the table of its deploy.md against its cloudrun/main.tf.
+#[test]
+fn a_field_with_two_owners_fails() {
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "ownership_revision_ignored",
+            &[
+                "ownership_revision_ignored/cloudrun: google_cloud_run_v2_service.this: lifecycle.ignore_changes has template[0].revision, which the table gives to nobody: Terraform would re-send its value from the state",
+            ],
+        ),
+        (
+            "ownership_annotations_not_ignored",
+            &[
+                "ownership_annotations_not_ignored/cloudrun: google_cloud_run_v2_service.this: deploy owns template[0].annotations but lifecycle.ignore_changes lacks it: the next apply would undo a deploy",
+            ],
+        ),
+        (
+            "ownership_sidecar_first",
+            &[
+                "ownership_sidecar_first/cloudrun: google_cloud_run_v2_service.this: template[0].containers[0].image is not the container deploy sets (container 1: named \"app\", else the one with ports, else the first)",
+                "ownership_sidecar_first/cloudrun: google_cloud_run_v2_service.this: sets template[0].revision, which nobody may set",
+            ],
+        ),
+    ];
+    let base = fixture("");
+    for (name, expected) in cases {
+        let dir = fixture(name);
+        let problems = check_ownership(&dir.join("deploy.md"), &dir.join("cloudrun"), &base)
+            .expect("readable fixture");
+        assert_eq!(problems, expected, "{name}");
+    }
 }
 
 #[test]
