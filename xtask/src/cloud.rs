@@ -396,8 +396,9 @@ fn migrate_job(
 
 /// The `app` container as deploy/terraform/modules/cloudrun creates it, on this machine: the
 /// database over loopback as the runtime user (no migration at start-up: it may not run DDL),
-/// its password from a secret volume at /secrets/db-password, the page-token key at
-/// /page-token/current (both `latest`), port 8080 and the startup probe on /health/ready. The
+/// its password from a secret volume at /secrets/db-password (`latest`), the page-token key's
+/// version 1 pinned at /page-token/current (as Terraform's `page_token_signing_key_version`;
+/// `cargo xtask rotate page-token` moves it), port 8080 and the startup probe on /health/ready. The
 /// collector sidecar and the Cloud SQL volume are left out.
 fn template(env: &Environment, image: &str, pg_port: u16, secrets: &Secrets) -> serde_json::Value {
     let env_vars = [
@@ -442,7 +443,7 @@ fn template(env: &Environment, image: &str, pg_port: u16, secrets: &Secrets) -> 
             }},
             {"name": "page-token", "secret": {
                 "secret": secrets.page_token,
-                "items": [{"version": "latest", "path": "current"}]
+                "items": [{"version": "1", "path": "current"}]
             }}
         ]
     })

@@ -27,7 +27,7 @@
 //! is refused, and `--rollback` undoes, from that journal, a deploy that died. Production asks for
 //! a confirmation (`--yes` in CI).
 
-mod cloud;
+pub(crate) mod cloud;
 mod execute;
 mod interrupt;
 mod journal;

@@ -15,6 +15,7 @@ mod loadtest;
 mod migrate;
 mod oci;
 mod render;
+mod rotate;
 mod test;
 mod tidy;
 mod token;
@@ -62,6 +63,9 @@ enum Command {
     Image(image::Args),
     /// Roll the service out to Cloud Run and API Gateway in every region of an environment.
     Deploy(deploy::Args),
+    /// Rotate a secret without failing requests: `rotate page-token --env E [--phase add|sign|retire]`,
+    /// `rotate db-password --env E`.
+    Rotate(rotate::Args),
     /// Run the local cloud `deploy --env local` deploys to: PostgreSQL, an OCI registry, Cloud
     /// Run (each revision run from its image) and one local API Gateway per region.
     Cloud(cloud::Args),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             Command::Image(args) => image::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,
             Command::Cloud(args) => cloud::run(args).await,
+            Command::Rotate(args) => rotate::run(args).await,
             Command::Failover(args) => failover::run(args).await,
         }
     });

@@ -111,7 +111,8 @@ async fn apply_pending(client: &mut Client) -> Result<Vec<String>, DbError> {
 /// Cloud SQL are created as part of the cloudsqlsuperuser role"); a role created with SQL gets
 /// only the attributes it is given. The password is sent as a SCRAM-SHA-256 verifier, so its
 /// plain text never reaches the server or its statement log. Setting it on every run makes a
-/// rotation one job run (docs/deploy.md, "Rotating the database password").
+/// rotation a new secret version and one job run (`cargo xtask rotate db-password`; docs/deploy.md,
+/// "Rotating secrets").
 const RUNTIME_GRANTS: [&str; 5] = [
     "GRANT CONNECT ON DATABASE %I TO %I",
     "GRANT USAGE ON SCHEMA public TO %2$I",

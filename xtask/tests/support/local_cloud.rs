@@ -88,6 +88,19 @@ impl Cloud {
         line[prefix.len()..].trim().to_owned()
     }
 
+    /// (region, gateway URL) of each `gateway <region>: URL` line.
+    pub fn gateways(&self) -> Vec<(String, String)> {
+        self.value("api key:");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("gateway "))
+            .filter_map(|l| l.split_once(": "))
+            .map(|(r, u)| (r.to_owned(), u.trim().to_owned()))
+            .collect()
+    }
+
     /// The registry host the cloud pushed its bootstrap image to.
     pub fn registry(&self) -> String {
         let state: serde_json::Value = serde_json::from_slice(
@@ -131,4 +144,12 @@ pub fn push_image(registry: &str, binary: &Path, label: &str, tag: &str, layout:
 /// The Cloud Run revision `deploy` creates for `image`.
 pub fn revision_of(image: &str) -> String {
     format!("items-{}", &image.rsplit(':').next().unwrap()[..12])
+}
+
+/// A JWT the local gateways accept (`cargo xtask token --env local`).
+pub fn token() -> String {
+    String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
 }

@@ -13,11 +13,14 @@ locals {
   collector_dir    = "/etc/otelcol-google"
   collector_health = 13133
   # The page-token key: its own volume (a secret volume shadows its whole directory, so it cannot
-  # sit inside /secrets), "latest" as `current`, older versions still verifying as previous-<n>.
+  # sit inside /secrets). The pinned signing version as `current`, the verify-only versions as
+  # verify-<n>: never "latest", whose meaning changes under running instances (they read the
+  # files once, at start-up). `cargo xtask rotate page-token` moves the pins in phases
+  # (docs/deploy.md, "Rotating secrets").
   page_token_dir  = "/page-token"
   page_token_file = "current"
-  page_token_previous_files = [
-    for v in var.page_token_previous_key_versions : "${local.page_token_dir}/previous-${v}"
+  page_token_verify_files = [
+    for v in var.page_token_verify_key_versions : "${local.page_token_dir}/verify-${v}"
   ]
 
   # Cloud SQL has no instance-level IAM: project bindings are narrowed to the one instance.
@@ -58,8 +61,8 @@ locals {
       APP__DATABASE__USER               = var.database.iam_user
       APP__DATABASE__IAM_AUTHENTICATION = "true"
     },
-    length(local.page_token_previous_files) > 0 ? {
-      APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES = join(",", local.page_token_previous_files)
+    length(local.page_token_verify_files) > 0 ? {
+      APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES = join(",", local.page_token_verify_files)
     } : {},
     var.env,
   )
@@ -108,11 +111,11 @@ resource "google_secret_manager_secret_iam_member" "db_password" {
   member    = google_service_account.runtime.member
 }
 
-# The HMAC key that signs page tokens: generated during apply and written to Secret Manager
-# through a write-only argument, so it is never in the repository, the plan or the state. Bump
-# page_token_key_version to rotate: a new version becomes "latest" (the signing key) and the old
-# one stays enabled (deletion_policy ABANDON) so that, listed in page_token_previous_key_versions,
-# it keeps verifying the tokens of clients that are paging.
+# The HMAC key that signs page tokens: its first version is generated during apply and written
+# to Secret Manager through a write-only argument, so it is never in the repository, the plan or
+# the state. Later versions are added by `cargo xtask rotate page-token`, which prints the pins
+# (page_token_signing_key_version, page_token_verify_key_versions) to apply phase by phase;
+# versions stay enabled (deletion_policy ABANDON) while a pin may name them.
 ephemeral "random_password" "page_token_key" {
   length  = 64
   special = false
@@ -314,14 +317,14 @@ resource "google_cloud_run_v2_service" "this" {
       secret {
         secret = google_secret_manager_secret.page_token_key.secret_id
         items {
-          version = "latest"
+          version = var.page_token_signing_key_version
           path    = local.page_token_file
         }
         dynamic "items" {
-          for_each = var.page_token_previous_key_versions
+          for_each = var.page_token_verify_key_versions
           content {
             version = items.value
-            path    = "previous-${items.value}"
+            path    = "verify-${items.value}"
           }
         }
       }

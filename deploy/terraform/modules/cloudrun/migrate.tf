@@ -138,7 +138,7 @@ resource "google_cloud_run_v2_job" "migrate" {
         secret {
           secret = google_secret_manager_secret.page_token_key.secret_id
           items {
-            version = "latest"
+            version = var.page_token_signing_key_version
             path    = local.page_token_file
           }
         }

@@ -191,7 +191,7 @@ variable "labels" {
 
 variable "page_token_key_version" {
   type        = number
-  description = "Version of the generated page-token key; bump it to rotate (a new Secret Manager version becomes the signing key). List the version it replaces in page_token_previous_key_versions until clients' paging has moved on."
+  description = "Version of the Terraform-generated page-token key: 1 creates the environment's first key (Secret Manager version 1). Rotations add versions with `cargo xtask rotate page-token` instead; a bump adds a generated version that nothing uses until a pin names it."
   default     = 1
 
   validation {
@@ -200,14 +200,30 @@ variable "page_token_key_version" {
   }
 }
 
-variable "page_token_previous_key_versions" {
+variable "page_token_signing_key_version" {
+  type        = string
+  description = "Secret Manager version number of the page-token key that signs (mounted as /page-token/current). Pinned, never \"latest\": instances read the key once at start-up, so a new version must verify everywhere before anything signs with it. Set the value `cargo xtask rotate page-token` prints."
+  default     = "1"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*$", var.page_token_signing_key_version))
+    error_message = "page_token_signing_key_version must be a Secret Manager version number such as \"3\" (not \"latest\")."
+  }
+}
+
+variable "page_token_verify_key_versions" {
   type        = list(string)
-  description = "Secret Manager version numbers of earlier page-token keys that still verify tokens (mounted as /page-token/previous-<n>, listed in APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES)."
+  description = "Secret Manager version numbers of page-token keys that only verify tokens (mounted as /page-token/verify-<n>, listed in APP__API__PAGE_TOKEN_PREVIOUS_SECRET_FILES): the next key during a rotation's `add` phase, the previous ones until `retire`. Set the value `cargo xtask rotate page-token` prints."
   default     = []
 
   validation {
-    condition     = alltrue([for v in var.page_token_previous_key_versions : can(regex("^[1-9][0-9]*$", v))])
-    error_message = "page_token_previous_key_versions must be Secret Manager version numbers such as \"3\"."
+    condition     = alltrue([for v in var.page_token_verify_key_versions : can(regex("^[1-9][0-9]*$", v))])
+    error_message = "page_token_verify_key_versions must be Secret Manager version numbers such as \"3\"."
+  }
+
+  validation {
+    condition     = !contains(var.page_token_verify_key_versions, var.page_token_signing_key_version)
+    error_message = "page_token_verify_key_versions must not list the signing version."
   }
 }
 

@@ -129,9 +129,10 @@ resource "google_secret_manager_secret_version" "db_password" {
   depends_on = [google_sql_user.app]
 }
 
-# The runtime user's password. Bump runtime_password_version to rotate: a new version becomes
-# "latest", the next migrate job run sets it on the role, and the next revision reads it
-# (docs/deploy.md, "Rotating the database password").
+# The runtime user's password: its first version. Rotate it with `cargo xtask rotate db-password`,
+# which adds a version and runs the migrate job that sets it on the role (docs/deploy.md,
+# "Rotating secrets"); a bump of runtime_password_version adds a version that reaches the role
+# only at the job's next run.
 ephemeral "random_password" "runtime" {
   length           = 40
   special          = true

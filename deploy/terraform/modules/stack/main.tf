@@ -105,8 +105,9 @@ module "cloudrun" {
   deletion_protection = var.deletion_protection
   labels              = local.labels
 
-  page_token_key_version           = var.page_token_key_version
-  page_token_previous_key_versions = var.page_token_previous_key_versions
+  page_token_key_version         = var.page_token_key_version
+  page_token_signing_key_version = var.page_token_signing_key_version
+  page_token_verify_key_versions = var.page_token_verify_key_versions
 
   regions = {
     for region, subnet in module.network.subnets : region => {

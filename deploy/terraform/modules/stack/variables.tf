@@ -175,13 +175,19 @@ variable "db_password_version" {
 
 variable "page_token_key_version" {
   type        = number
-  description = "Bump to rotate the page-token HMAC key (a new Secret Manager version becomes the signing key)."
+  description = "Version of the Terraform-generated page-token key (1: the environment's first key). Rotate with `cargo xtask rotate page-token` (docs/deploy.md, \"Rotating secrets\")."
   default     = 1
 }
 
-variable "page_token_previous_key_versions" {
+variable "page_token_signing_key_version" {
+  type        = string
+  description = "Secret Manager version of the page-token key that signs; the value `cargo xtask rotate page-token` prints."
+  default     = "1"
+}
+
+variable "page_token_verify_key_versions" {
   type        = list(string)
-  description = "Secret Manager version numbers of earlier page-token keys that still verify tokens after a rotation."
+  description = "Secret Manager versions of the page-token key that only verify; the value `cargo xtask rotate page-token` prints."
   default     = []
 }
 

@@ -1,12 +1,11 @@
 //! Check 6: every environment gets its own generated page-token key in Secret Manager
-//! (write-only, never an output), readable by the runtime account and mounted where
-//! `APP__API__PAGE_TOKEN_SECRET_FILE` says; no secret volume takes read access from the non-root
-//! user the app runs as.
+//! (write-only, never an output), readable by the runtime account and mounted, pinned to a
+//! version, where `APP__API__PAGE_TOKEN_SECRET_FILE` says; no secret volume takes read access from
+//! the non-root user the app runs as.
 
 use std::path::Path;
 
 use hcl::Body;
-use hcl::eval::Context;
 use hcl::expr::Expression;
 
 use super::module::{
@@ -162,65 +161,94 @@ fn check_runtime_reads(
     })
 }
 
-/// Mounted into the app container, "latest" at the path the service is told to read.
+/// Mounted into the app container at the path the service is told to read, with a pinned
+/// version: instances read the key once at start-up, so `latest` would make instances started
+/// after a new version sign with a key the others reject (docs/deploy.md, "Rotating secrets").
 fn check_mounted(module: &Module, template: &Body, what: &str, secret: &str) -> Result<(), String> {
     let context = string_locals(module);
-    let (volume, file) = latest_version_volume(template, secret, &context).ok_or_else(|| {
-        format!("{what}: no volume of the Cloud Run service mounts \"latest\" of {secret}")
-    })?;
+    let volumes = key_volumes(template, secret);
+    let Some((volume, _)) = volumes.first() else {
+        return Err(format!(
+            "{what}: no volume of the Cloud Run service mounts {secret}"
+        ));
+    };
     let containers = nested(template, "containers");
     let app = containers
         .iter()
         .find(|c| attribute(c, "name").and_then(literal_string).as_deref() == Some("app"))
         .or(containers.first());
-    let mount = app.and_then(|app| {
-        nested(app, "volume_mounts").into_iter().find_map(|m| {
-            (attribute(m, "name").and_then(literal_string).as_deref() == Some(volume.as_str()))
-                .then(|| attribute(m, "mount_path").and_then(|p| eval_string(p, &context)))
-                .flatten()
+    let mounts: Vec<(String, String)> = app
+        .map(|app| {
+            nested(app, "volume_mounts")
+                .into_iter()
+                .filter_map(|m| {
+                    let name = attribute(m, "name").and_then(literal_string)?;
+                    let path = attribute(m, "mount_path").and_then(|p| eval_string(p, &context))?;
+                    Some((name, path))
+                })
+                .collect()
         })
-    });
-    let Some(mount) = mount else {
+        .unwrap_or_default();
+    let Some(path) = find_in_locals(module, "APP__API__PAGE_TOKEN_SECRET_FILE")
+        .and_then(|e| eval_string(e, &context))
+    else {
+        return Err(format!(
+            "{what}: no APP__API__PAGE_TOKEN_SECRET_FILE (a string) in the app's environment"
+        ));
+    };
+    let mut mounted = Vec::new();
+    for (name, secret_block) in &volumes {
+        let Some((_, mount)) = mounts.iter().find(|(m, _)| m == name) else {
+            continue;
+        };
+        for item in nested(secret_block, "items") {
+            let Some(file) = attribute(item, "path").and_then(|p| eval_string(p, &context)) else {
+                continue;
+            };
+            let full = format!("{}/{file}", mount.trim_end_matches('/'));
+            if full == path {
+                let latest = attribute(item, "version")
+                    .and_then(literal_string)
+                    .is_some_and(|v| v == "latest");
+                return if latest {
+                    Err(format!(
+                        "{what}: the signing page-token key ({path}) is mounted as version \"latest\"; pin it (page_token_signing_key_version): instances started after a new version would sign with a key the others reject"
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
+            mounted.push(full);
+        }
+    }
+    if mounts.iter().all(|(m, _)| m != volume) && mounted.is_empty() {
         return Err(format!(
             "{what}: the app container does not mount volume \"{volume}\" (the page-token key)"
         ));
-    };
-    let expected = format!("{}/{file}", mount.trim_end_matches('/'));
-    match find_in_locals(module, "APP__API__PAGE_TOKEN_SECRET_FILE")
-        .and_then(|e| eval_string(e, &context))
-    {
-        Some(path) if path == expected => Ok(()),
-        Some(path) => Err(format!(
-            "{what}: APP__API__PAGE_TOKEN_SECRET_FILE is \"{path}\" but the key is mounted at \"{expected}\""
-        )),
-        None => Err(format!(
-            "{what}: no APP__API__PAGE_TOKEN_SECRET_FILE (a string) in the app's environment; the key is mounted at \"{expected}\""
-        )),
     }
+    Err(format!(
+        "{what}: APP__API__PAGE_TOKEN_SECRET_FILE is \"{path}\" but the key is mounted at {}",
+        mounted
+            .iter()
+            .map(|m| format!("\"{m}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
-/// (volume name, file path in the volume) of the volume holding the "latest" version of `secret`.
-fn latest_version_volume(
-    template: &Body,
-    secret: &str,
-    context: &Context,
-) -> Option<(String, String)> {
-    nested(template, "volumes").into_iter().find_map(|volume| {
-        let secret_block = nested(volume, "secret").into_iter().next()?;
-        if !refers_to(attribute(secret_block, "secret"), secret) {
-            return None;
-        }
-        let name = attribute(volume, "name").and_then(literal_string)?;
-        let latest = nested(secret_block, "items").into_iter().find_map(|item| {
-            (attribute(item, "version")
-                .and_then(literal_string)
-                .as_deref()
-                == Some("latest"))
-            .then(|| attribute(item, "path").and_then(|p| eval_string(p, context)))
-            .flatten()
-        })?;
-        Some((name, latest))
-    })
+/// (volume name, its `secret` block) of each volume holding versions of `secret`.
+fn key_volumes<'a>(template: &'a Body, secret: &str) -> Vec<(String, &'a Body)> {
+    nested(template, "volumes")
+        .into_iter()
+        .filter_map(|volume| {
+            let secret_block = nested(volume, "secret").into_iter().next()?;
+            if !refers_to(attribute(secret_block, "secret"), secret) {
+                return None;
+            }
+            let name = attribute(volume, "name").and_then(literal_string)?;
+            Some((name, secret_block))
+        })
+        .collect()
 }
 
 /// No output of `module` exposes a secret version or an ephemeral value.

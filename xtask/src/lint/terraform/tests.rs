@@ -182,6 +182,19 @@ fn an_environment_that_does_not_mount_its_page_token_key_fails() {
 }
 
 #[test]
+fn an_environment_that_signs_with_the_latest_page_token_key_fails() {
+    let root = fixture("page_token_latest");
+    let problems =
+        check_page_token_environments(&root.join("envs"), &root).expect("readable fixture");
+    assert_eq!(
+        problems,
+        [
+            "envs/dev (modules/cloudrun): the signing page-token key (/page-token/current) is mounted as version \"latest\"; pin it (page_token_signing_key_version): instances started after a new version would sign with a key the others reject"
+        ],
+    );
+}
+
+#[test]
 fn every_environment_exports_to_the_collectors_otlp_http_port() {
     let root = repo_root();
     let problems = check_otlp_endpoints(
