@@ -24,7 +24,7 @@ const PHASES: [&str; 5] = [
     "v1: deploy (canary 50%, 3 s)",
     "v2 adds a column: migrate job, canary 50%, SLO gate, 100%",
     "v3: latency injected, SLO gate missed, rolled back to v2",
-    "rollback to v1: deploy --image v1, new v1 instances on v2's schema",
+    "rollback to v1: a deploy of v1 interrupted by SIGINT in its canary hold (rolled back to v2), then deploy --image v1, new v1 instances on v2's schema",
     "after: v1 serving",
 ];
 /// The p95 objective of the gate, and the latency injected into v3's revision (well above it).
@@ -524,6 +524,48 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     assert!(on_all(&images[1]), "traffic is not back on v2");
 
     load.enter(3);
+    // Ctrl-C during the canary hold, under load: deploy rolls back what it changed (v2 serves
+    // everything again), releases its lease and exits 130 (docs/deploy.md, "Rollback behaviour").
+    let interrupted_log = layout.with_extension("interrupted.log");
+    let mut interrupted = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "deploy", "--env", "local", "--image", &images[0], "--canary", "50",
+        ])
+        .args(["--canary-wait", "120", "--api-key", &key, "--token", &token])
+        .env_remove("DEPLOY_API_KEY")
+        .env_remove("DEPLOY_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&interrupted_log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&interrupted_log)
+        .unwrap_or_default()
+        .contains("holding the canary")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(180)
+                && interrupted.try_wait().unwrap().is_none(),
+            "the deploy did not reach its canary hold: {}",
+            std::fs::read_to_string(&interrupted_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(interrupted.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = interrupted.wait().unwrap();
+    let said = std::fs::read_to_string(&interrupted_log).unwrap_or_default();
+    eprintln!("--- interrupted deploy: {status}\n{said}");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        on_all(&images[1]),
+        "after SIGINT, v2 does not serve everything"
+    );
+    let _ = std::fs::remove_file(&interrupted_log);
+
     let v1_started_before = later_schema_lines(&cloud);
     assert!(deploy(&images[0], false).status.success());
     assert!(on_all(&images[0]), "v1 does not serve everything");
