@@ -284,32 +284,18 @@ impl LocalCloud {
         let listener = std::net::TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let data = web::Data::from(shared.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("local-cloud".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(data.clone())
-                            .app_data(web::PayloadConfig::new(16 << 20))
-                            .default_service(web::to(handle))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .listen(listener);
-                    match server {
-                        Ok(server) => {
-                            let _ = tx.send(Ok(()));
-                            let _ = server.run().await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        rx.recv()??;
+        spawn_server("local-cloud", move || {
+            Ok(HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(16 << 20))
+                    .default_service(web::to(handle))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)?
+            .run())
+        })?;
         Ok(Self {
             addr,
             shared,
@@ -666,6 +652,32 @@ impl Request<'_> {
     pub(crate) fn route(&self) -> String {
         format!("no route {} /{}", self.method, self.name)
     }
+}
+
+/// Runs the server `build` makes on a thread of its own, in an actix System of its own (the
+/// control plane and the registry both serve beside a caller's runtime); returns once it listens.
+pub(crate) fn spawn_server(
+    name: &str,
+    build: impl FnOnce() -> std::io::Result<actix_web::dev::Server> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match build() {
+                    Ok(server) => {
+                        let _ = tx.send(Ok(()));
+                        let _ = server.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    rx.recv()??;
+    Ok(())
 }
 
 #[cfg(test)]

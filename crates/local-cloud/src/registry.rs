@@ -62,37 +62,23 @@ impl Registry {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let data = web::Data::from(store.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("local-registry".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(data.clone())
-                            .app_data(web::PayloadConfig::new(1 << 30))
-                            .default_service(web::to(handle))
-                    })
-                    // Large layers are hashed while the client waits on its kept-alive
-                    // connection (seconds in a debug build): generous timeouts.
-                    .keep_alive(std::time::Duration::from_secs(300))
-                    .client_request_timeout(std::time::Duration::from_secs(300))
-                    .client_disconnect_timeout(std::time::Duration::from_secs(30))
-                    .workers(2)
-                    .disable_signals()
-                    .listen(listener);
-                    match server {
-                        Ok(server) => {
-                            let _ = tx.send(Ok(()));
-                            let _ = server.run().await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        rx.recv()??;
+        crate::spawn_server("local-registry", move || {
+            Ok(HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(1 << 30))
+                    .default_service(web::to(handle))
+            })
+            // Large layers are hashed while the client waits on its kept-alive connection
+            // (seconds in a debug build): generous timeouts.
+            .keep_alive(std::time::Duration::from_secs(300))
+            .client_request_timeout(std::time::Duration::from_secs(300))
+            .client_disconnect_timeout(std::time::Duration::from_secs(30))
+            .workers(2)
+            .disable_signals()
+            .listen(listener)?
+            .run())
+        })?;
         Ok(Self { addr, store })
     }
 
