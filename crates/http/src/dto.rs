@@ -42,8 +42,9 @@ impl From<&Item> for ItemResponse {
 
 /// The JSON of an [`ItemResponse`], written straight from the domain's [`Item`]: no owned copy
 /// of the name and description, the timestamps formatted on the stack. The same bytes as
-/// serialising `ItemResponse::from(item)` (tests below); `callgrind`, figures in
-/// docs/performance.md.
+/// serialising `ItemResponse::from(item)` (tests below). With the body sized up front and the rows
+/// read by index: a page of 50 380.4k -> 331.6k instructions, GET /items/{id} 52.0k -> 50.4k
+/// (`callgrind`, docs/performance.md).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ItemJson<'a>(pub(crate) &'a Item);
 

@@ -174,7 +174,8 @@ pub(crate) fn item_from_row(row: &Row) -> Result<Item, DbError> {
 
 /// An item from the `item_columns!` of a row, `first` being the index of its `id`. Read by
 /// index, not by name: a look-up by name compares the name with every column's (`callgrind`,
-/// a page of 50 spent 12% of its instructions looking up columns and decoding timestamps);
+/// a page of 50 spent 12% of its instructions looking up columns and decoding timestamps; item
+/// decoding 120.7k -> 104.7k instructions per page with the text copied once);
 /// debug builds check the names. Text is borrowed from the row and copied once, by the
 /// domain's parser.
 pub(crate) fn item_from_columns(row: &Row, first: usize) -> Result<Item, DbError> {

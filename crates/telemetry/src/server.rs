@@ -56,7 +56,7 @@ impl HttpInstruments {
     /// With no span exporter, the span is not recorded, only identified: its trace and span ids
     /// and its sampled flag (the configured sampler's decision, as the SDK would take it) are
     /// what the logs and problem bodies show, and nothing else of it would leave the process.
-    /// `callgrind`, GET /items/{id}: figures in docs/performance.md.
+    /// GET /items/{id}: 58.4k -> 52.0k instructions (`callgrind`, docs/performance.md).
     pub fn start_server_span(&self, method: &'static str, parent: Option<SpanContext>) -> Context {
         let remote = parent
             .as_ref()
