@@ -14,7 +14,7 @@ use items_domain::{
 use sha2::{Digest as _, Sha256};
 
 use crate::instruments::{Instruments, Query};
-use crate::sql::{self, On, item_from_row, traced};
+use crate::sql::{self, On, item_from_columns, item_from_row, traced};
 use crate::{Connector, DbError};
 
 /// The PostgreSQL-backed item store. Cheap to clone (the pool is reference-counted).
@@ -200,12 +200,13 @@ impl PgStore {
         let claimed = on.execute(&sql::CLAIM_KEY, &[&key.as_str(), &hash]).await?;
         if claimed == 0 {
             let row = on.query_one(&sql::SELECT_KEY, &[&key.as_str()]).await?;
-            let stored_hash: Vec<u8> = row.try_get("request_hash").map_err(DbError::from)?;
-            if stored_hash != hash {
+            let stored_hash: &[u8] = row.try_get(0).map_err(DbError::from)?;
+            if stored_hash != hash.as_slice() {
                 return Err(StoreError::IdempotencyConflict);
             }
             return Ok(CreateOutcome {
-                item: item_from_row(&row)?,
+                // `request_hash`, then the item's columns.
+                item: item_from_columns(&row, 1)?,
                 replayed: true,
             });
         }

@@ -26,6 +26,8 @@ pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     meter_provider: Option<SdkMeterProvider>,
     flush_timeout: Duration,
+    /// With `telemetry.exporter = "none"`: the sampler, for spans that are never recorded.
+    unexported: Option<Sampler>,
 }
 
 impl Telemetry {
@@ -44,6 +46,7 @@ impl Telemetry {
             .with_sampler(sampler(settings))
             .with_resource(resource.clone());
         let mut meter_provider = None;
+        let mut unexported = Some(sampler(settings));
         if let (Some(traces_url), Some(metrics_url)) =
             (settings.traces_url(), settings.metrics_url())
         {
@@ -54,9 +57,14 @@ impl Telemetry {
                 traces_url,
             )?);
             meter_provider = Some(meter_provider_for(settings, client, metrics_url, resource)?);
+            unexported = None;
         }
         let tracer_provider = tracer_provider.build();
-        opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+        // With nothing to export, the repository's spans (made by the global tracer) would be
+        // recorded only to be dropped: the global tracer stays the no-op one.
+        if unexported.is_none() {
+            opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+        }
         if let Some(meter_provider) = &meter_provider {
             opentelemetry::global::set_meter_provider(meter_provider.clone());
         }
@@ -64,11 +72,17 @@ impl Telemetry {
             tracer_provider,
             meter_provider,
             flush_timeout: Duration::from_millis(settings.flush_timeout_ms),
+            unexported,
         })
     }
 
     pub(crate) fn tracer_provider(&self) -> &SdkTracerProvider {
         &self.tracer_provider
+    }
+
+    /// The sampler when no span is exported (`telemetry.exporter = "none"`), else `None`.
+    pub(crate) fn unexported_sampler(&self) -> Option<&Sampler> {
+        self.unexported.as_ref()
     }
 
     /// Exports everything buffered and stops the exporters, within the flush budget.

@@ -15,6 +15,8 @@ struct Stat {
     ppid: u32,
     /// utime + stime: the process's own CPU.
     own: u64,
+    /// stime alone: CPU in the kernel on the process's behalf (system calls, wake-ups).
+    system: u64,
     /// cutime + cstime: CPU of its children that exited and were waited for.
     children: u64,
 }
@@ -28,6 +30,7 @@ fn parse_stat(line: &str) -> Option<Stat> {
     Some(Stat {
         ppid: u32::try_from(field(4)?).ok()?,
         own: field(14)? + field(15)?,
+        system: field(15)?,
         children: field(16)? + field(17)?,
     })
 }
@@ -43,6 +46,25 @@ fn ticks(ticks: u64) -> Duration {
 /// User + system CPU of a live process so far (all its threads).
 pub(crate) fn process(pid: u32) -> Option<Duration> {
     stat(pid).map(|s| ticks(s.own))
+}
+
+/// System CPU of a live process so far (all its threads).
+fn process_system(pid: u32) -> Option<Duration> {
+    stat(pid).map(|s| ticks(s.system))
+}
+
+/// How long the threads of a live process have waited, runnable, for a CPU so far: the second
+/// field of `/proc/<pid>/task/<tid>/schedstat` (nanoseconds), summed over its threads. Requests
+/// wait as long as the worker thread does: on a busy machine this, not the service's own work,
+/// is where the latency tail comes from.
+fn runqueue_wait(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let nanos = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(Duration::from_nanos(nanos))
 }
 
 /// User + system CPU of a PostgreSQL cluster so far: the postmaster's own, its exited children's
@@ -75,6 +97,8 @@ pub(crate) fn postmaster_pid(data_dir: &Path) -> anyhow::Result<u32> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     service: Option<Duration>,
+    service_system: Option<Duration>,
+    service_wait: Option<Duration>,
     postgres: Option<Duration>,
 }
 
@@ -82,6 +106,10 @@ pub(crate) struct Sample {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct PerRequest {
     pub(crate) service_us: Option<f64>,
+    /// The part of `service_us` spent in the kernel.
+    pub(crate) service_system_us: Option<f64>,
+    /// Time the service's threads waited for a CPU while runnable.
+    pub(crate) service_wait_us: Option<f64>,
     pub(crate) postgres_us: Option<f64>,
 }
 
@@ -90,6 +118,8 @@ impl Sample {
     pub(crate) fn take(service: Option<u32>, postmaster: u32) -> Self {
         Self {
             service: service.and_then(process),
+            service_system: service.and_then(process_system),
+            service_wait: service.and_then(runqueue_wait),
             postgres: cluster(postmaster),
         }
     }
@@ -102,6 +132,8 @@ impl Sample {
         };
         PerRequest {
             service_us: per(self.service, after.service),
+            service_system_us: per(self.service_system, after.service_system),
+            service_wait_us: per(self.service_wait, after.service_wait),
             postgres_us: per(self.postgres, after.postgres),
         }
     }
@@ -120,6 +152,7 @@ mod tests {
             Some(Stat {
                 ppid: 17,
                 own: 325,
+                system: 75,
                 children: 15
             })
         );
@@ -131,16 +164,23 @@ mod tests {
     fn this_process_has_spent_cpu_and_per_request_divides_the_difference() {
         let me = std::process::id();
         assert!(process(me).is_some());
+        assert!(runqueue_wait(me).is_some());
         let before = Sample {
             service: Some(Duration::from_millis(100)),
+            service_system: Some(Duration::from_millis(40)),
+            service_wait: Some(Duration::from_millis(10)),
             postgres: Some(Duration::from_millis(1000)),
         };
         let after = Sample {
             service: Some(Duration::from_millis(300)),
+            service_system: Some(Duration::from_millis(90)),
+            service_wait: Some(Duration::from_millis(510)),
             postgres: None,
         };
         let per = before.per_request(&after, 1000);
         assert_eq!(per.service_us, Some(200.0));
+        assert_eq!(per.service_system_us, Some(50.0));
+        assert_eq!(per.service_wait_us, Some(500.0));
         assert_eq!(per.postgres_us, None);
         assert_eq!(before.per_request(&after, 0).service_us, None);
     }

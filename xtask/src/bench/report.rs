@@ -218,7 +218,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:>3} {:>8} {:>7} {:>7} {:>7} {:>6} {:>8} {:>6} {:>7} {:>7} {:>7}",
+            "{:<24} {:>3} {:>8} {:>7} {:>7} {:>7} {:>6} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7}",
             "endpoint",
             "rnd",
             "req/s",
@@ -230,7 +230,10 @@ impl Report {
             "% pg",
             "svc µs",
             "pg µs",
-            "pgb µs"
+            "pgb µs",
+            "svc/pg",
+            "sys µs",
+            "wait µs"
         );
         let opt = |v: Option<f64>, decimals: usize| {
             v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
@@ -240,7 +243,7 @@ impl Report {
                 let s = &r.service;
                 let _ = writeln!(
                     out,
-                    "{:<24} {:>3} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>8} {:>6} {:>7} {:>7} {:>7}",
+                    "{:<24} {:>3} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7}",
                     e.name,
                     i + 1,
                     s.requests_per_second(),
@@ -253,6 +256,9 @@ impl Report {
                     opt(r.cpu.service_us, 1),
                     opt(r.cpu.postgres_us, 1),
                     opt(r.limit.as_ref().and_then(|l| l.postgres_cpu_us), 1),
+                    opt(ratio(r.cpu.service_us, r.cpu.postgres_us), 2),
+                    opt(r.cpu.service_system_us, 1),
+                    opt(r.cpu.service_wait_us, 1),
                 );
             }
         }
@@ -260,7 +266,9 @@ impl Report {
             out,
             "\n% pg: the service's req/s as a share of pgbench's TPS (PostgreSQL alone, the same statement, \
              prepared, as many clients); svc µs / pg µs: CPU per request of the service and of PostgreSQL \
-             (all backends) under wrk; pgb µs: PostgreSQL's CPU per pgbench transaction (/proc, 10 ms ticks)"
+             (all backends) under wrk, svc/pg their ratio; pgb µs: PostgreSQL's CPU per pgbench transaction \
+             (/proc, 10 ms ticks); sys µs: the kernel's part of svc µs; wait µs: time the service's threads \
+             waited, runnable, for a CPU (schedstat), per request"
         );
         let _ = writeln!(
             out,
@@ -296,8 +304,12 @@ impl Report {
                         let mut value = summary_json(&r.service);
                         value["cpu_us_per_request"] = json!({
                             "service": opt(r.cpu.service_us, 2),
+                            "service_system": opt(r.cpu.service_system_us, 2),
                             "postgres": opt(r.cpu.postgres_us, 2),
+                            "service_to_postgres": opt(ratio(r.cpu.service_us, r.cpu.postgres_us), 3),
                         });
+                        value["service_runqueue_wait_us_per_request"] =
+                            json!(opt(r.cpu.service_wait_us, 2));
                         value["pgbench"] = r.limit.as_ref().map_or(serde_json::Value::Null, |l| {
                             json!({
                                 "tps": round(l.pgbench.tps, 1),
@@ -317,7 +329,11 @@ impl Report {
                     "requests_per_s": round(e.requests_per_second(), 1),
                     "pgbench_tps": opt(e.pgbench_tps(), 1),
                     "percent_of_pgbench": opt(e.share_of_limit().map(|x| x * 100.0), 1),
-                    "cpu_us_per_request": {"service": opt(service_cpu, 2), "postgres": opt(postgres_cpu, 2)},
+                    "cpu_us_per_request": {
+                        "service": opt(service_cpu, 2),
+                        "postgres": opt(postgres_cpu, 2),
+                        "service_to_postgres": opt(ratio(service_cpu, postgres_cpu), 3),
+                    },
                     "worst_p99_ms": round(e.worst_p99_ms(), 3),
                     "errors": e.errors(),
                     "rounds": rounds,
@@ -379,6 +395,12 @@ pub(crate) fn summary_json(s: &Summary) -> serde_json::Value {
     })
 }
 
+/// `a / b`, when both are known and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    (b > 0.0).then(|| a / b)
+}
+
 fn round(value: f64, decimals: i32) -> f64 {
     let factor = 10_f64.powi(decimals);
     (value * factor).round() / factor
@@ -412,6 +434,7 @@ mod tests {
             cpu: PerRequest {
                 service_us: Some(cpu.0),
                 postgres_us: Some(cpu.1),
+                ..PerRequest::default()
             },
             limit: Some(Limit {
                 pgbench: pgbench::Summary {
