@@ -19,7 +19,8 @@
 //! It prints `gateway <region>: URL`, `run <region>: URL`, `migrate job: NAME`, `database: URL`,
 //! `control plane: URL`, `api key: KEY`,
 //! writes `target/local-cloud/<env>.json` for `deploy` and `token`, and on Ctrl-C stops
-//! everything and removes what it made.
+//! everything and removes what it made. `XTASK_LOCAL_CLOUD_DIR` moves `target/local-cloud` (for
+//! `cloud`, `deploy`, `rotate` alike): the end-to-end tests run one local cloud each, side by side.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -59,11 +60,22 @@ pub(crate) struct StateFile {
     pub(crate) deployer: String,
 }
 
-/// `target/local-cloud/<env>.json`.
+/// The variable naming the directory of the local clouds' state (default `target/local-cloud`).
+pub(crate) const DIR_VAR: &str = "XTASK_LOCAL_CLOUD_DIR";
+
+/// `target/local-cloud`, or the directory `XTASK_LOCAL_CLOUD_DIR` names.
+fn state_dir() -> PathBuf {
+    std::env::var_os(DIR_VAR)
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || util::project_root().join("target/local-cloud"),
+            PathBuf::from,
+        )
+}
+
+/// `<state dir>/<env>.json`.
 pub(crate) fn state_file(env: &str) -> PathBuf {
-    util::project_root()
-        .join("target/local-cloud")
-        .join(format!("{env}.json"))
+    state_dir().join(format!("{env}.json"))
 }
 
 /// The running local cloud of `env`, if `cargo xtask cloud` wrote its state file.
@@ -83,7 +95,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let root = util::project_root();
     let env = Environment::load(&root.join(format!("deploy/environments/{}.toml", args.env)))
         .with_context(|| format!("environment {}", args.env))?;
-    let work = root.join("target/local-cloud").join(&env.name);
+    let work = state_dir().join(&env.name);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 #[path = "support/local_cloud.rs"]
 mod support;
 
-use support::{Cloud, push_image, service_binary, xtask};
+use support::{Cloud, Marks, push_image, service_binary, xtask};
 
 const PHASES: [&str; 5] = [
     "v1: deploy (canary 50%, 3 s)",
@@ -313,11 +313,19 @@ fn run_migrate_job(control: &str, job: &str, image: &str) -> serde_json::Value {
     wait_operation(control, &op)
 }
 
-/// items-service with items-repository's `lifecycle-fixture` migration (v2's binary). Built in
-/// a target directory of its own (`target/lifecycle-v2`), so that the workspace's
-/// `target/debug/items-service`, which other tests run meanwhile, is never replaced; the
-/// directory is seeded with hard links to `target/debug` (no data copied), so only the crates
-/// whose features differ are compiled.
+/// items-service with items-repository's `lifecycle-fixture` migration (v2's binary), without its
+/// debug info ([`support::without_debug_info`]). Built in a target directory of its own
+/// (`target/lifecycle-v2`), so that the workspace's `target/debug/items-service`, which other
+/// tests run meanwhile, is never replaced; the directory is seeded with hard links to
+/// `target/debug` (no data copied), so only the crates whose features differ are compiled. That
+/// holds only when cargo resolves the same features for every other crate as for the suite's own
+/// build (`cargo nextest run --workspace`: the whole workspace with its dev-dependencies, which
+/// add features to serde_json, tokio's dependencies and more): so `cargo test --no-run
+/// --workspace --test e2e` (the tests named e2e, items-service's among them, which is what makes
+/// cargo build its binary). `cargo build -p items-service` resolved other features and compiled
+/// 74 crates (3 min 44 s beside other builds); this compiles items-repository, items-service
+/// and the two e2e tests (1 min 12 s in the same minutes). It assumes the suite was built with
+/// none of cargo's per-package variables set (see below), as `cargo nextest run` from a shell.
 fn v2_binary() -> std::path::PathBuf {
     let root = support::root();
     let target = root.join("target/lifecycle-v2");
@@ -330,15 +338,56 @@ fn v2_binary() -> std::path::PathBuf {
             .status()
             .unwrap();
         assert!(linked.success(), "seeding target/lifecycle-v2");
+        // Copies, not links, of what cargo rewrites in place (fingerprints, build script
+        // outputs): a unit rebuilt here must not change target/debug's record of its own, which
+        // then built it again there (19 MB and 226 MB; the compiled crates in deps are 8 GB).
+        for dir in [".fingerprint", "build"] {
+            let copy = target.join("debug").join(dir);
+            std::fs::remove_dir_all(&copy).unwrap();
+            let copied = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(root.join("target/debug").join(dir))
+                .arg(&copy)
+                .status()
+                .unwrap();
+            assert!(copied.success(), "copying target/debug/{dir}");
+        }
     }
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // Without what cargo and nextest set for this test's own package (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, …): ring's build script reruns when one of them changes (it reads them
+    // with rerun-if-env-changed), and with it ring and the 17 crates above it up to items-service
+    // were compiled again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let built = command
         .current_dir(&root)
         .args([
-            "build",
-            "-p",
-            "items-service",
+            "test",
+            "--no-run",
+            "--workspace",
+            "--test",
+            "e2e",
             "--features",
             "items-repository/lifecycle-fixture",
             "--target-dir",
@@ -351,7 +400,7 @@ fn v2_binary() -> std::path::PathBuf {
         "v2 binary (lifecycle-fixture) built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    target.join("debug/items-service")
+    support::without_debug_info(&target.join("debug/items-service"))
 }
 
 /// Whether `items` has the column v2's migration adds, asked of the database as its superuser.
@@ -397,12 +446,14 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[test]
 fn canary_gate_rollback_and_rollback_to_v1_under_load() {
+    let mut marks = Marks::new();
     let Some(binary) = service_binary() else {
         return;
     };
     let cloud = Cloud::start(&binary);
     let control = cloud.value("control plane:");
     let key = cloud.value("api key:");
+    marks.mark("cargo xtask cloud ready");
     let regions: Vec<(String, String)> = cloud
         .lines
         .lock()
@@ -426,10 +477,12 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     // (`cargo xtask image --revision`), hence two digests; v2: the binary with one more
     // migration.
     let v2 = v2_binary();
+    marks.mark("v2 built");
     let images: Vec<String> = [("v1", &binary), ("v2", &v2), ("v3", &binary)]
         .iter()
         .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
         .collect();
+    marks.mark("three images built and pushed");
     let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
         .unwrap()
         .trim()
@@ -487,8 +540,10 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     };
 
     std::thread::sleep(Duration::from_secs(2));
+    marks.mark("seeded, load started");
     assert!(deploy(&images[0], false).status.success());
     assert!(on_all(&images[0]), "v1 does not serve everything");
+    marks.mark("phase 0: v1 deployed");
 
     load.enter(1);
     // v2's migration, by the migrate job with v2's image, before v2 has a revision (deploy's
@@ -500,8 +555,10 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         "the migrate job failed: {migrated}"
     );
     assert!(has_fixture_column(&database), "v2's column is missing");
+    marks.mark("phase 1: migrate job");
     assert!(deploy(&images[1], true).status.success());
     assert!(on_all(&images[1]), "v2 does not serve everything");
+    marks.mark("phase 1: v2 deployed through the gate");
 
     load.enter(2);
     // The fault is in place before v3's revision serves a request: the canary and the gate
@@ -522,18 +579,17 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         "v3 failed for another reason than the gate"
     );
     assert!(on_all(&images[1]), "traffic is not back on v2");
+    marks.mark("phase 2: v3 missed the gate, rolled back");
 
     load.enter(3);
     // Ctrl-C during the canary hold, under load: deploy rolls back what it changed (v2 serves
     // everything again), releases its lease and exits 130 (docs/deploy.md, "Rollback behaviour").
     let interrupted_log = layout.with_extension("interrupted.log");
-    let mut interrupted = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let mut interrupted = support::xtask_command()
         .args([
             "deploy", "--env", "local", "--image", &images[0], "--canary", "50",
         ])
         .args(["--canary-wait", "120", "--api-key", &key, "--token", &token])
-        .env_remove("DEPLOY_API_KEY")
-        .env_remove("DEPLOY_TOKEN")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&interrupted_log).unwrap())
         .spawn()
@@ -565,6 +621,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         "after SIGINT, v2 does not serve everything"
     );
     let _ = std::fs::remove_file(&interrupted_log);
+    marks.mark("phase 3: deploy of v1 interrupted in its canary hold");
 
     let v1_started_before = later_schema_lines(&cloud);
     assert!(deploy(&images[0], false).status.success());
@@ -574,10 +631,12 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         later_schema_lines(&cloud) > v1_started_before,
         "no v1 instance started on v2's schema"
     );
+    marks.mark("phase 3: v1 deployed");
 
     load.enter(4);
     std::thread::sleep(Duration::from_secs(3));
     let (phases, created) = load.finish();
+    marks.mark("phase 4: after");
 
     // Every acknowledged POST is readable.
     let lost: Vec<String> = block_on(async {
@@ -603,6 +662,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         }
         lost
     });
+    marks.mark("acknowledged POSTs read back");
 
     let mut failed = 0;
     for (phase, (name, (sent, ok, other, p95))) in PHASES.iter().zip(&phases).enumerate() {

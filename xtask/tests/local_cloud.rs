@@ -10,7 +10,7 @@ use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway, LogSink, S
 #[path = "support/local_cloud.rs"]
 mod support;
 
-use support::{Cloud, push_image, root, service_binary, xtask};
+use support::{Cloud, Marks, push_image, root, service_binary, xtask};
 
 /// `method url` with these headers and, when given, a JSON body; (status, body text).
 fn call(
@@ -49,6 +49,7 @@ fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
 
 #[test]
 fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
+    let mut marks = Marks::new();
     let Some(binary) = service_binary() else {
         return;
     };
@@ -56,6 +57,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     let gateway = cloud.value("gateway europe-west1:");
     let run = cloud.value("run europe-west1:");
     let key = cloud.value("api key:");
+    marks.mark("cargo xtask cloud ready");
     assert_eq!(key, LOCAL_API_KEY);
     let registry = cloud.registry();
     let bootstrap = cloud
@@ -82,6 +84,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
 
     let layout = std::env::temp_dir().join(format!("xtask-local-cloud-{}", std::process::id()));
     let image = push_image(&registry, &binary, "local-cloud-test", "v1", &layout);
+    marks.mark("image built and pushed");
     let deploy = [
         "deploy",
         "--env",
@@ -107,9 +110,11 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
             .to_owned()
     };
     let revision = serving_revision();
+    marks.mark("deployed");
     let again = xtask(&deploy);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
+    marks.mark("deployed again: nothing to do");
 
     // Through the gateway with a key and a token: served by the new revision.
     let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout).unwrap();
@@ -203,9 +208,10 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     );
     assert_eq!(status, 200, "{version}");
     assert_eq!(version["name"], format!("{secret}/versions/2"));
-    let file = root().join(format!(
-        "target/local-cloud/local/run/revisions/items-local-0001/europe-west1/items/{serving}/rootfs/secrets/db-password"
+    let file = cloud.dir.join(format!(
+        "local/run/revisions/items-local-0001/europe-west1/items/{serving}/rootfs/secrets/db-password"
     ));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "rotated");
+    marks.mark("gateways, IAM, secret version checked");
     let _ = std::fs::remove_dir_all(&layout);
 }

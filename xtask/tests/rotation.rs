@@ -18,7 +18,7 @@ mod load;
 mod support;
 
 use load::{Client, Load};
-use support::{Cloud, push_image, service_binary, token, xtask};
+use support::{Cloud, Marks, push_image, service_binary, token, xtask};
 
 const PHASES: [&str; 6] = [
     "v1 serving",
@@ -88,16 +88,19 @@ fn rotate_page_token(phase: &str) -> bool {
 
 #[test]
 fn rotations_under_load_fail_no_request() {
+    let mut marks = Marks::new();
     let Some(binary) = service_binary() else {
         return;
     };
     let cloud = Cloud::start(&binary);
     let gateways = cloud.gateways();
+    marks.mark("cargo xtask cloud ready");
     assert!(!gateways.is_empty());
     let key = cloud.value("api key:");
     let registry = cloud.registry();
     let layout = std::env::temp_dir().join(format!("xtask-rotation-{}", std::process::id()));
     let image = push_image(&registry, &binary, "rotation-v1", "v1", &layout);
+    marks.mark("image built and pushed");
     let token = token();
     let deployed = xtask(&[
         "deploy",
@@ -111,6 +114,7 @@ fn rotations_under_load_fail_no_request() {
         &token,
     ]);
     assert!(deployed.status.success(), "deploying v1 failed");
+    marks.mark("v1 deployed");
 
     let urls: Vec<String> = gateways.into_iter().map(|(_, u)| u).collect();
     let client = Client::new(urls.clone(), &key, &token);
@@ -127,6 +131,7 @@ fn rotations_under_load_fail_no_request() {
         first
     });
     let load = Load::start(client, 4, PAGE_SIZE, 1, first);
+    marks.mark("seeded, load started");
     std::thread::sleep(Duration::from_secs(3));
 
     load.enter(1);
@@ -134,14 +139,20 @@ fn rotations_under_load_fail_no_request() {
         rotate_page_token("one-step"),
         "the one-step rotation failed"
     );
+    marks.mark("phase 1: one-step rotation");
     for (n, phase) in ["add", "sign", "retire"].into_iter().enumerate() {
         load.enter(2 + n);
         assert!(rotate_page_token(phase), "phase {phase} failed");
+        marks.mark(&format!(
+            "phase {}: rotate page-token --phase {phase}",
+            2 + n
+        ));
     }
 
     load.enter(5);
     let rotated = xtask(&["rotate", "db-password", "--env", "local"]);
     assert!(rotated.status.success(), "rotate db-password failed");
+    marks.mark("phase 5: rotate db-password");
     // New connections after the rotation: the running instances' own (a burst of concurrent
     // requests grows their pools past the few connections the steady load keeps open), then a
     // new revision's instances (the roll-out of a page-token phase starts them).
@@ -151,6 +162,7 @@ fn rotations_under_load_fail_no_request() {
         rotate_page_token("add"),
         "a roll-out after the password rotation failed"
     );
+    marks.mark("phase 5: burst, roll-out after the rotation");
     std::thread::sleep(Duration::from_secs(3));
     let figures = load.finish(PHASES.len());
 

@@ -6,11 +6,28 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// This test's directory: the local cloud's state (`XTASK_LOCAL_CLOUD_DIR`), its deploy journal
+/// and the service binary its images are built from, `target/local-cloud/test-<binary>-<pid>`.
+/// Each end-to-end test runs a local cloud of its own (every address it listens on is a free
+/// port), so that they run side by side with each other and the rest of the suite.
+pub fn test_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy();
+        let name = stem.split('-').next().unwrap_or("test");
+        root().join(format!(
+            "target/local-cloud/test-{name}-{}",
+            std::process::id()
+        ))
+    })
 }
 
 /// The debug items-service the images are built from, or `None` (the test is skipped) when it
@@ -18,7 +35,7 @@ pub fn root() -> PathBuf {
 pub fn service_binary() -> Option<PathBuf> {
     let binary = root().join("target/debug/items-service");
     if binary.is_file() {
-        Some(binary)
+        Some(without_debug_info(&binary))
     } else {
         eprintln!(
             "skipped: {} does not exist (cargo build -p items-service builds it)",
@@ -28,14 +45,46 @@ pub fn service_binary() -> Option<PathBuf> {
     }
 }
 
-/// `cargo xtask ARGS`, its output echoed to stderr.
-pub fn xtask(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
+/// A copy of `binary` without its debug info (`objcopy --strip-debug`: symbols and every other
+/// section, `cargo auditable`'s included, kept) in [`test_dir`], or `binary` itself when objcopy
+/// fails. The debug build is 232 MB, 49 MB without; `cargo xtask image` (a debug build itself)
+/// took 57 CPU seconds per image of it, 85 % of them in gzip (miniz_oxide) and SHA-256 (perf),
+/// and 19 s with the copy. Every image of these tests, the bootstrap one included, is built from
+/// such a copy.
+pub fn without_debug_info(binary: &Path) -> PathBuf {
+    let dir = test_dir().join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = std::fs::read_dir(&dir).unwrap().count();
+    let copy = dir.join(format!("items-service-{n}"));
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(&copy)
+        .status();
+    if stripped.is_ok_and(|s| s.success()) {
+        copy
+    } else {
+        eprintln!("objcopy --strip-debug failed: the images carry the debug build as it is");
+        binary.to_path_buf()
+    }
+}
+
+/// `cargo xtask …` with this test's local cloud (its state directory and deploy journal) and
+/// without the caller's deploy credentials.
+pub fn xtask_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let dir = test_dir();
+    command
         .env_remove("DEPLOY_API_KEY")
         .env_remove("DEPLOY_TOKEN")
-        .output()
-        .unwrap();
+        .env("XTASK_LOCAL_CLOUD_DIR", dir)
+        .env("XTASK_DEPLOY_JOURNAL_DIR", dir.join("deploy-journal"));
+    command
+}
+
+/// `cargo xtask ARGS`, its output echoed to stderr.
+pub fn xtask(args: &[&str]) -> Output {
+    let out = xtask_command().args(args).output().unwrap();
     eprintln!(
         "--- xtask {args:?}: {}\n{}\n{}",
         out.status,
@@ -49,11 +98,15 @@ pub fn xtask(args: &[&str]) -> Output {
 pub struct Cloud {
     child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// Its state directory (`XTASK_LOCAL_CLOUD_DIR`).
+    pub dir: PathBuf,
 }
 
 impl Cloud {
+    /// `cargo xtask cloud` with this test's state directory ([`test_dir`]).
     pub fn start(binary: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let dir = test_dir().to_path_buf();
+        let mut child = xtask_command()
             .args(["cloud", "--binary"])
             .arg(binary)
             .stdout(Stdio::piped())
@@ -67,7 +120,7 @@ impl Cloud {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, lines }
+        Self { child, lines, dir }
     }
 
     pub fn wait_for(&self, what: impl Fn(&str) -> bool, within: Duration) -> Option<String> {
@@ -103,10 +156,8 @@ impl Cloud {
 
     /// The registry host the cloud pushed its bootstrap image to.
     pub fn registry(&self) -> String {
-        let state: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root().join("target/local-cloud/local.json")).unwrap(),
-        )
-        .unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("local.json")).unwrap()).unwrap();
         state["registry"].as_str().unwrap().to_owned()
     }
 }
@@ -116,6 +167,7 @@ impl Drop for Cloud {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -152,4 +204,37 @@ pub fn token() -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// The wall time of a test's steps: each [`Marks::mark`] prints `timing: <step>: N.N s` (since
+/// the previous mark) and the total, so that a run's output says where its minutes went.
+pub struct Marks {
+    started: Instant,
+    last: Instant,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last: now,
+        }
+    }
+}
+
+impl Marks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn mark(&mut self, step: &str) {
+        let now = Instant::now();
+        eprintln!(
+            "timing: {step}: {:.1} s (total {:.1} s)",
+            (now - self.last).as_secs_f64(),
+            (now - self.started).as_secs_f64()
+        );
+        self.last = now;
+    }
 }
