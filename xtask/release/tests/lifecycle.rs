@@ -527,7 +527,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     // Ctrl-C during the canary hold, under load: deploy rolls back what it changed (v2 serves
     // everything again), releases its lease and exits 130 (docs/deploy.md, "Rollback behaviour").
     let interrupted_log = layout.with_extension("interrupted.log");
-    let mut interrupted = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let mut interrupted = std::process::Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .args([
             "deploy", "--env", "local", "--image", &images[0], "--canary", "50",
         ])

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The debug items-service the images are built from, or `None` (the test is skipped) when it
@@ -30,7 +30,7 @@ pub fn service_binary() -> Option<PathBuf> {
 
 /// `cargo xtask ARGS`, its output echoed to stderr.
 pub fn xtask(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .args(args)
         .env_remove("DEPLOY_API_KEY")
         .env_remove("DEPLOY_TOKEN")
@@ -53,7 +53,7 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn start(binary: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask-release"))
             .args(["cloud", "--binary"])
             .arg(binary)
             .stdout(Stdio::piped())
@@ -146,10 +146,7 @@ pub fn revision_of(image: &str) -> String {
     format!("items-{}", &image.rsplit(':').next().unwrap()[..12])
 }
 
-/// A JWT the local gateways accept (`cargo xtask token --env local`).
+/// A JWT the local gateways accept (what `cargo xtask token --env local` prints).
 pub fn token() -> String {
-    String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
+    xtask::token::first_provider_token("local").unwrap()
 }
