@@ -430,10 +430,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .iter()
         .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
         .collect();
-    let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = support::token();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client {
         http: reqwest::Client::builder()
