@@ -515,7 +515,7 @@ fn tail(path: &Path) -> String {
 }
 
 /// `10s`, `500ms`, `2m` or a bare number of seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -536,10 +536,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A scratch directory for the scripts and the server log, removed on drop.
 #[derive(Debug)]
-pub(crate) struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    pub(crate) fn create() -> anyhow::Result<Self> {
+    pub fn create() -> anyhow::Result<Self> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("items-bench-{}-{n}", std::process::id()));
@@ -547,7 +547,7 @@ impl TempDir {
         Ok(Self(path))
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }

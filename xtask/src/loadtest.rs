@@ -6,7 +6,8 @@
 //! The load is `wrk` (as in `cargo xtask bench`, whose runner and report callback it reuses): one
 //! wrk process per endpoint, all three at once, the connections shared between them. Before the
 //! load, one `POST /items` creates the item that `GET /items/{id}` reads. `cargo xtask deploy
-//! --slo-p95-ms` runs the same load through each region's gateway (`deploy/slo.rs`).
+//! --slo-p95-ms` runs the same load through each region's gateway
+//! (xtask/release/src/deploy/slo.rs).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -57,40 +58,40 @@ pub(crate) struct Args {
 
 /// Where the load goes and with which credentials.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) url: String,
-    pub(crate) api_key: Option<String>,
-    pub(crate) token: Option<String>,
+pub struct Target {
+    pub url: String,
+    pub api_key: Option<String>,
+    pub token: Option<String>,
 }
 
 /// How much load.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Load {
-    pub(crate) connections: u32,
-    pub(crate) duration: Duration,
+pub struct Load {
+    pub connections: u32,
+    pub duration: Duration,
     /// POST /items as well. Without writes the connections go to the two reads, and the item to
     /// GET is the first one listed (created only when the list is empty).
-    pub(crate) writes: bool,
+    pub writes: bool,
 }
 
 /// Service level objectives, each checked per endpoint.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Slo {
-    pub(crate) p95_ms: Option<f64>,
-    pub(crate) error_ratio: Option<f64>,
+pub struct Slo {
+    pub p95_ms: Option<f64>,
+    pub error_ratio: Option<f64>,
 }
 
 /// What one endpoint got.
 #[derive(Debug, Clone)]
-pub(crate) struct Measured {
-    pub(crate) name: String,
-    pub(crate) connections: u32,
+pub struct Measured {
+    pub name: String,
+    pub connections: u32,
     pub(crate) summary: Summary,
 }
 
 impl Measured {
     /// Failed attempts (statuses ≥ 400, connect/read/write errors, timeouts) over all attempts.
-    pub(crate) fn error_ratio(&self) -> f64 {
+    pub fn error_ratio(&self) -> f64 {
         let e = &self.summary.errors;
         let attempts = self.summary.requests + e.connect + e.read + e.write + e.timeout;
         if attempts == 0 {
@@ -100,17 +101,23 @@ impl Measured {
         }
     }
 
-    fn p95_ms(&self) -> f64 {
+    /// Requests per second over the run.
+    pub fn requests_per_second(&self) -> f64 {
+        self.summary.requests_per_second()
+    }
+
+    /// The 95th percentile latency, in milliseconds.
+    pub fn p95_ms(&self) -> f64 {
         self.summary.p95_us / 1000.0
     }
 }
 
 /// The result of one load test.
 #[derive(Debug, Clone)]
-pub(crate) struct Outcome {
-    pub(crate) url: String,
-    pub(crate) duration: Duration,
-    pub(crate) endpoints: Vec<Measured>,
+pub struct Outcome {
+    pub url: String,
+    pub duration: Duration,
+    pub endpoints: Vec<Measured>,
 }
 
 impl Slo {
@@ -119,7 +126,7 @@ impl Slo {
     }
 
     /// One line per endpoint and objective missed; empty when every objective holds.
-    pub(crate) fn misses(&self, outcome: &Outcome) -> Vec<String> {
+    pub fn misses(&self, outcome: &Outcome) -> Vec<String> {
         let mut misses = Vec::new();
         for m in &outcome.endpoints {
             if let Some(limit) = self.p95_ms
@@ -189,7 +196,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Creates one item (or, without writes, finds one), then drives the endpoints at once for
 /// `load.duration`.
-pub(crate) async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome> {
+pub async fn drive(target: &Target, load: Load) -> anyhow::Result<Outcome> {
     anyhow::ensure!(
         load.connections >= 3,
         "--connections must be at least 3 (one per endpoint)"
@@ -369,7 +376,7 @@ fn progress(target: &Target, load: Load) -> ProgressBar {
 /// The id of the item to GET: `POST /items` creates it (with `create`), or the first item of
 /// `GET /items?page_size=1`, created only when there is none.
 async fn item_to_get(target: &Target, create: bool) -> anyhow::Result<i64> {
-    crate::oci::install_crypto_provider();
+    crate::util::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -14,9 +14,11 @@
 //! - **Outside references**: nothing points outside the repository: a sibling directory (`../shared`
 //!   and below), a team-internal document (the gateway fact sheet), an issue number of a tracker
 //!   the reader cannot see, a directory of the author's machine. `OUTSIDE` holds the patterns.
-//! - **Module docs**: every `.rs` file under `crates/*/src` and `xtask/src` starts with `//!`.
-//! - **Tooling docs**: every `cargo xtask` command (clap's subcommands) has a line in
-//!   `docs/tooling.md`.
+//! - **Module docs**: every `.rs` file under `crates/*/src`, `xtask/src` and `xtask/release/src`
+//!   starts with `//!`.
+//! - **Tooling docs**: every `cargo xtask` command (clap's subcommands, the release commands it
+//!   forwards included) has a line in `docs/tooling.md` (a release command as `cargo xtask …` or
+//!   `cargo ship …`).
 //! - **Facts**: the values of `deploy/facts.toml` agree with every file that states them (its
 //!   header says how).
 //!
@@ -32,7 +34,7 @@ use anyhow::{Context as _, Result, bail};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::util;
+use crate::{release, util};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -69,10 +71,10 @@ fn report(root: &Path, commands: &[String]) -> Result<ExitCode> {
     }
 }
 
-/// The names of the `cargo xtask` subcommands, as clap knows them.
+/// The names of the `cargo xtask` subcommands, as clap knows them (the release commands, which
+/// `cargo ship` runs and `cargo xtask` forwards, included).
 fn xtask_commands() -> Vec<String> {
-    use clap::CommandFactory as _;
-    crate::Cli::command()
+    crate::command_line()
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .collect()
@@ -207,7 +209,7 @@ fn is_module(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     matches!(
         parts.as_slice(),
-        ["crates", _, "src", ..] | ["xtask", "src", ..]
+        ["crates", _, "src", ..] | ["xtask", "src", ..] | ["xtask", "release", "src", ..]
     )
 }
 
@@ -391,7 +393,11 @@ fn check_tooling(root: &Path, commands: &[String], problems: &mut Vec<Problem>) 
     };
     for command in commands {
         let named = format!("`cargo xtask {command}");
-        if !text.contains(&named) {
+        // A release command may be documented as `cargo ship …`, the alias that runs it directly.
+        let shipped = format!("`cargo ship {command}");
+        let listed =
+            text.contains(&named) || (release::is_command(command) && text.contains(&shipped));
+        if !listed {
             problems.push(problem(
                 TOOLING,
                 0,
@@ -406,7 +412,7 @@ pub(crate) const FACTS: &str = "deploy/facts.toml";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Facts {
+pub struct Facts {
     facts: BTreeMap<String, Fact>,
     #[serde(default)]
     family: Vec<Family>,
@@ -460,7 +466,7 @@ struct Listing {
 
 impl Facts {
     /// The values of fact `name` (one, or each of a list): how xtask reads a fact.
-    pub(crate) fn values(&self, name: &str) -> Result<Vec<&str>> {
+    pub fn values(&self, name: &str) -> Result<Vec<&str>> {
         match self.facts.get(name) {
             Some(fact) => Ok(fact.values()),
             None => bail!("{FACTS}: no fact `{name}`"),
@@ -469,7 +475,7 @@ impl Facts {
 }
 
 /// The facts of the tree at `root` (its `deploy/facts.toml`), checked for unknown names.
-pub(crate) fn facts(root: &Path) -> Result<Facts> {
+pub fn facts(root: &Path) -> Result<Facts> {
     let text = std::fs::read_to_string(root.join(FACTS))
         .with_context(|| format!("reading {}", root.join(FACTS).display()))?;
     let facts: Facts = toml::from_str(&text).with_context(|| format!("parsing {FACTS}"))?;

@@ -64,7 +64,7 @@ pub(crate) fn load_config(
 
 /// A token for the first JWT provider of `env`'s first region's config (what `cargo xtask token
 /// --env <env>` prints).
-pub(crate) fn first_provider_token(env: &str) -> anyhow::Result<String> {
+pub fn first_provider_token(env: &str) -> anyhow::Result<String> {
     token(&Args {
         env: env.to_owned(),
         region: None,

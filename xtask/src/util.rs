@@ -1,5 +1,5 @@
-//! Helpers shared by the commands: paths, cargo, the service binary, child processes and signals,
-//! a minimal HTTP probe.
+//! Helpers shared by the commands, xtask-release's included: paths, cargo, the service binary,
+//! child processes and signals, a minimal HTTP probe, rustls' crypto provider.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,23 +16,53 @@ use tokio::process::Child;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The package and binary name of the service.
-pub(crate) const SERVICE: &str = "items-service";
+pub const SERVICE: &str = "items-service";
 
 /// The workspace root (the parent of `xtask/`), whatever the current directory is.
-pub(crate) fn project_root() -> PathBuf {
+pub fn project_root() -> PathBuf {
     let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask_dir
         .parent()
         .map_or_else(|| xtask_dir.to_path_buf(), Path::to_path_buf)
 }
 
+/// rustls' process-wide crypto provider: ring, as the rest of the workspace uses (Google's
+/// clients are built without their aws-lc default, which costs a long C build).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs a command's future on a current-thread tokio runtime: its exit code, or 1 with the error
+/// (and its causes) on stderr. The `main` of both xtask binaries.
+pub fn run_command(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `DATABASE_URL` when it is set and not empty.
-pub(crate) fn database_url_from_env() -> Option<String> {
+pub fn database_url_from_env() -> Option<String> {
     std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())
 }
 
 /// A `cargo` command (the one running us, when known) in the workspace root.
-pub(crate) fn cargo() -> tokio::process::Command {
+pub fn cargo() -> tokio::process::Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = tokio::process::Command::new(program);
     cmd.current_dir(project_root());
@@ -40,7 +70,7 @@ pub(crate) fn cargo() -> tokio::process::Command {
 }
 
 /// Builds the service binary and returns the path cargo reports for it.
-pub(crate) async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
+pub async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
     let release = if release { &["--release"][..] } else { &[] };
     cargo_build(
         SERVICE,
@@ -51,7 +81,7 @@ pub(crate) async fn build_service(release: bool) -> anyhow::Result<PathBuf> {
 
 /// `cargo build <args>` (cargo's output on our stderr); returns the executable cargo reports for
 /// target `name`.
-pub(crate) async fn cargo_build(name: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+pub async fn cargo_build(name: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
     let out = cargo()
         .arg("build")
         .args(args)
@@ -70,12 +100,12 @@ pub(crate) async fn cargo_build(name: &str, args: &[&str]) -> anyhow::Result<Pat
 
 /// The service `binary` as xtask starts it: from the workspace root, in the environment the
 /// caller's settings describe.
-pub(crate) fn service(binary: &Path) -> ServiceLaunch {
+pub fn service(binary: &Path) -> ServiceLaunch {
     ServiceLaunch::new(binary).current_dir(project_root())
 }
 
 /// Finds the executable of binary target `name` in cargo's JSON messages.
-pub(crate) fn executable_from_messages(messages: &str, name: &str) -> Option<PathBuf> {
+pub fn executable_from_messages(messages: &str, name: &str) -> Option<PathBuf> {
     messages
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -85,7 +115,7 @@ pub(crate) fn executable_from_messages(messages: &str, name: &str) -> Option<Pat
 
 /// The signals xtask handles itself while a child runs, instead of dying and leaking a cluster.
 #[derive(Debug)]
-pub(crate) struct Signals {
+pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
@@ -93,7 +123,7 @@ pub(crate) struct Signals {
 
 impl Signals {
     /// From here on SIGINT, SIGTERM and SIGHUP no longer end xtask: [`Signals::recv`] reports them.
-    pub(crate) fn install() -> anyhow::Result<Self> {
+    pub fn install() -> anyhow::Result<Self> {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("handling SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("handling SIGTERM")?,
@@ -102,7 +132,7 @@ impl Signals {
     }
 
     /// The next signal received (including one that arrived before the call).
-    pub(crate) async fn recv(&mut self) -> Signal {
+    pub async fn recv(&mut self) -> Signal {
         tokio::select! {
             _ = self.interrupt.recv() => Signal::SIGINT,
             _ = self.terminate.recv() => Signal::SIGTERM,
@@ -113,7 +143,7 @@ impl Signals {
 
 /// Which signals [`supervise`] passes on to the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Forward {
+pub enum Forward {
     /// Every signal: the child runs in its own process group, so the terminal's Ctrl-C reaches
     /// only xtask, which passes it on once.
     All,
@@ -124,7 +154,7 @@ pub(crate) enum Forward {
 
 /// Spawns `cmd` and waits for it, passing signals on as `forward` says. A child still running
 /// `kill_after` a forwarded signal is killed.
-pub(crate) async fn supervise(
+pub async fn supervise(
     cmd: &mut tokio::process::Command,
     signals: &mut Signals,
     forward: Forward,
@@ -166,14 +196,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Sends `sig` to a running child (no-op once it has exited).
-pub(crate) fn send(child: &Child, sig: Signal) {
+pub fn send(child: &Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
         let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
 /// The exit code to pass on for a child's status (128 + signal number when it was killed).
-pub(crate) fn exit_code(status: ExitStatus) -> ExitCode {
+pub fn exit_code(status: ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt as _;
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
@@ -184,7 +214,7 @@ pub(crate) fn exit_code(status: ExitStatus) -> ExitCode {
 }
 
 /// GET `path` from `addr` over HTTP/1.1 and return the status code.
-pub(crate) async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -216,7 +246,7 @@ fn parse_status_line(head: &[u8]) -> Option<u16> {
 }
 
 /// Polls `GET /health/ready` until it answers 200, the child exits, or `timeout` passes.
-pub(crate) async fn wait_ready(
+pub async fn wait_ready(
     addr: SocketAddr,
     child: &mut Child,
     timeout: Duration,

@@ -84,6 +84,7 @@ fn no_probe_route_or_check_uses_a_reserved_path() {
         "docs",
         "openapi",
         "xtask/src",
+        "xtask/release/src",
         "crates",
         ".ci",
         ".github",

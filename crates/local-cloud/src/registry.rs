@@ -4,7 +4,7 @@
 //! Why here and not Debian's `docker-registry`: that package is installed by `.ci/run` only after
 //! the tests, and a registry the test suite depends on would have to be installed first on every
 //! machine; what deploy and the data plane need is a handful of the spec's endpoints, checked by
-//! the tests below and by xtask's push client, which `xtask/tests/image.rs` also checks against
+//! the tests below and by xtask's push client, which `xtask/release/tests/image.rs` also checks against
 //! the real `docker-registry`.
 //!
 //! Implemented: `GET /v2/`; `HEAD/GET /v2/<name>/blobs/<digest>`; `POST /v2/<name>/blobs/uploads/`

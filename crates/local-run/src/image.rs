@@ -118,7 +118,7 @@ impl Puller {
     pub fn new(blobs: PathBuf) -> anyhow::Result<Self> {
         // A workspace-wide build turns on reqwest's `rustls-no-provider` (through other crates'
         // features), and reqwest then needs rustls' process-wide provider even for plain HTTP:
-        // ring, as everywhere else in the workspace (xtask/src/oci.rs, items-telemetry).
+        // ring, as everywhere else in the workspace (xtask/release/src/oci.rs, items-telemetry).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()

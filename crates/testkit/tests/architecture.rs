@@ -19,6 +19,7 @@ use serde_json::Value;
 /// from the graph is simply never reached).
 const TOOL_CRATES: &[&str] = &[
     "xtask",
+    "xtask-release",
     "items-gateway-spec",
     "items-testkit",
     "items-local-gateway",
@@ -42,7 +43,7 @@ const SERVICE_CRATES: &[&str] = &[
 /// Our own crates (a trailing `*` matches a prefix).
 const OURS: &[&str] = &["items-*"];
 
-/// Libraries only xtask uses (control-plane clients, image layers, progress, code generation,
+/// Libraries only the tools use (control-plane clients, image layers, progress, code generation,
 /// Terraform parsing, the browser test's driver): the service must not pull them in.
 const XTASK_ONLY: &[&str] = &[
     "google-cloud-run-v2",
@@ -56,6 +57,23 @@ const XTASK_ONLY: &[&str] = &[
     "prettyplease",
     "hcl-rs",
     "thirtyfour",
+];
+
+/// Libraries only the release commands need (`xtask-release`: deploy, image, render, lint): the
+/// everyday `xtask` must not pull them in, so that a first `cargo xtask dev` does not compile them.
+const RELEASE_ONLY: &[&str] = &[
+    "google-cloud-run-v2",
+    "google-cloud-apigateway-v1",
+    "google-cloud-lro",
+    "oci-spec",
+    "tar",
+    "auditable-info",
+    "progenitor-impl",
+    "openapiv3",
+    "prettyplease",
+    "hcl-rs",
+    "items-local-cloud",
+    "items-local-run",
 ];
 
 /// The only normal dependencies `items-domain` declares.
@@ -72,8 +90,14 @@ struct OnlyUsers {
 const ONLY_USERS: &[OnlyUsers] = &[
     OnlyUsers {
         library: "tokio-postgres",
-        users: &["items-repository", "items-testkit", "xtask"],
-        why: "only repository knows SQL (testkit creates test databases, xtask migrates)",
+        users: &[
+            "items-repository",
+            "items-testkit",
+            "xtask",
+            "xtask-release",
+        ],
+        why: "only repository knows SQL (testkit creates test databases, xtask migrates, \
+              xtask-release's local cloud creates its database)",
     },
     OnlyUsers {
         library: "deadpool*",
@@ -99,24 +123,24 @@ const ONLY_USERS: &[OnlyUsers] = &[
     },
     OnlyUsers {
         library: "google-cloud-run-v2",
-        users: &["xtask", "items-local-cloud"],
-        why: "xtask is the only place that calls Google Cloud control-plane APIs; the local cloud \
+        users: &["xtask-release", "items-local-cloud"],
+        why: "xtask-release is the only place that calls Google Cloud control-plane APIs; the local cloud \
               serves that API and compares revision templates with the client's own model types",
     },
     OnlyUsers {
         library: "google-cloud-apigateway-v1",
-        users: &["xtask"],
-        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+        users: &["xtask-release"],
+        why: "xtask-release is the only place that calls Google Cloud control-plane APIs",
     },
     OnlyUsers {
         library: "google-cloud-lro",
-        users: &["xtask"],
-        why: "xtask is the only place that calls Google Cloud control-plane APIs",
+        users: &["xtask-release"],
+        why: "xtask-release is the only place that calls Google Cloud control-plane APIs",
     },
     OnlyUsers {
         library: "items-testkit",
-        users: &["xtask"],
-        why: "testkit is used by tests (dev-dependencies) and xtask only",
+        users: &["xtask", "xtask-release"],
+        why: "testkit is used by tests (dev-dependencies) and the tools only",
     },
 ];
 
@@ -219,6 +243,13 @@ const RULES: &[Rule] = &[
         scope: Scope::Links,
         forbidden: &[TOOL_CRATES, XTASK_ONLY],
         why: "tools and test support never link into the service binary",
+    },
+    Rule {
+        krate: "xtask",
+        scope: Scope::Links,
+        forbidden: &[RELEASE_ONLY, &["xtask-release"]],
+        why: "cargo xtask dev compiles none of the crates only the release commands need \
+              (they are xtask-release's, which depends on xtask and never the other way round)",
     },
 ];
 
@@ -403,7 +434,8 @@ fn no_crate_depends_on_what_architecture_md_forbids() {
 /// The checker itself: a service that links a tool through another crate (the local gateway, and
 /// the local cloud that is only a name in `TOOL_CRATES`), a domain with a runtime and an extra
 /// dependency, http with a dev-dependency on repository and a normal one on a database driver,
-/// a gateway-spec that links http, and an unclassified crate are all caught, with their chains.
+/// a gateway-spec that links http, an xtask that links a release-only library and an unclassified
+/// crate are all caught, with their chains.
 #[test]
 fn the_rules_catch_a_forbidden_dependency() {
     let edge = |name: &str, kind: &str| (name.to_owned(), BTreeSet::from([kind.to_owned()]));
@@ -440,6 +472,11 @@ fn the_rules_catch_a_forbidden_dependency() {
         ("items-new".to_owned(), vec![]),
         ("tokio".to_owned(), vec![]),
         ("tokio-postgres".to_owned(), vec![]),
+        (
+            "xtask".to_owned(),
+            vec![edge("items-testkit", "normal"), edge("hcl-rs", "normal")],
+        ),
+        ("hcl-rs".to_owned(), vec![]),
     ]);
     let members = deps
         .keys()
@@ -457,6 +494,7 @@ fn the_rules_catch_a_forbidden_dependency() {
         "items-service must not depend on items-local-cloud (",
         "items-gateway-spec must not depend on items-* (",
         "items-new is neither in SERVICE_CRATES nor in TOOL_CRATES",
+        "xtask must not depend on hcl-rs (cargo xtask dev compiles none",
     ];
     for start in expect {
         assert!(

@@ -173,6 +173,26 @@ fn a_changed_page_token_mount_fails_terraform_and_the_service_config() {
     }
 }
 
+/// A release command may be listed as `cargo ship …` (the alias that runs xtask-release); one of
+/// xtask's own may not, since `cargo ship` does not run it.
+#[test]
+fn the_tooling_docs_may_list_a_release_command_as_cargo_ship() {
+    let root = crate::bench::TempDir::create().expect("a scratch directory");
+    std::fs::create_dir_all(root.path().join("docs")).expect("docs/");
+    std::fs::write(
+        root.path().join(TOOLING),
+        "- `cargo ship deploy --env dev`: …\n- `cargo ship dev`: …\n",
+    )
+    .expect("docs/tooling.md");
+    let mut problems = Vec::new();
+    check_tooling(root.path(), &["deploy".into(), "dev".into()], &mut problems);
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        ["docs/tooling.md: `cargo xtask dev` is a command but has no line here"]
+    );
+}
+
 /// xtask reads its facts from deploy/facts.toml (the Terraform lint's environment roots).
 #[test]
 fn xtask_reads_the_environments_from_the_facts() {

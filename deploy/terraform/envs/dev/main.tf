@@ -1,5 +1,5 @@
 # The dev environment. Project, regions, service, API and gateway ids must match
-# deploy/environments/dev.toml (checked by `cargo xtask lint terraform`, xtask/src/lint/terraform.rs).
+# deploy/environments/dev.toml (checked by `cargo xtask lint terraform`, xtask/release/src/lint/terraform.rs).
 
 terraform {
   required_version = ">= 1.11"

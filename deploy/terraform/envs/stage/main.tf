@@ -1,5 +1,5 @@
 # The stage environment. Project, regions, service, API and gateway ids must match
-# deploy/environments/stage.toml (checked by `cargo xtask lint terraform`, xtask/src/lint/terraform.rs).
+# deploy/environments/stage.toml (checked by `cargo xtask lint terraform`, xtask/release/src/lint/terraform.rs).
 
 terraform {
   required_version = ">= 1.11"

@@ -1,5 +1,5 @@
 //! `cargo xtask failover` against a stand-in of the two Google APIs it calls, built from their
-//! REST references (the citations are in `xtask/src/failover.rs`'s module comment):
+//! REST references (the citations are in `xtask/release/src/failover.rs`'s module comment):
 //! - Compute Engine v1: `backendServices.get`/`patch` with the `fingerprint` lock (a stale one is
 //!   412 conditionNotMet), `regionNetworkEndpointGroups.get`, `globalOperations.get`;
 //! - Cloud SQL Admin v1: `instances.get`, `instances.promoteReplica` (query `failover`, empty body),
@@ -209,7 +209,7 @@ fn google(regions: &[&str]) -> (String, Shared) {
 }
 
 fn failover(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .arg("failover")
         .args(args)
         .args(["--env", "prod", "--anonymous", "--poll-interval-ms", "10"])

@@ -23,12 +23,7 @@ pub(crate) use layer::{Entry, Layer, gzip_layer};
 pub(crate) use manifest::Image;
 pub(crate) use reference::Reference;
 pub(crate) use registry::{RegistryAuth, push};
-
-/// rustls' process-wide crypto provider: ring, as the rest of the workspace uses (Google's
-/// clients are built without their aws-lc default, which costs a long C build).
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub(crate) use xtask::util::install_crypto_provider;
 
 /// Where `cargo xtask image` writes its layout by default.
 pub(crate) fn default_layout_dir() -> PathBuf {

@@ -39,7 +39,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn xtask_image(output: &Path, extra: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .arg("image")
         .arg("--binary")
         .arg(small_binary())
@@ -311,7 +311,7 @@ fn a_pushed_image_pulls_back_with_the_same_digest() {
 /// docker/Dockerfile's runtime stage and the daemonless image agree on user, entrypoint and port.
 #[test]
 fn the_dockerfile_matches_the_daemonless_image() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dockerfile =
         std::fs::read_to_string(root.join("docker/Dockerfile")).expect("docker/Dockerfile");
     let runtime = dockerfile
@@ -488,7 +488,7 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> Vec<u8> {
 /// The locked packages: name, version and the `.deb` xtask fetched (found by its control fields,
 /// not by its file name).
 fn locked_debs() -> Vec<(String, String, PathBuf)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let lock: toml::Table = toml::from_str(
         &std::fs::read_to_string(root.join("docker/debian-packages.lock")).expect("the lock"),
     )

@@ -72,7 +72,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// `deploy/environments/<env>.toml` as committed, alone in a directory.
 fn environments(env: &str) -> PathBuf {
     let dir = temp_dir(&format!("env-{env}"));
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::copy(
         root.join(format!("deploy/environments/{env}.toml")),
         dir.join(format!("{env}.toml")),
@@ -122,7 +122,7 @@ fn fake() -> Fake {
 
 /// `xtask deploy --env ENV` against `fake`, with the journal's local copy in `journal`.
 fn command(fake: &Fake, env: &str, journal: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask-release"));
     command
         .args(arguments(fake, env, extra))
         .env_remove("DEPLOY_API_KEY")
@@ -711,7 +711,7 @@ fn on_a_terminal(fake: &Fake, journal: &Path, extra: &[&str], answer: &str) -> O
         eprintln!("skipped: no `script` (util-linux) to give the deploy a terminal");
         return None;
     }
-    let line = std::iter::once(env!("CARGO_BIN_EXE_xtask").to_owned())
+    let line = std::iter::once(env!("CARGO_BIN_EXE_xtask-release").to_owned())
         .chain(arguments(fake, "prod", extra))
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
         .collect::<Vec<_>>()

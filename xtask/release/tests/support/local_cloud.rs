@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// This test's directory: the local cloud's state (`XTASK_LOCAL_CLOUD_DIR`), its deploy journal
@@ -72,7 +72,7 @@ pub fn without_debug_info(binary: &Path) -> PathBuf {
 /// `cargo xtask …` with this test's local cloud (its state directory and deploy journal) and
 /// without the caller's deploy credentials.
 pub fn xtask_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask-release"));
     let dir = test_dir();
     command
         .env_remove("DEPLOY_API_KEY")
@@ -198,12 +198,9 @@ pub fn revision_of(image: &str) -> String {
     format!("items-{}", &image.rsplit(':').next().unwrap()[..12])
 }
 
-/// A JWT the local gateways accept (`cargo xtask token --env local`).
+/// A JWT the local gateways accept (what `cargo xtask token --env local` prints).
 pub fn token() -> String {
-    String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
+    xtask::token::first_provider_token("local").unwrap()
 }
 
 /// The wall time of a test's steps: each [`Marks::mark`] prints `timing: <step>: N.N s` (since

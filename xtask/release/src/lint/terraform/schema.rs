@@ -480,7 +480,9 @@ mod tests {
 
     fn fixture_problems(name: &str, additions: Option<&str>) -> Vec<String> {
         let root = repo_root();
-        let dir = root.join("xtask/tests/fixtures/terraform").join(name);
+        let dir = root
+            .join("xtask/release/tests/fixtures/terraform")
+            .join(name);
         let additions = additions.map(|file| dir.join(file));
         let schemas =
             Schemas::load_with(&root, additions.as_deref()).expect("committed schemas load");

@@ -166,9 +166,14 @@ pub(crate) fn keep_only(
     Ok(())
 }
 
-/// Removes `file_name` from every workspace member directory (the root, `xtask`, `crates/*`).
+/// Removes `file_name` from every workspace member directory (the root, `xtask`, `xtask/release`,
+/// `crates/*`).
 fn remove_named(root: &Path, file_name: &str) {
-    let mut dirs = vec![root.to_path_buf(), root.join("xtask")];
+    let mut dirs = vec![
+        root.to_path_buf(),
+        root.join("xtask"),
+        root.join("xtask/release"),
+    ];
     if let Ok(entries) = std::fs::read_dir(root.join("crates")) {
         dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
     }

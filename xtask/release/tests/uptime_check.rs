@@ -14,7 +14,7 @@ use hcl::expr::{Expression, ObjectKey, Traversal, TraversalOperator};
 use items_local_gateway::{GatewayConfig, LOCAL_API_KEY, LocalGateway, LogSink};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// What the uptime check sends: method, path and header names.

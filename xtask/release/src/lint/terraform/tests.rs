@@ -12,10 +12,7 @@ use super::roots::{check_environment_roots, check_required_dirs};
 use super::{check_tree, lint};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask/ has a parent directory")
-        .to_path_buf()
+    crate::util::project_root()
 }
 
 fn fixture(name: &str) -> PathBuf {

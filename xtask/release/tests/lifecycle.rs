@@ -483,10 +483,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
         .collect();
     marks.mark("three images built and pushed");
-    let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = support::token();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client {
         http: reqwest::Client::builder()

@@ -91,8 +91,8 @@ impl Gate {
                 format!(
                     "{} {:.0} req/s p95 {:.1} ms errors {:.4}",
                     m.name,
-                    m.summary.requests_per_second(),
-                    m.summary.p95_us / 1000.0,
+                    m.requests_per_second(),
+                    m.p95_ms(),
                     m.error_ratio()
                 )
             })

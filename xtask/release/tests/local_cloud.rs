@@ -117,7 +117,7 @@ fn deploy_to_the_local_cloud_and_call_it_through_its_gateways() {
     marks.mark("deployed again: nothing to do");
 
     // Through the gateway with a key and a token: served by the new revision.
-    let token = String::from_utf8(xtask(&["token", "--env", "local"]).stdout).unwrap();
+    let token = support::token();
     let (status, _) = get(
         &format!("{gateway}/items?page_size=1&key={key}"),
         &[("authorization", format!("Bearer {}", token.trim()))],

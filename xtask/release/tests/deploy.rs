@@ -70,7 +70,7 @@ fn environments() -> PathBuf {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("xtask-deploy-env-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         std::fs::copy(
             root.join("deploy/environments/dev.toml"),
             dir.join("dev.toml"),
@@ -104,7 +104,7 @@ fn fake() -> Fake {
 }
 
 fn deploy(fake: &Fake, extra: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .arg("deploy")
         .args(["--env", "dev", "--anonymous", "--poll-interval-ms", "5"])
         .arg("--environments")
@@ -492,7 +492,7 @@ fn without_credentials_one_message_names_the_fix_and_exits_2() {
     let home = std::env::temp_dir().join(format!("xtask-no-adc-{}", std::process::id()));
     std::fs::create_dir_all(&home).expect("temp home");
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-release"))
         .args(["deploy", "--env", "dev", "--plan", "--environments"])
         .arg(environments())
         .env("HOME", &home)
@@ -957,7 +957,7 @@ fn a_deploy_changes_only_the_fields_the_table_gives_it() {
 /// The fields the table "Who owns which field" of docs/deploy.md gives to deploy for `resource`.
 fn deploy_owned_fields(resource: &str) -> Vec<String> {
     let doc = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/deploy.md"),
     )
     .expect("docs/deploy.md");
     doc.lines()
@@ -1055,7 +1055,7 @@ fn diff_paths(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
 fn ignore_changes() -> Vec<String> {
     let main = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/terraform/modules/cloudrun/main.tf"),
+            .join("../../deploy/terraform/modules/cloudrun/main.tf"),
     )
     .expect("main.tf");
     let list = main

@@ -31,7 +31,7 @@
 //!     or `for_each` names one instance (`module.db[0].url`), which `terraform validate` would
 //!     otherwise refuse ([`indexed`]).
 //!
-//! Checks 1 to 6 and 8 to 12 each have a broken fixture under `xtask/tests/fixtures/terraform/` that
+//! Checks 1 to 6 and 8 to 12 each have a broken fixture under `xtask/release/tests/fixtures/terraform/` that
 //! must fail with a clear message (the tests in `terraform/tests.rs`); check 7 is tested on the
 //! real tree only. The real tree must pass every check.
 

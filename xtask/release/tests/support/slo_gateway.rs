@@ -16,7 +16,7 @@ use serde_json::json;
 pub const API_KEY: &str = LOCAL_API_KEY;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn dev() -> Environment {
