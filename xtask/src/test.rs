@@ -106,14 +106,41 @@ fn cargo_runs(nextest: bool, no_doc: bool, extra: &[String]) -> Vec<Vec<String>>
     }
     main.extend(extra.iter().cloned());
     let mut runs = vec![main];
-    // nextest does not run doc tests; `cargo test` already did.
-    if nextest && !no_doc {
+    // nextest does not run doc tests; `cargo test` already did. `cargo test --doc` refuses a
+    // package without a library (xtask-release): left out, and no doc run when none is left.
+    let doc_packages = with_a_library(&packages);
+    if nextest && !no_doc && (packages.is_empty() || !doc_packages.is_empty()) {
         let mut doc = vec!["test".to_owned(), "--doc".to_owned()];
         doc.extend(scope.iter().map(|s| (*s).to_owned()));
-        doc.extend(packages.iter().map(|a| (*a).to_owned()));
+        doc.extend(doc_packages.iter().map(|a| (*a).to_owned()));
         runs.push(doc);
     }
     runs
+}
+
+/// `packages` (as [`package_args`] returns them) without the workspace's binary-only package.
+fn with_a_library<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    let binary_only = |name: &str| name == crate::release::PACKAGE;
+    let mut out = Vec::new();
+    let mut args = packages.iter();
+    while let Some(&a) = args.next() {
+        if a == "-p" || a == "--package" {
+            match args.next() {
+                Some(&name) if binary_only(name) => {}
+                Some(&name) => out.extend([a, name]),
+                None => out.push(a),
+            }
+        } else {
+            let name = a
+                .strip_prefix("--package=")
+                .or_else(|| a.strip_prefix("-p"))
+                .unwrap_or(a);
+            if !binary_only(name) {
+                out.push(a);
+            }
+        }
+    }
+    out
 }
 
 /// The `-p NAME` / `--package NAME` / `--package=NAME` / `-pNAME` arguments among `extra`.
@@ -179,6 +206,21 @@ mod tests {
                 strings(&["nextest", "run", "-p", "items-service", "faults"]),
                 strings(&["test", "--doc", "-p", "items-service"]),
             ]
+        );
+        assert_eq!(
+            cargo_runs(
+                true,
+                false,
+                &strings(&["-p", "xtask", "-p", "xtask-release"])
+            ),
+            [
+                strings(&["nextest", "run", "-p", "xtask", "-p", "xtask-release"]),
+                strings(&["test", "--doc", "-p", "xtask"]),
+            ]
+        );
+        assert_eq!(
+            cargo_runs(true, false, &strings(&["--package=xtask-release"])),
+            [strings(&["nextest", "run", "--package=xtask-release"])]
         );
         assert_eq!(
             cargo_runs(
