@@ -122,9 +122,11 @@ pub(crate) fn exec(name: &str, matches: &ArgMatches) -> ExitCode {
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let err = std::process::Command::new(&cargo)
-        .args(cargo_run_args(name, args))
-        .exec();
+    let mut command = std::process::Command::new(&cargo);
+    for var in crate::util::package_env() {
+        command.env_remove(var);
+    }
+    let err = command.args(cargo_run_args(name, args)).exec();
     eprintln!(
         "error: running `{} run --package {PACKAGE}`: {err}",
         cargo.to_string_lossy()

@@ -66,7 +66,38 @@ pub fn cargo() -> tokio::process::Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = tokio::process::Command::new(program);
     cmd.current_dir(project_root());
+    for name in package_env() {
+        cmd.env_remove(name);
+    }
     cmd
+}
+
+/// The variables cargo (and nextest) set for the package being run or tested: `CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, …. A cargo started with them in its environment sees them as changed:
+/// ring's build script reads them with `rerun-if-env-changed`, so ring and the ~17 crates above
+/// it up to items-service were compiled again each time one went from `cargo xtask test` to plain
+/// cargo and back. Every cargo xtask starts is started without them.
+pub fn package_env() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+        })
+        .collect()
 }
 
 /// Builds the service binary and returns the path cargo reports for it.

@@ -356,29 +356,10 @@ fn v2_binary() -> std::path::PathBuf {
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = std::process::Command::new(cargo);
-    // Without what cargo and nextest set for this test's own package (CARGO_PKG_NAME,
-    // CARGO_MANIFEST_DIR, …): ring's build script reruns when one of them changes (it reads them
-    // with rerun-if-env-changed), and with it ring and the 17 crates above it up to items-service
-    // were compiled again.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_MANIFEST_LINKS",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            command.env_remove(name.as_ref());
-        }
+    // Without what cargo and nextest set for this test's own package (xtask::util::package_env
+    // says why).
+    for name in xtask::util::package_env() {
+        command.env_remove(name);
     }
     let built = command
         .current_dir(&root)
