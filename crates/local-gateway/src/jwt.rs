@@ -291,14 +291,38 @@ fn header_key_order(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
         .cmp(b.0.bytes().chain(b.1.bytes()))
 }
 
+/// The bytes of a token for [`jwt_after`]: base64url characters and `.`. A table, as the scan
+/// runs over the whole token (700 bytes in `cargo xtask bench --through-gateway`) on every
+/// request.
+const TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    table
+};
+
 /// envoy `ExtractorImpl::extractJWT`: the first run of base64url characters and dots at or after
 /// `after`, or the whole value when there is none.
 fn jwt_after(value: &str, after: usize) -> &str {
-    let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let legal = |b: u8| TOKEN_BYTE[usize::from(b)];
     let bytes = value.as_bytes();
     let Some(start) = (after..bytes.len()).find(|&i| legal(bytes[i])) else {
         return value;
     };
+    // Usually the token runs to the end of the value: checked in a loop the compiler vectorises
+    // before the byte-by-byte search for its end (which was 6.8k of the 115k instructions per
+    // proxied request on the 700-byte token, callgrind).
+    let rest = &bytes[start..];
+    let all_legal = rest.iter().fold(true, |ok, &b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.'))
+    });
+    if all_legal {
+        return &value[start..];
+    }
     let end = (start..bytes.len())
         .find(|&i| !legal(bytes[i]))
         .unwrap_or(bytes.len());

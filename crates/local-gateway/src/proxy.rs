@@ -176,13 +176,18 @@ async fn process(
         jwt_route,
         key_project,
     };
-    let headers = router::upstream_headers(req, state, backend, &caller, &paths, entry)
-        .map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
+    // The retry sends the same headers, the request id included; they are built again for it
+    // rather than cloned for every request.
+    let request_id = trace::uuid_v4();
+    let headers =
+        || router::upstream_headers(req, state, backend, &caller, &paths, entry, &request_id);
+    let first = headers().map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
     let uri = http::Uri::try_from(format!("{}{}", state.backend_base, paths.upstream))
         .map_err(|e| Refusal::new("upstream_uri_invalid", 500, e.to_string()))?;
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|e| Refusal::new("invalid_method", 400, e.to_string()))?;
-    let response = router::forward(client, method, backend, uri, headers, body).await?;
+    let response =
+        router::forward(client, method, backend, uri, first, || headers().ok(), body).await?;
     entry.response_code_detail = "via_upstream".into();
     Ok(response)
 }

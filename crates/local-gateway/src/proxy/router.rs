@@ -18,7 +18,6 @@ use tokio::time::{Instant, timeout_at};
 use super::path_rewrite::Paths;
 use super::reply::Refusal;
 use super::state::State;
-use super::trace;
 use crate::jwt::Verified;
 use crate::log::Entry;
 use crate::spec::Backend;
@@ -80,6 +79,7 @@ pub(super) fn upstream_headers(
     caller: &Caller<'_>,
     paths: &Paths,
     entry: &Entry,
+    request_id: &str,
 ) -> Result<HeaderMap, String> {
     let mut out = client_headers(req, caller.jwt_route);
     if let Some(v) = caller.verified {
@@ -98,7 +98,7 @@ pub(super) fn upstream_headers(
     forwarding(&mut out, req, &entry.remote_ip);
     trace_headers(&mut out, entry);
     if !out.contains_key(&REQUEST_ID) {
-        set(&mut out, REQUEST_ID, &trace::uuid_v4());
+        set(&mut out, REQUEST_ID, request_id);
     }
     Ok(out)
 }
@@ -218,23 +218,32 @@ pub(super) async fn forward(
     backend: &Backend,
     uri: http::Uri,
     headers: HeaderMap,
+    again: impl Fn() -> Option<HeaderMap>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Refusal> {
     let deadline = Instant::now() + backend.deadline;
     // Envoy's response code detail for the route timeout (`ResponseCodeDetails::ResponseTimeout`,
     // seen in API Gateway's request log).
     let timeout = || Refusal::new("response_timeout", 504, "upstream request timeout");
-    let mut attempt = 0;
-    let upstream = loop {
+    let request = |headers: HeaderMap| {
         let mut request = http::Request::new(Full::new(body.clone()));
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri.clone();
-        *request.headers_mut() = headers.clone();
-        match timeout_at(deadline, client.request(request)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) if attempt == 0 => attempt += 1,
-            Ok(Err(e)) => return Err(send_failure(&e)),
-            Ok(Ok(response)) => break response,
+        *request.headers_mut() = headers;
+        request
+    };
+    let upstream = match timeout_at(deadline, client.request(request(headers))).await {
+        Err(_) => return Err(timeout()),
+        Ok(Ok(response)) => response,
+        Ok(Err(first)) => {
+            let Some(headers) = again() else {
+                return Err(send_failure(&first));
+            };
+            match timeout_at(deadline, client.request(request(headers))).await {
+                Err(_) => return Err(timeout()),
+                Ok(Err(e)) => return Err(send_failure(&e)),
+                Ok(Ok(response)) => response,
+            }
         }
     };
     let (parts, body) = upstream.into_parts();
