@@ -294,6 +294,63 @@ fn rfc3339(t: OffsetDateTime, buf: &mut [u8; 30]) -> &[u8] {
     &buf[..=len]
 }
 
+/// The line [`line`] writes, field by field: the schema the unit tests read every written line
+/// into (unknown fields refused), and that `cargo xtask lint`'s log-field check reads.
+#[cfg(test)]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Line {
+    severity: String,
+    time: String,
+    message: String,
+    #[serde(rename = "httpRequest")]
+    http_request: HttpRequest,
+    #[serde(rename = "logging.googleapis.com/trace")]
+    trace: String,
+    #[serde(rename = "logging.googleapis.com/spanId")]
+    span_id: String,
+    #[serde(rename = "logging.googleapis.com/trace_sampled")]
+    trace_sampled: bool,
+    timestamp: String,
+    service_config_id: String,
+    service_agent: String,
+    api_key_state: String,
+    http_status_code: u16,
+    response_code_detail: String,
+    producer_project_id: String,
+    api_name: String,
+    api_version: String,
+    api_method: String,
+    location: String,
+    log_message: String,
+    api_key: Option<String>,
+    error_cause: Option<String>,
+    jwt_payloads: Option<String>,
+}
+
+/// `httpRequest` of [`Line`].
+#[cfg(test)]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct HttpRequest {
+    #[serde(rename = "requestMethod")]
+    request_method: String,
+    #[serde(rename = "requestUrl")]
+    request_url: String,
+    status: u16,
+    #[serde(rename = "requestSize")]
+    request_size: String,
+    #[serde(rename = "responseSize")]
+    response_size: String,
+    #[serde(rename = "remoteIp")]
+    remote_ip: String,
+    latency: String,
+    protocol: String,
+    referer: Option<String>,
+}
+
 /// Waits (at most a second) until the lines logged so far are on stdout.
 pub fn flush() {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -430,6 +487,7 @@ mod tests {
         let mut out = Vec::new();
         line(&mut out, &ctx, &entry);
         assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice::<Line>(&out).expect("the schema's fields, no other");
         let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(v["severity"], "ERROR");
         assert_eq!(v["time"], v["timestamp"]);
@@ -458,5 +516,15 @@ mod tests {
         assert_eq!(v["jwt_payloads"], "sub=a;");
         assert!(v.get("error_cause").is_none());
         assert_eq!(v["location"], "local");
+        // Without the optional fields.
+        let bare = Entry {
+            referer: None,
+            api_key: None,
+            jwt_payloads: None,
+            ..entry
+        };
+        let mut out = Vec::new();
+        line(&mut out, &ctx, &bare);
+        serde_json::from_slice::<Line>(&out).expect("the schema's fields, no other");
     }
 }
