@@ -39,16 +39,11 @@ impl Template {
     /// Matches a normalised path (no query): case-sensitive literals, a variable is one
     /// non-empty segment, one trailing `/` is optional. Returns the variable bindings.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let trimmed = if path.len() > 1 {
-            path.strip_suffix('/').unwrap_or(path)
-        } else {
-            path
-        };
-        let parts: Vec<&str> = if trimmed == "/" || trimmed.is_empty() {
-            vec![]
-        } else {
-            trimmed.split('/').skip(1).collect()
-        };
+        self.matches_segments(&path_segments(path))
+    }
+
+    /// [`Template::matches`] on the path's [`path_segments`], split once for every template.
+    pub fn matches_segments(&self, parts: &[&str]) -> Option<Vec<(String, String)>> {
         if parts.len() != self.segments.len() {
             return None;
         }
@@ -71,6 +66,21 @@ impl Template {
             .iter()
             .filter(|s| matches!(s, Segment::Literal(_)))
             .count()
+    }
+}
+
+/// The segments of a normalised path that templates match: one trailing `/` dropped, none for
+/// `/`.
+pub fn path_segments(path: &str) -> Vec<&str> {
+    let trimmed = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    if trimmed == "/" || trimmed.is_empty() {
+        vec![]
+    } else {
+        trimmed.split('/').skip(1).collect()
     }
 }
 

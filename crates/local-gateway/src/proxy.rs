@@ -70,8 +70,8 @@ async fn handle(
             .map(|a| a.ip().to_string())
             .unwrap_or_default(),
         referer: header(&req, "referer"),
-        protocol: format!("{:?}", req.version()),
-        api_method: "<Unknown Operation Name>".into(),
+        protocol: protocol(req.version()),
+        api_method: state.unknown_method.clone(),
         api_key_state: "NOT CHECKED",
         trace_id,
         span_id,
@@ -94,6 +94,18 @@ async fn handle(
     entry.latency = start.elapsed();
     log::write(&state.config.log, &state.log, entry);
     response
+}
+
+/// The log's `protocol` (`HTTP/1.1`, as `Version`'s `Debug` writes it).
+fn protocol(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// The method the filters see: ESPv2's header_sanitizer filter, first in the chain, replaces
@@ -164,13 +176,18 @@ async fn process(
         jwt_route,
         key_project,
     };
-    let headers = router::upstream_headers(req, state, backend, &caller, &paths, entry)
-        .map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
+    // The retry sends the same headers, the request id included; they are built again for it
+    // rather than cloned for every request.
+    let request_id = trace::uuid_v4();
+    let headers =
+        || router::upstream_headers(req, state, backend, &caller, &paths, entry, &request_id);
+    let first = headers().map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;
     let uri = http::Uri::try_from(format!("{}{}", state.backend_base, paths.upstream))
         .map_err(|e| Refusal::new("upstream_uri_invalid", 500, e.to_string()))?;
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|e| Refusal::new("invalid_method", 400, e.to_string()))?;
-    let response = router::forward(client, method, backend, uri, headers, body).await?;
+    let response =
+        router::forward(client, method, backend, uri, first, || headers().ok(), body).await?;
     entry.response_code_detail = "via_upstream".into();
     Ok(response)
 }

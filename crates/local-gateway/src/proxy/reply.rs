@@ -59,7 +59,7 @@ impl Refusal {
 
     /// The local reply, with the refusal recorded in the log entry.
     pub(super) fn into_response(self, entry: &mut Entry) -> HttpResponse {
-        entry.response_code_detail = self.detail.into_owned();
+        entry.response_code_detail = self.detail;
         entry.error_cause = self.cause;
         let mut response = local_reply(self.status, &self.message);
         if let Some(challenge) = self.challenge

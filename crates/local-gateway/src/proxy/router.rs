@@ -18,12 +18,24 @@ use tokio::time::{Instant, timeout_at};
 use super::path_rewrite::Paths;
 use super::reply::Refusal;
 use super::state::State;
-use super::trace;
 use crate::jwt::Verified;
 use crate::log::Entry;
 use crate::spec::Backend;
 
 const USERINFO: &str = "x-apigateway-api-userinfo";
+
+// The names the gateway sets, made at compile time (`from_static` at run time checked each name
+// on every request).
+const USERINFO_NAME: HeaderName = HeaderName::from_static(USERINFO);
+const CONSUMER_TYPE: HeaderName = HeaderName::from_static("x-apigateway-api-consumer-type");
+const CONSUMER_NUMBER: HeaderName = HeaderName::from_static("x-apigateway-api-consumer-number");
+const FORWARDED_AUTHORIZATION: HeaderName = HeaderName::from_static("x-forwarded-authorization");
+const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Envoy's local reply when the upstream fails before the response headers, after ESPv2's
 /// retry (`retried and the latest `): esp-v2 `tests/integration_test/non_gcp_test.go`,
@@ -32,18 +44,21 @@ const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before
 const RESET: &str = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination";
 
 /// Hop-by-hop headers and those the HTTP client sets itself: never copied across.
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-    "host",
-    "expect",
-];
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+            | "host"
+            | "expect"
+    )
+}
 
 /// What the earlier filters learnt about the caller.
 pub(super) struct Caller<'a> {
@@ -64,36 +79,33 @@ pub(super) fn upstream_headers(
     caller: &Caller<'_>,
     paths: &Paths,
     entry: &Entry,
+    request_id: &str,
 ) -> Result<HeaderMap, String> {
     let mut out = client_headers(req, caller.jwt_route);
     if let Some(v) = caller.verified {
-        set(&mut out, USERINFO, &v.payload_segment);
+        set(&mut out, USERINFO_NAME, &v.payload_segment);
     }
     if let Some(project) = caller.key_project {
-        set(&mut out, "x-apigateway-api-consumer-type", "PROJECT");
-        set(
-            &mut out,
-            "x-apigateway-api-consumer-number",
-            state.project_number(project),
-        );
+        out.insert(CONSUMER_TYPE, HeaderValue::from_static("PROJECT"));
+        set(&mut out, CONSUMER_NUMBER, state.project_number(project));
     }
     if !backend.disable_auth {
         backend_auth(&mut out, state, backend)?;
     }
     if let Some(path) = &paths.original {
-        set(&mut out, "x-envoy-original-path", path);
+        set(&mut out, ORIGINAL_PATH, path);
     }
-    forwarding(&mut out, req);
+    forwarding(&mut out, req, &entry.remote_ip);
     trace_headers(&mut out, entry);
-    if !out.contains_key("x-request-id") {
-        set(&mut out, "x-request-id", &trace::uuid_v4());
+    if !out.contains_key(&REQUEST_ID) {
+        set(&mut out, REQUEST_ID, request_id);
     }
     Ok(out)
 }
 
-fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(out: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        out.insert(HeaderName::from_static(name), v);
+        out.insert(name, v);
     }
 }
 
@@ -103,7 +115,7 @@ fn client_headers(req: &HttpRequest, jwt_route: bool) -> HeaderMap {
     for (name, value) in req.headers() {
         let n = name.as_str();
         // The method override was applied and the header removed (header_sanitizer).
-        if HOP_BY_HOP.contains(&n) || n == "x-http-method-override" {
+        if hop_by_hop(n) || n == "x-http-method-override" {
             continue;
         }
         // A client's copy of the userinfo header is removed only on routes with JWT
@@ -125,9 +137,9 @@ fn client_headers(req: &HttpRequest, jwt_route: bool) -> HeaderMap {
 /// X-Forwarded-Authorization (a client-sent one is removed first); disable_auth leaves
 /// Authorization alone. Without jwt_audience the audience is the address's scheme and host.
 fn backend_auth(out: &mut HeaderMap, state: &State, backend: &Backend) -> Result<(), String> {
-    out.remove("x-forwarded-authorization");
-    if let Some(auth) = out.remove("authorization") {
-        out.insert(HeaderName::from_static("x-forwarded-authorization"), auth);
+    out.remove(&FORWARDED_AUTHORIZATION);
+    if let Some(auth) = out.remove(http::header::AUTHORIZATION) {
+        out.insert(FORWARDED_AUTHORIZATION, auth);
     }
     let audience = backend
         .jwt_audience
@@ -141,25 +153,22 @@ fn backend_auth(out: &mut HeaderMap, state: &State, backend: &Backend) -> Result
 }
 
 /// Set by Google's front end on API Gateway: the client's address and the scheme it used.
-fn forwarding(out: &mut HeaderMap, req: &HttpRequest) {
-    let client_ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+fn forwarding(out: &mut HeaderMap, req: &HttpRequest, client_ip: &str) {
     let xff = match req
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
         Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip.clone(),
+        None => client_ip.to_owned(),
     };
-    set(out, "x-forwarded-for", &xff);
-    let scheme = req.connection_info().scheme().to_owned();
-    set(out, "x-forwarded-proto", &scheme);
+    set(out, FORWARDED_FOR, &xff);
+    let info = req.connection_info();
+    let scheme = info.scheme();
+    set(out, FORWARDED_PROTO, scheme);
     set(
         out,
-        "forwarded",
+        http::header::FORWARDED,
         &format!("for=\"{client_ip}\";proto={scheme}"),
     );
 }
@@ -169,7 +178,7 @@ fn trace_headers(out: &mut HeaderMap, entry: &Entry) {
     let (trace_id, span_id, sampled) = (&entry.trace_id, &entry.span_id, entry.sampled);
     set(
         out,
-        "traceparent",
+        TRACEPARENT,
         &format!(
             "00-{trace_id}-{span_id}-{}",
             if sampled { "01" } else { "00" }
@@ -178,7 +187,7 @@ fn trace_headers(out: &mut HeaderMap, entry: &Entry) {
     let span_decimal = u64::from_str_radix(span_id, 16).unwrap_or_default();
     set(
         out,
-        "x-cloud-trace-context",
+        CLOUD_TRACE,
         &format!("{trace_id}/{span_decimal};o={}", u8::from(sampled)),
     );
 }
@@ -209,30 +218,39 @@ pub(super) async fn forward(
     backend: &Backend,
     uri: http::Uri,
     headers: HeaderMap,
+    again: impl Fn() -> Option<HeaderMap>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Refusal> {
     let deadline = Instant::now() + backend.deadline;
     // Envoy's response code detail for the route timeout (`ResponseCodeDetails::ResponseTimeout`,
     // seen in API Gateway's request log).
     let timeout = || Refusal::new("response_timeout", 504, "upstream request timeout");
-    let mut attempt = 0;
-    let upstream = loop {
+    let request = |headers: HeaderMap| {
         let mut request = http::Request::new(Full::new(body.clone()));
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri.clone();
-        *request.headers_mut() = headers.clone();
-        match timeout_at(deadline, client.request(request)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) if attempt == 0 => attempt += 1,
-            Ok(Err(e)) => return Err(send_failure(&e)),
-            Ok(Ok(response)) => break response,
+        *request.headers_mut() = headers;
+        request
+    };
+    let upstream = match timeout_at(deadline, client.request(request(headers))).await {
+        Err(_) => return Err(timeout()),
+        Ok(Ok(response)) => response,
+        Ok(Err(first)) => {
+            let Some(headers) = again() else {
+                return Err(send_failure(&first));
+            };
+            match timeout_at(deadline, client.request(request(headers))).await {
+                Err(_) => return Err(timeout()),
+                Ok(Err(e)) => return Err(send_failure(&e)),
+                Ok(Ok(response)) => response,
+            }
         }
     };
     let (parts, body) = upstream.into_parts();
     let status = StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     for (name, value) in &parts.headers {
-        if HOP_BY_HOP.contains(&name.as_str()) {
+        if hop_by_hop(name.as_str()) {
             continue;
         }
         response.append_header((name.as_str(), value.as_bytes()));

@@ -28,11 +28,12 @@ pub(super) fn route<'a>(
     method: &str,
     normalized: &str,
 ) -> Result<Matched<'a>, Refusal> {
+    let parts = crate::path::path_segments(normalized);
     let mut matched: Vec<_> = state
         .spec
         .routes
         .iter()
-        .filter_map(|r| r.template.matches(normalized).map(|b| (r, b)))
+        .filter_map(|r| r.template.matches_segments(&parts).map(|b| (r, b)))
         .collect();
     if matched.is_empty() {
         return Err(Refusal::new("direct_response", 404, NOT_DEFINED));

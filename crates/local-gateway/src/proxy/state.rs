@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 
 use crate::config::GatewayConfig;
 use crate::jwt;
 use crate::keys::{self, SigningKey};
-use crate::log;
+use crate::log::{self, ApiMethod};
 use crate::quota::Quotas;
 use crate::spec::Spec;
 
@@ -29,6 +29,10 @@ pub struct State {
     pub(super) backend_base: String,
     /// `1.<service name with _ for . and ->`: the log's `api_method` without the operation.
     api_method_prefix: String,
+    /// The log's `api_method` of each operation id, made once.
+    api_methods: HashMap<String, Arc<ApiMethod>>,
+    /// `<Unknown Operation Name>`: requests that match no operation.
+    pub(super) unknown_method: Arc<ApiMethod>,
     /// Project id → a stable stand-in for its project number, for the producer project and the
     /// keys' projects.
     project_numbers: HashMap<String, String>,
@@ -44,13 +48,22 @@ impl State {
         config: GatewayConfig,
         _addr: SocketAddr,
     ) -> Self {
-        let log = log::Context {
-            service_name: spec.service_name().to_owned(),
-            api_version: spec.version.clone(),
-            config_id: config.config_id.clone(),
-            producer_project: config.producer_project.clone(),
-        };
+        let log = log::Context::new(
+            spec.service_name(),
+            &spec.version,
+            &config.config_id,
+            &config.producer_project,
+        );
         let api_method_prefix = format!("1.{}", spec.service_name().replace(['.', '-'], "_"));
+        let api_methods = spec
+            .routes
+            .iter()
+            .flat_map(|r| r.operations.values())
+            .map(|o| {
+                let name = format!("{api_method_prefix}.{}", o.operation_id);
+                (o.operation_id.clone(), Arc::new(ApiMethod::new(name)))
+            })
+            .collect();
         let backend_base = config.backend_url.trim_end_matches('/').to_owned();
         let project_numbers = std::iter::once(&config.producer_project)
             .chain(config.api_key_projects.values())
@@ -86,6 +99,8 @@ impl State {
             log,
             backend_base,
             api_method_prefix,
+            api_methods,
+            unknown_method: Arc::new(ApiMethod::new("<Unknown Operation Name>".into())),
             project_numbers,
             token_params,
         }
@@ -130,7 +145,17 @@ impl State {
         format!("project_number:{}", self.project_number(project))
     }
 
-    pub(super) fn api_method(&self, operation_id: &str) -> String {
-        format!("{}.{operation_id}", self.api_method_prefix)
+    /// The log's `api_method` of an operation (made here for CORS preflights, whose operations
+    /// ESPv2 generates).
+    pub(super) fn api_method(&self, operation_id: &str) -> Arc<ApiMethod> {
+        self.api_methods
+            .get(operation_id)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(ApiMethod::new(format!(
+                    "{}.{operation_id}",
+                    self.api_method_prefix
+                )))
+            })
     }
 }
