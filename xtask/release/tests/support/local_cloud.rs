@@ -47,7 +47,8 @@ pub fn service_binary() -> Option<PathBuf> {
 
 /// A copy of `binary` without its debug info (`objcopy --strip-debug`: symbols and every other
 /// section, `cargo auditable`'s included, kept) in [`test_dir`], or `binary` itself when objcopy
-/// fails. The debug build is 232 MB, 49 MB without; `cargo xtask image` (a debug build itself)
+/// fails. The debug build was 232 MB with full debug info (94 MB with the dev profile's line tables
+/// since), 49 MB without; `cargo xtask image` (a debug build itself)
 /// took 57 CPU seconds per image of it, 85 % of them in gzip (miniz_oxide) and SHA-256 (perf),
 /// and 19 s with the copy. Every image of these tests, the bootstrap one included, is built from
 /// such a copy.
