@@ -121,15 +121,11 @@ pub(crate) fn exec(name: &str, matches: &ArgMatches) -> ExitCode {
              `cargo ship {name} …` runs it directly"
         );
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(&cargo);
-    for var in crate::util::package_env() {
-        command.env_remove(var);
-    }
+    let mut command = crate::util::std_cargo();
     let err = command.args(cargo_run_args(name, args)).exec();
     eprintln!(
         "error: running `{} run --package {PACKAGE}`: {err}",
-        cargo.to_string_lossy()
+        command.get_program().to_string_lossy()
     );
     ExitCode::FAILURE
 }

@@ -63,9 +63,16 @@ pub fn database_url_from_env() -> Option<String> {
 
 /// A `cargo` command (the one running us, when known) in the workspace root.
 pub fn cargo() -> tokio::process::Command {
-    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = std_cargo();
     cmd.current_dir(project_root());
+    cmd.into()
+}
+
+/// The cargo that runs us (`CARGO`, else `cargo` on `PATH`), without [`package_env`], in the
+/// caller's directory.
+pub fn std_cargo() -> std::process::Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(program);
     for name in package_env() {
         cmd.env_remove(name);
     }

@@ -118,3 +118,28 @@ pub(crate) fn register<S: ItemStore>(cfg: &mut web::ServiceConfig) {
         cfg.service(resource.default_service(error::method_not_allowed(allow)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::dev::ResourceDef;
+
+    use super::endpoints;
+
+    /// actix tries the resources in the list's order, so a path must not be one an earlier
+    /// pattern already matches (a `/items/search` after `/items/{id}` would go to `get_item`).
+    #[test]
+    fn no_path_is_shadowed_by_an_earlier_one() {
+        // The check sees a shadowed path.
+        assert!(ResourceDef::new("/items/{id}").is_match("/items/search"));
+        let endpoints = endpoints::<items_memstore::MemStore>();
+        let paths: Vec<&str> = endpoints.iter().map(|e| e.path.as_str()).collect();
+        for (i, later) in paths.iter().enumerate() {
+            for earlier in paths[..i].iter().filter(|p| *p != later) {
+                assert!(
+                    !ResourceDef::new(*earlier).is_match(later),
+                    "{later} is registered after {earlier}, which matches it: list it first"
+                );
+            }
+        }
+    }
+}

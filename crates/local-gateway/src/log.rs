@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::config::LogSink;
 
 /// What the gateway learnt about one request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Entry {
     pub method: String,
     pub url: String,
@@ -38,8 +38,8 @@ pub struct Entry {
 }
 
 /// ESPv2's `api_method` of an operation and the log's `<api_method> is called`, made once per
-/// operation with their JSON string forms.
-#[derive(Debug, Default)]
+/// operation with their JSON string forms. No `Default`: an empty one would write invalid JSON.
+#[derive(Debug)]
 pub struct ApiMethod {
     /// The name as a JSON string literal (quotes included).
     json: String,

@@ -76,7 +76,16 @@ async fn handle(
         trace_id,
         span_id,
         sampled,
-        ..Entry::default()
+        // Filled in below, as the request goes (no `..Default::default()`: it would build, and
+        // drop, a default `api_method` on every request).
+        status: 0,
+        request_size: 0,
+        response_size: 0,
+        latency: std::time::Duration::ZERO,
+        api_key: None,
+        response_code_detail: std::borrow::Cow::Borrowed(""),
+        error_cause: None,
+        jwt_payloads: None,
     };
     let response = match process(
         &req, method, normalized, payload, &state, &client, &mut entry,
@@ -177,8 +186,8 @@ async fn process(
         key_project,
     };
     // The retry sends the same headers, the request id included; they are built again for it
-    // rather than cloned for every request.
-    let request_id = trace::uuid_v4();
+    // rather than cloned for every request. The id is made only when the client sent none.
+    let request_id = std::cell::OnceCell::new();
     let headers =
         || router::upstream_headers(req, state, backend, &caller, &paths, entry, &request_id);
     let first = headers().map_err(|e| Refusal::new("backend_auth_token_missing", 500, e))?;

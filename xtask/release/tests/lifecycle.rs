@@ -354,14 +354,9 @@ fn v2_binary() -> std::path::PathBuf {
         }
     }
     let started = Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = std::process::Command::new(cargo);
     // Without what cargo and nextest set for this test's own package (xtask::util::package_env
     // says why).
-    for name in xtask::util::package_env() {
-        command.env_remove(name);
-    }
-    let built = command
+    let built = xtask::util::std_cargo()
         .current_dir(&root)
         .args([
             "test",

@@ -48,11 +48,6 @@ pub(crate) fn process(pid: u32) -> Option<Duration> {
     stat(pid).map(|s| ticks(s.own))
 }
 
-/// System CPU of a live process so far (all its threads).
-fn process_system(pid: u32) -> Option<Duration> {
-    stat(pid).map(|s| ticks(s.system))
-}
-
 /// How long the threads of a live process have waited, runnable, for a CPU so far: the second
 /// field of `/proc/<pid>/task/<tid>/schedstat` (nanoseconds), summed over its threads. Requests
 /// wait as long as the worker thread does: on a busy machine this, not the service's own work,
@@ -63,8 +58,9 @@ fn runqueue_wait(pid: u32) -> Option<Duration> {
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum();
-    Some(Duration::from_nanos(nanos))
+        .fold(None, |sum: Option<u64>, n| Some(sum.unwrap_or(0) + n));
+    // No thread's schedstat read (no CONFIG_SCHED_INFO, or the process gone): unknown, not 0.
+    nanos.map(Duration::from_nanos)
 }
 
 /// User + system CPU of a PostgreSQL cluster so far: the postmaster's own, its exited children's
@@ -116,9 +112,11 @@ pub(crate) struct PerRequest {
 impl Sample {
     /// Now, for the service `service` (if any) and the cluster under `postmaster`.
     pub(crate) fn take(service: Option<u32>, postmaster: u32) -> Self {
+        // One read of the service's stat: its total and its system part from the same moment.
+        let service_stat = service.and_then(stat);
         Self {
-            service: service.and_then(process),
-            service_system: service.and_then(process_system),
+            service: service_stat.map(|s| ticks(s.own)),
+            service_system: service_stat.map(|s| ticks(s.system)),
             service_wait: service.and_then(runqueue_wait),
             postgres: cluster(postmaster),
         }

@@ -79,7 +79,7 @@ pub(super) fn upstream_headers(
     caller: &Caller<'_>,
     paths: &Paths,
     entry: &Entry,
-    request_id: &str,
+    request_id: &std::cell::OnceCell<String>,
 ) -> Result<HeaderMap, String> {
     let mut out = client_headers(req, caller.jwt_route);
     if let Some(v) = caller.verified {
@@ -98,7 +98,11 @@ pub(super) fn upstream_headers(
     forwarding(&mut out, req, &entry.remote_ip);
     trace_headers(&mut out, entry);
     if !out.contains_key(&REQUEST_ID) {
-        set(&mut out, REQUEST_ID, request_id);
+        set(
+            &mut out,
+            REQUEST_ID,
+            request_id.get_or_init(super::trace::uuid_v4),
+        );
     }
     Ok(out)
 }
