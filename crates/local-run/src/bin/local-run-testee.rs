@@ -59,6 +59,20 @@ async fn main() -> std::io::Result<()> {
             }
             () = sleep_until(exit_at) => {
                 // Stop accepting, finish what was accepted, then exit with a failure status.
+                // "Accepted" includes the connections the kernel has completed but this loop has
+                // not taken yet: closing the listener would reset them after the client sent its
+                // request (`select!` may pick this branch with one waiting), which is a crash, not
+                // the clean exit this testee stands for. So the backlog is drained first.
+                let listener = listener.into_std()?;
+                while let Ok((stream, _)) = listener.accept() {
+                    stream.set_nonblocking(true)?;
+                    let stream = TcpStream::from_std(stream)?;
+                    let ready = start.elapsed() >= ready_after;
+                    let revision = revision.clone();
+                    connections.spawn(async move {
+                        let _ = serve(stream, ready, &revision).await;
+                    });
+                }
                 drop(listener);
                 while connections.join_next().await.is_some() {}
                 println!("testee exiting on purpose");
