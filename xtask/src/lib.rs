@@ -20,6 +20,7 @@ pub mod release;
 mod test;
 pub mod tidy;
 pub mod token;
+pub mod tools;
 pub mod util;
 
 use std::process::ExitCode;

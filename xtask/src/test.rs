@@ -21,6 +21,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if crate::tidy::check_workspace()? != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
+    // The local cloud's scenarios and the image tests push images, whose SBOM needs it.
+    if let Err(e) = crate::tools::ensure_cargo_cyclonedx() {
+        eprintln!("error: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
     // Ctrl-C reaches cargo/nextest directly (same process group); we wait for them and clean up.
     let mut signals = Signals::install()?;
 

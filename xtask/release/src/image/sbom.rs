@@ -17,8 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::debian::Package;
 use crate::util;
 
-/// The pinned cargo-cyclonedx (`.ci/run` installs this version).
-pub(crate) const CARGO_CYCLONEDX_VERSION: &str = "0.5.9";
+pub(crate) use xtask::tools::CARGO_CYCLONEDX_VERSION;
 /// The SBOM's media type (CycloneDX's registered one) and so the artifact type of its manifest.
 pub(crate) const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
 /// The Rust target the image runs.
@@ -26,16 +25,9 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// `cargo cyclonedx` for the service crate: its BOM as JSON.
 pub(crate) async fn rust_bom(epoch: u64) -> anyhow::Result<Value> {
-    let version = tokio::process::Command::new("cargo")
-        .args(["cyclonedx", "--version"])
-        .output()
-        .await
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let version = tokio::task::spawn_blocking(xtask::tools::cargo_cyclonedx_version).await?;
     ensure!(
-        version.ends_with(CARGO_CYCLONEDX_VERSION),
+        xtask::tools::is_pinned(&version),
         "the SBOM needs cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} (found {:?}): cargo install \
          --version {CARGO_CYCLONEDX_VERSION} --locked cargo-cyclonedx",
         version

@@ -6,6 +6,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub fn xtask(args: &[&str]) -> Output {
 pub struct Cloud {
     child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// Set when its standard output closed: it exited (or closed it), and prints nothing more.
+    closed: Arc<AtomicBool>,
     /// Its state directory (`XTASK_LOCAL_CLOUD_DIR`).
     pub dir: PathBuf,
 }
@@ -116,20 +119,32 @@ impl Cloud {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = lines.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let eof = closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
+            eof.store(true, Ordering::SeqCst);
         });
-        Self { child, lines, dir }
+        Self {
+            child,
+            lines,
+            closed,
+            dir,
+        }
     }
 
     pub fn wait_for(&self, what: impl Fn(&str) -> bool, within: Duration) -> Option<String> {
         let started = Instant::now();
         while started.elapsed() < within {
+            // Read before the lines: a line printed before the output closed is still found.
+            let closed = self.closed.load(Ordering::SeqCst);
             if let Some(l) = self.lines.lock().unwrap().iter().find(|l| what(l)) {
                 return Some(l.clone());
             }
+            // Its error went to the test's stderr (inherited), shown with the failure.
+            assert!(!closed, "cargo xtask cloud exited (its error is above)");
             std::thread::sleep(Duration::from_millis(100));
         }
         None
