@@ -216,9 +216,17 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
         .await
         .expect("traffic");
     let first_pid = cloud.runtime.instances("items-flaky")[0].pid;
-    let until = Instant::now() + Duration::from_secs(6);
+    // Requests until two instances have exited on purpose and more than 20 were answered: a
+    // loaded machine spawns and probes replacements late, so no fixed time is long enough.
+    let exits = |c: &Cloud| {
+        c.log_lines()
+            .iter()
+            .filter(|l| l.contains("exiting on purpose"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut answered = 0;
-    while Instant::now() < until {
+    while (exits(&cloud) < 2 || answered <= 20) && Instant::now() < deadline {
         let (status, body) = get(&format!("{url}/")).await;
         assert_eq!((status, body.as_str()), (200, "items-flaky"));
         answered += 1;
