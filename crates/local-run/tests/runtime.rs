@@ -676,11 +676,12 @@ async fn deploying_one_revision_twice_at_once_starts_one_instance() {
         cloud.runtime.deploy_revision(spec)
     );
     assert_eq!((first, second), (Ok(()), Ok(())));
-    let started = cloud
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("K_REVISION=items-twice"))
-        .count();
+    // The TCP probe can pass before the testee's start line went through the pipe: wait for
+    // it (the settle in log_count lets a second instance's line show too).
+    let started = log_count(&cloud, 1, Duration::from_secs(10), |l| {
+        l.contains("K_REVISION=items-twice")
+    })
+    .await;
     assert_eq!(started, 1, "{:?}", cloud.log_lines());
     assert_eq!(cloud.runtime.instances("items-twice").len(), 1);
     cloud.stop().await;
