@@ -128,7 +128,10 @@ async fn patch_across_sigterm<F: Future<Output = ()>>(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!in_flight.is_finished(), "the PATCH ended before the lock was released");
+    assert!(
+        !in_flight.is_finished(),
+        "the PATCH ended before the lock was released"
+    );
 
     tx.commit().await.unwrap();
     let response = in_flight
