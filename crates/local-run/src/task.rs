@@ -117,11 +117,12 @@ impl Runtime {
                 .spawn()
                 .context("The container could not be started")?;
             let log = &inner.opts.instance_log;
+            let mut forwarders = Vec::new();
             if let Some(out) = child.stdout.take() {
-                crate::instance::forward_lines(out, log.clone(), task.clone());
+                forwarders.push(forward_lines(out, log.clone(), task.clone()));
             }
             if let Some(err) = child.stderr.take() {
-                crate::instance::forward_lines(err, log.clone(), task.clone());
+                forwarders.push(forward_lines(err, log.clone(), task.clone()));
             }
             tracing::info!(task = %task, attempt, "task started");
             let exit = match tokio::time::timeout(spec.timeout, child.wait()).await {
@@ -138,6 +139,14 @@ impl Runtime {
                     TaskExit::TimedOut
                 }
             };
+            // An attempt's output is complete when it ends: the pipes reach EOF once the
+            // container exited (bounded, should it have left a process holding them open).
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                for forwarder in forwarders {
+                    let _ = forwarder.await;
+                }
+            })
+            .await;
             tracing::info!(task = %task, attempt, ?exit, "task ended");
             anyhow::Ok(exit)
         }
@@ -145,4 +154,20 @@ impl Runtime {
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
+}
+
+/// `crate::instance::forward_lines`, with the task handed back so that the attempt can wait
+/// for its output.
+fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    log: crate::InstanceLog,
+    task: String,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.write(&task, &line);
+        }
+    })
 }

@@ -23,6 +23,24 @@ fn all_to(revision: &str) -> Vec<TrafficTarget> {
     vec![to(revision, 100, None)]
 }
 
+/// How many instance log lines `matches`, once at least `count` do (or `within` passed) and
+/// then a short settle, so that one line too many is seen too. An instance's output reaches
+/// the log through a pipe and a forwarding task, some time after the process wrote it (or died).
+async fn log_count(
+    cloud: &Cloud,
+    count: usize,
+    within: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> usize {
+    let seen = |c: &Cloud| c.log_lines().iter().filter(|l| matches(l)).count();
+    let deadline = Instant::now() + within;
+    while seen(cloud) < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    seen(cloud)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_runs_from_its_image_with_cloud_runs_environment_and_secret_files() {
     let (cloud, svc, url) = Cloud::serving(Duration::from_secs(10), public()).await;
@@ -216,9 +234,17 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
         .await
         .expect("traffic");
     let first_pid = cloud.runtime.instances("items-flaky")[0].pid;
-    let until = Instant::now() + Duration::from_secs(6);
+    // Requests until two instances have exited on purpose and more than 20 were answered: a
+    // loaded machine spawns and probes replacements late, so no fixed time is long enough.
+    let exits = |c: &Cloud| {
+        c.log_lines()
+            .iter()
+            .filter(|l| l.contains("exiting on purpose"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut answered = 0;
-    while Instant::now() < until {
+    while (exits(&cloud) < 2 || answered <= 20) && Instant::now() < deadline {
         let (status, body) = get(&format!("{url}/")).await;
         assert_eq!((status, body.as_str()), (200, "items-flaky"));
         answered += 1;
@@ -455,7 +481,8 @@ async fn a_retired_revision_gets_sigterm_then_sigkill_after_the_grace_period() {
     assert!(cloud.runtime.instances("items-polite").is_empty());
     assert!(cloud.runtime.instances("items-stubborn").is_empty());
     assert_eq!(cloud.runtime.instances("items-next").len(), 1);
-    let sigterms = cloud.log_lines().iter().filter(|l| *l == "SIGTERM").count();
+    // The processes are gone, their last lines may still be in the pipe.
+    let sigterms = log_count(&cloud, 2, Duration::from_secs(10), |l| l == "SIGTERM").await;
     assert_eq!(sigterms, 2, "{:?}", cloud.log_lines());
 
     // Rolling back to a retired revision starts an instance of it again.
@@ -631,8 +658,9 @@ async fn no_request_fails_while_traffic_moves_and_revisions_retire() {
     }
     let total = served.load(std::sync::atomic::Ordering::Relaxed);
     assert!(total >= 125, "{total} requests");
-    // items-b when traffic first went to items-a alone, then one per move.
-    let sigterms = cloud.log_lines().iter().filter(|l| *l == "SIGTERM").count();
+    // items-b when traffic first went to items-a alone, then one per move. Retiring goes on
+    // after set_traffic returned (drain, SIGTERM, the testee's line through the pipe): wait.
+    let sigterms = log_count(&cloud, 5, Duration::from_secs(30), |l| l == "SIGTERM").await;
     assert_eq!(sigterms, 5, "{:?}", cloud.log_lines());
     cloud.stop().await;
 }
@@ -648,11 +676,12 @@ async fn deploying_one_revision_twice_at_once_starts_one_instance() {
         cloud.runtime.deploy_revision(spec)
     );
     assert_eq!((first, second), (Ok(()), Ok(())));
-    let started = cloud
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("K_REVISION=items-twice"))
-        .count();
+    // The TCP probe can pass before the testee's start line went through the pipe: wait for
+    // it (the settle in log_count lets a second instance's line show too).
+    let started = log_count(&cloud, 1, Duration::from_secs(10), |l| {
+        l.contains("K_REVISION=items-twice")
+    })
+    .await;
     assert_eq!(started, 1, "{:?}", cloud.log_lines());
     assert_eq!(cloud.runtime.instances("items-twice").len(), 1);
     cloud.stop().await;

@@ -559,6 +559,7 @@ fn deploy_with_slo(
     fill: char,
     delays: [(&str, &str, u64); 2],
     p95_ms: &str,
+    duration: &str,
 ) -> Output {
     for (gateway, region, delay_ms) in delays {
         let url = slo_gateway::start(region, Duration::from_millis(delay_ms));
@@ -579,7 +580,7 @@ fn deploy_with_slo(
             "--slo-p95-ms",
             p95_ms,
             "--slo-duration",
-            "1s",
+            duration,
             "--slo-connections",
             "4",
         ],
@@ -594,6 +595,7 @@ fn the_slo_gate_loads_each_gateway_and_lets_a_fast_one_through() {
         '1',
         [(GW_EUW1, "europe-west1", 0), (GW_USC1, "us-central1", 0)],
         "1000",
+        "1s",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -614,13 +616,16 @@ fn the_slo_gate_loads_each_gateway_and_lets_a_fast_one_through() {
 #[test]
 fn a_missed_slo_in_region_two_rolls_the_regions_back() {
     let fake = fake();
-    // europe-west1 answers at once; us-central1's backend takes 600 ms, above a p95 of 300 ms
-    // (wide margins: the machine running the test may be busy).
+    // europe-west1 answers at once and must meet a p95 of 1500 ms even through a debug build of
+    // the local gateway on a loaded machine; us-central1's backend sleeps 2000 ms, so it misses
+    // it however fast the machine is (a slow machine only adds latency). The load lasts 4 s so
+    // that requests complete within it, even late (wrk counts no latency for unfinished ones).
     let out = deploy_with_slo(
         &fake,
         '2',
-        [(GW_EUW1, "europe-west1", 0), (GW_USC1, "us-central1", 600)],
-        "300",
+        [(GW_EUW1, "europe-west1", 0), (GW_USC1, "us-central1", 2000)],
+        "1500",
+        "4s",
     );
     assert!(!out.status.success(), "deploy should have failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -632,7 +637,7 @@ fn a_missed_slo_in_region_two_rolls_the_regions_back() {
         stderr.contains("SLO missed through http://127.0.0.1:"),
         "{stderr}"
     );
-    assert!(stderr.contains("above the SLO of 300 ms"), "{stderr}");
+    assert!(stderr.contains("above the SLO of 1500 ms"), "{stderr}");
     // europe-west1 met it, then was rolled back with us-central1.
     assert_eq!(stderr.matches("SLO met through").count(), 1, "{stderr}");
     assert!(

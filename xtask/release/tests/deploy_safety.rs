@@ -171,6 +171,8 @@ fn deploy(fake: &Fake, journal: &Path, extra: &[&str]) -> Output {
 struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Ends at the stderr pipe's EOF, once the process exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -183,12 +185,31 @@ impl Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// After the exit: waits until the reader has every stderr line (EOF), not for a fixed time.
+    /// Bounded at 10 s, should a leftover child of the deploy hold the pipe open.
+    fn read_to_end(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            reader.join().expect("the stderr reader");
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -203,7 +224,7 @@ impl Running {
                 return true;
             }
             if self.child.try_wait().unwrap().is_some() {
-                std::thread::sleep(Duration::from_millis(200));
+                self.read_to_end();
                 return self.lines.lock().unwrap().iter().any(|l| l.contains(text));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -228,7 +249,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        std::thread::sleep(Duration::from_millis(200));
+        self.read_to_end();
         let stderr = self.lines.lock().unwrap().join("\n");
         eprintln!("--- background deploy: {status}\n{stderr}");
         (status.code(), stderr)

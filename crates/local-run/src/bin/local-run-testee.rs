@@ -63,17 +63,39 @@ async fn main() -> std::io::Result<()> {
                 // not taken yet: closing the listener would reset them after the client sent its
                 // request (`select!` may pick this branch with one waiting), which is a crash, not
                 // the clean exit this testee stands for. So the backlog is drained first.
-                let listener = listener.into_std()?;
-                while let Ok((stream, _)) = listener.accept() {
-                    stream.set_nonblocking(true)?;
-                    let stream = TcpStream::from_std(stream)?;
-                    let ready = start.elapsed() >= ready_after;
-                    let revision = revision.clone();
-                    connections.spawn(async move {
-                        let _ = serve(stream, ready, &revision).await;
-                    });
+                // Only WouldBlock means the backlog is empty; an error never turns this into a
+                // status-1 exit, which would abort what was accepted.
+                match listener.into_std() {
+                    Ok(listener) => loop {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                let Ok(stream) = stream
+                                    .set_nonblocking(true)
+                                    .and_then(|()| TcpStream::from_std(stream))
+                                else {
+                                    continue;
+                                };
+                                let ready = start.elapsed() >= ready_after;
+                                let revision = revision.clone();
+                                connections.spawn(async move {
+                                    let _ = serve(stream, ready, &revision).await;
+                                });
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::ConnectionAborted
+                                        | std::io::ErrorKind::Interrupted
+                                ) => {}
+                            Err(e) => {
+                                eprintln!("testee: draining the backlog stopped: {e}");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => eprintln!("testee: the backlog could not be drained: {e}"),
                 }
-                drop(listener);
                 while connections.join_next().await.is_some() {}
                 println!("testee exiting on purpose");
                 std::process::exit(3);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::proxy::{Proxy, server_addr};
-use crate::support::{assert_problem, connect, spawn_app_with};
+use crate::support::{assert_problem, connect, spawn_app_with, until_an_update_waits_for_a_lock};
 
 const WAIT_TIMEOUT_MS: u64 = 500;
 
@@ -120,7 +120,7 @@ async fn pool_exhaustion_gives_503_then_recovers() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_an_update_waits_for_a_lock(&app.db_url).await;
 
     let started = Instant::now();
     let response = app.client.get(&item_url).send().await.unwrap();

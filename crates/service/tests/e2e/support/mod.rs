@@ -270,6 +270,33 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Waits (up to 20 s) until a backend of `db_url`'s database waits for a lock while running an
+/// `UPDATE items`: a PATCH is then blocked on a row lock inside its handler, holding a pooled
+/// connection. No fixed sleep knows when a loaded machine got the request that far.
+pub async fn until_an_update_waits_for_a_lock(db_url: &str) {
+    let admin = connect(db_url).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'UPDATE items%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UPDATE waited for the row lock within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts an RFC 9457 body with the given status and returns it.
 pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
