@@ -547,10 +547,10 @@ impl Revision {
         });
         let log = &inner.opts.instance_log;
         if let Some(out) = child.stdout.take() {
-            forward_lines(out, log.clone(), self.spec.name.clone());
+            drop(forward_lines(out, log.clone(), self.spec.name.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            forward_lines(err, log.clone(), self.spec.name.clone());
+            drop(forward_lines(err, log.clone(), self.spec.name.clone()));
         }
         let probe = self.probe(port);
         let outcome = tokio::select! {
@@ -722,17 +722,19 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration, revision: &str)
     }
 }
 
+/// Copies `stream`'s lines into the instance log under `revision`; the task ends at EOF (a job
+/// attempt awaits it, so that its output is complete when it ends).
 pub(crate) fn forward_lines(
     stream: impl AsyncRead + Unpin + Send + 'static,
     log: InstanceLog,
     revision: String,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             log.write(&revision, &line);
         }
-    });
+    })
 }
 
 /// A loopback port nobody listens on now.

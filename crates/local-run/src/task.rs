@@ -119,10 +119,18 @@ impl Runtime {
             let log = &inner.opts.instance_log;
             let mut forwarders = Vec::new();
             if let Some(out) = child.stdout.take() {
-                forwarders.push(forward_lines(out, log.clone(), task.clone()));
+                forwarders.push(crate::instance::forward_lines(
+                    out,
+                    log.clone(),
+                    task.clone(),
+                ));
             }
             if let Some(err) = child.stderr.take() {
-                forwarders.push(forward_lines(err, log.clone(), task.clone()));
+                forwarders.push(crate::instance::forward_lines(
+                    err,
+                    log.clone(),
+                    task.clone(),
+                ));
             }
             tracing::info!(task = %task, attempt, "task started");
             let exit = match tokio::time::timeout(spec.timeout, child.wait()).await {
@@ -154,20 +162,4 @@ impl Runtime {
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
-}
-
-/// `crate::instance::forward_lines`, with the task handed back so that the attempt can wait
-/// for its output.
-fn forward_lines(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    log: crate::InstanceLog,
-    task: String,
-) -> tokio::task::JoinHandle<()> {
-    use tokio::io::AsyncBufReadExt as _;
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.write(&task, &line);
-        }
-    })
 }
