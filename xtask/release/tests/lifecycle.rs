@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +35,8 @@ const INJECTED_MS: u64 = 2500;
 /// One request of the load: its phase, what it was and its outcome (status, or the error).
 struct Record {
     phase: usize,
+    /// Which client: 0 GET one item, 1 GET a page, 2 POST.
+    kind: usize,
     outcome: Result<u16, String>,
     latency: Duration,
 }
@@ -155,6 +158,7 @@ impl Load {
                             };
                             records.lock().unwrap().push(Record {
                                 phase: now,
+                                kind,
                                 outcome,
                                 latency: started.elapsed(),
                             });
@@ -172,6 +176,29 @@ impl Load {
             records,
             created,
             thread,
+        }
+    }
+
+    /// Waits until each client has had a 2xx answer; fails after `within`.
+    fn wait_until_answered(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let answered = {
+                let records = self.records.lock().unwrap();
+                (0..3).all(|kind| {
+                    records.iter().any(|r| {
+                        r.kind == kind && matches!(r.outcome, Ok(s) if (200..300).contains(&s))
+                    })
+                })
+            };
+            if answered {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the load had no 2xx answer of each kind within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -379,6 +406,59 @@ fn v2_binary() -> std::path::PathBuf {
     support::without_debug_info(&target.join("debug/items-service"))
 }
 
+/// v2's binary ([`v2_binary`]) and the images of v2 and v3, in a thread beside the test from its
+/// start: v2's image once the binary is built and the cloud's registry known, then v3's (while
+/// v2 is migrated and deployed). Each image in a layout directory of its own.
+struct Builds {
+    v2: std::sync::mpsc::Receiver<String>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl Builds {
+    fn start(
+        binary: PathBuf,
+        layout: PathBuf,
+        registry: std::sync::mpsc::Receiver<String>,
+    ) -> Self {
+        let (v2_built, v2) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut marks = Marks::new();
+            let v2_binary = v2_binary();
+            marks.mark("beside: v2's binary built");
+            let registry = registry.recv().expect("the cloud never named its registry");
+            let mut push = |binary: &Path, v: &str| {
+                let image = push_image(
+                    &registry,
+                    binary,
+                    &format!("lifecycle-{v}"),
+                    v,
+                    &layout.join(v),
+                );
+                marks.mark(&format!("beside: {v}'s image built and pushed"));
+                image
+            };
+            // The receiver is gone only when the test has failed already.
+            let _ = v2_built.send(push(&v2_binary, "v2"));
+            push(&binary, "v3")
+        });
+        Self { v2, thread }
+    }
+
+    /// v2's image (`ref@digest`), waiting for it.
+    fn v2(&self) -> String {
+        self.v2
+            .recv()
+            .expect("building v2's binary or image failed (its panic is above)")
+    }
+
+    /// v3's image (`ref@digest`), waiting for it.
+    fn v3(self) -> String {
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
 /// Whether `items` has the column v2's migration adds, asked of the database as its superuser.
 fn has_fixture_column(database: &str) -> bool {
     block_on(async {
@@ -426,6 +506,11 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     let Some(binary) = service_binary() else {
         return;
     };
+    let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
+    // v2's binary (the longest step: over a minute beside the rest of the suite) is built while
+    // the cloud starts and v1 is deployed; the cloud's registry is sent to the thread once known.
+    let (registry_sender, registry_known) = std::sync::mpsc::channel::<String>();
+    let builds = Builds::start(binary.clone(), layout.clone(), registry_known);
     let cloud = Cloud::start(&binary);
     let control = cloud.value("control plane:");
     let key = cloud.value("api key:");
@@ -441,6 +526,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .collect();
     assert!(!regions.is_empty());
     let registry = cloud.registry();
+    registry_sender.send(registry.clone()).unwrap();
     let job = cloud.value("migrate job:");
     let database = cloud
         .value("database:")
@@ -448,17 +534,11 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .next()
         .unwrap()
         .to_owned();
-    let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
     // v1 and v3: the workspace's binary, told apart by the image config's revision label
     // (`cargo xtask image --revision`), hence two digests; v2: the binary with one more
-    // migration.
-    let v2 = v2_binary();
-    marks.mark("v2 built");
-    let images: Vec<String> = [("v1", &binary), ("v2", &v2), ("v3", &binary)]
-        .iter()
-        .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
-        .collect();
-    marks.mark("three images built and pushed");
+    // migration. v1's image now; v2's and v3's in `builds`, each in a layout of its own.
+    let v1 = push_image(&registry, &binary, "lifecycle-v1", "v1", &layout.join("v1"));
+    marks.mark("v1's image built and pushed");
     let token = support::token();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client {
@@ -512,46 +592,51 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
             .all(|(r, _)| serving(&control, r).as_deref() == Some(image))
     };
 
-    std::thread::sleep(Duration::from_secs(2));
+    // The load runs (each client has had an answer) before the first deploy.
+    load.wait_until_answered(Duration::from_secs(60));
     marks.mark("seeded, load started");
-    assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&images[0]), "v1 does not serve everything");
+    assert!(deploy(&v1, false).status.success());
+    assert!(on_all(&v1), "v1 does not serve everything");
     marks.mark("phase 0: v1 deployed");
 
     load.enter(1);
+    let v2 = builds.v2();
+    marks.mark("phase 1: v2's image ready (built beside)");
     // v2's migration, by the migrate job with v2's image, before v2 has a revision (deploy's
     // migrate step does this once it lands: then this call finds nothing left to apply).
     assert!(!has_fixture_column(&database));
-    let migrated = run_migrate_job(&control, &job, &images[1]);
+    let migrated = run_migrate_job(&control, &job, &v2);
     assert!(
         migrated["error"].is_null(),
         "the migrate job failed: {migrated}"
     );
     assert!(has_fixture_column(&database), "v2's column is missing");
     marks.mark("phase 1: migrate job");
-    assert!(deploy(&images[1], true).status.success());
-    assert!(on_all(&images[1]), "v2 does not serve everything");
+    assert!(deploy(&v2, true).status.success());
+    assert!(on_all(&v2), "v2 does not serve everything");
     marks.mark("phase 1: v2 deployed through the gate");
 
     load.enter(2);
+    let v3 = builds.v3();
+    marks.mark("phase 2: v3's image ready (built beside)");
     // The fault is in place before v3's revision serves a request: the canary and the gate
     // see only slow answers.
     let (status, _) = send_json(
         reqwest::Method::POST,
         &format!("{control}/local/image-faults"),
         &serde_json::json!({
-            "image": images[2], "added_latency_ms": INJECTED_MS, "error_ratio": 0.0,
+            "image": v3, "added_latency_ms": INJECTED_MS, "error_ratio": 0.0,
             "error_status": 503
         }),
     );
     assert_eq!(status, 204);
-    let v3 = deploy(&images[2], true);
-    assert!(!v3.status.success(), "v3 passed the SLO gate");
+    let missed = deploy(&v3, true);
+    assert!(!missed.status.success(), "v3 passed the SLO gate");
     assert!(
-        String::from_utf8_lossy(&v3.stderr).contains("SLO missed"),
+        String::from_utf8_lossy(&missed.stderr).contains("SLO missed"),
         "v3 failed for another reason than the gate"
     );
-    assert!(on_all(&images[1]), "traffic is not back on v2");
+    assert!(on_all(&v2), "traffic is not back on v2");
     marks.mark("phase 2: v3 missed the gate, rolled back");
 
     load.enter(3);
@@ -559,9 +644,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     // everything again), releases its lease and exits 130 (docs/deploy.md, "Rollback behaviour").
     let interrupted_log = layout.with_extension("interrupted.log");
     let mut interrupted = support::xtask_command()
-        .args([
-            "deploy", "--env", "local", "--image", &images[0], "--canary", "50",
-        ])
+        .args(["deploy", "--env", "local", "--image", &v1, "--canary", "50"])
         .args(["--canary-wait", "120", "--api-key", &key, "--token", &token])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&interrupted_log).unwrap())
@@ -589,16 +672,13 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     let said = std::fs::read_to_string(&interrupted_log).unwrap_or_default();
     eprintln!("--- interrupted deploy: {status}\n{said}");
     assert_eq!(status.code(), Some(130), "{said}");
-    assert!(
-        on_all(&images[1]),
-        "after SIGINT, v2 does not serve everything"
-    );
+    assert!(on_all(&v2), "after SIGINT, v2 does not serve everything");
     let _ = std::fs::remove_file(&interrupted_log);
     marks.mark("phase 3: deploy of v1 interrupted in its canary hold");
 
     let v1_started_before = later_schema_lines(&cloud);
-    assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&images[0]), "v1 does not serve everything");
+    assert!(deploy(&v1, false).status.success());
+    assert!(on_all(&v1), "v1 does not serve everything");
     // v1's instances started after v2's migration found the newer schema and serve.
     assert!(
         later_schema_lines(&cloud) > v1_started_before,
