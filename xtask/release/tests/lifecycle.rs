@@ -28,8 +28,16 @@ const PHASES: [&str; 5] = [
     "rollback to v1: a deploy of v1 interrupted by SIGINT in its canary hold (rolled back to v2), then deploy --image v1, new v1 instances on v2's schema",
     "after: v1 serving",
 ];
-/// The p95 objective of the gate, and the latency injected into v3's revision (well above it).
-const SLO_P95_MS: u64 = 1000;
+/// The p95 objective of the gate, and the latency injected into v3's revisions (above it).
+/// Machine speed decides neither outcome. v3: the local Cloud Run holds every request to its
+/// revisions INJECTED_MS before forwarding it, so every answer the gate measures took at least
+/// that (2508-2513 ms measured); when none comes within the gate's 3 s, its error ratio is 1
+/// (nothing measured): a miss as well. v2: its p95 through gateway, front end, debug service and
+/// PostgreSQL was 10-28 ms at load average 1-6; the objective (1000 ms before) leaves it 2 s.
+/// Injecting more would lengthen the run and show nothing more: deploy's checks of v3's
+/// revision (two paths, two regions, before and after the canary) each wait the injected
+/// latency (8 × 2.5 s of phase 2's 46 s), and above the gate's 3 s wrk would measure no answer.
+const SLO_P95_MS: u64 = 2000;
 const INJECTED_MS: u64 = 2500;
 
 /// One request of the load: its phase, what it was and its outcome (status, or the error).
@@ -632,8 +640,9 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     assert_eq!(status, 204);
     let missed = deploy(&v3, true);
     assert!(!missed.status.success(), "v3 passed the SLO gate");
+    let why = String::from_utf8_lossy(&missed.stderr);
     assert!(
-        String::from_utf8_lossy(&missed.stderr).contains("SLO missed"),
+        why.contains("SLO missed") && why.contains("above the SLO"),
         "v3 failed for another reason than the gate"
     );
     assert!(on_all(&v2), "traffic is not back on v2");
