@@ -415,8 +415,8 @@ fn v2_binary() -> std::path::PathBuf {
 }
 
 /// v2's binary ([`v2_binary`]) and the images of v2 and v3, in a thread beside the test from its
-/// start: v2's image once the binary is built and the cloud's registry known, then v3's (while
-/// v2 is migrated and deployed). Each image in a layout directory of its own.
+/// start: v2's image once the binary is built and the registry is sent (after v1's image), then
+/// v3's (while v1 and v2 are deployed). Each image in a layout directory of its own.
 struct Builds {
     v2: std::sync::mpsc::Receiver<String>,
     thread: std::thread::JoinHandle<String>,
@@ -516,7 +516,8 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     };
     let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
     // v2's binary (the longest step: over a minute beside the rest of the suite) is built while
-    // the cloud starts and v1 is deployed; the cloud's registry is sent to the thread once known.
+    // the cloud starts and v1 is deployed. The cloud's registry is sent to the thread once v1's
+    // image, which the test needs first, is pushed: v2's image is built while v1 is deployed.
     let (registry_sender, registry_known) = std::sync::mpsc::channel::<String>();
     let builds = Builds::start(binary.clone(), layout.clone(), registry_known);
     let cloud = Cloud::start(&binary);
@@ -534,7 +535,6 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .collect();
     assert!(!regions.is_empty());
     let registry = cloud.registry();
-    registry_sender.send(registry.clone()).unwrap();
     let job = cloud.value("migrate job:");
     let database = cloud
         .value("database:")
@@ -547,6 +547,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     // migration. v1's image now; v2's and v3's in `builds`, each in a layout of its own.
     let v1 = push_image(&registry, &binary, "lifecycle-v1", "v1", &layout.join("v1"));
     marks.mark("v1's image built and pushed");
+    registry_sender.send(registry.clone()).unwrap();
     let token = support::token();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client {
