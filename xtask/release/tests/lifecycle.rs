@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,13 +28,23 @@ const PHASES: [&str; 5] = [
     "rollback to v1: a deploy of v1 interrupted by SIGINT in its canary hold (rolled back to v2), then deploy --image v1, new v1 instances on v2's schema",
     "after: v1 serving",
 ];
-/// The p95 objective of the gate, and the latency injected into v3's revision (well above it).
-const SLO_P95_MS: u64 = 1000;
+/// The p95 objective of the gate, and the latency injected into v3's revisions (above it).
+/// Machine speed decides neither outcome. v3: the local Cloud Run holds every request to its
+/// revisions INJECTED_MS before forwarding it, so every answer the gate measures took at least
+/// that (2508-2513 ms measured); when none comes within the gate's 3 s, its error ratio is 1
+/// (nothing measured): a miss as well. v2: its p95 through gateway, front end, debug service and
+/// PostgreSQL was 10-28 ms at load average 1-6; the objective (1000 ms before) leaves it 2 s.
+/// Injecting more would lengthen the run and show nothing more: deploy's checks of v3's
+/// revision (two paths, two regions, before and after the canary) each wait the injected
+/// latency (8 × 2.5 s of phase 2's 46 s), and above the gate's 3 s wrk would measure no answer.
+const SLO_P95_MS: u64 = 2000;
 const INJECTED_MS: u64 = 2500;
 
 /// One request of the load: its phase, what it was and its outcome (status, or the error).
 struct Record {
     phase: usize,
+    /// Which client: 0 GET one item, 1 GET a page, 2 POST.
+    kind: usize,
     outcome: Result<u16, String>,
     latency: Duration,
 }
@@ -155,6 +166,7 @@ impl Load {
                             };
                             records.lock().unwrap().push(Record {
                                 phase: now,
+                                kind,
                                 outcome,
                                 latency: started.elapsed(),
                             });
@@ -172,6 +184,29 @@ impl Load {
             records,
             created,
             thread,
+        }
+    }
+
+    /// Waits until each client has had a 2xx answer; fails after `within`.
+    fn wait_until_answered(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let answered = {
+                let records = self.records.lock().unwrap();
+                (0..3).all(|kind| {
+                    records.iter().any(|r| {
+                        r.kind == kind && matches!(r.outcome, Ok(s) if (200..300).contains(&s))
+                    })
+                })
+            };
+            if answered {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the load had no 2xx answer of each kind within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -324,8 +359,12 @@ fn run_migrate_job(control: &str, job: &str, image: &str) -> serde_json::Value {
 /// --workspace --test e2e` (the tests named e2e, items-service's among them, which is what makes
 /// cargo build its binary). `cargo build -p items-service` resolved other features and compiled
 /// 74 crates (3 min 44 s beside other builds); this compiles items-repository, items-service
-/// and the two e2e tests (1 min 12 s in the same minutes). It assumes the suite was built with
-/// none of cargo's per-package variables set (see below), as `cargo nextest run` from a shell.
+/// and the two e2e tests (1 min 12 s in the same minutes). `--exclude items-local-gateway`
+/// leaves out the other e2e test (3.9 s of 13 alone), and nothing else: with and without it,
+/// every other unit has the same hash (one build after the other, the second compiled nothing);
+/// the features are the same (`cargo tree --workspace -e normal,build,dev -f '{p} {f}'`). It
+/// assumes the suite was built with none of cargo's per-package variables set (see below), as
+/// `cargo nextest run` from a shell.
 fn v2_binary() -> std::path::PathBuf {
     let root = support::root();
     let target = root.join("target/lifecycle-v2");
@@ -364,6 +403,8 @@ fn v2_binary() -> std::path::PathBuf {
             "--workspace",
             "--test",
             "e2e",
+            "--exclude",
+            "items-local-gateway",
             "--features",
             "items-repository/lifecycle-fixture",
             "--target-dir",
@@ -377,6 +418,59 @@ fn v2_binary() -> std::path::PathBuf {
         started.elapsed().as_secs_f64()
     );
     support::without_debug_info(&target.join("debug/items-service"))
+}
+
+/// v2's binary ([`v2_binary`]) and the images of v2 and v3, in a thread beside the test from its
+/// start: v2's image once the binary is built and the registry is sent (after v1's image), then
+/// v3's (while v1 and v2 are deployed). Each image in a layout directory of its own.
+struct Builds {
+    v2: std::sync::mpsc::Receiver<String>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl Builds {
+    fn start(
+        binary: PathBuf,
+        layout: PathBuf,
+        registry: std::sync::mpsc::Receiver<String>,
+    ) -> Self {
+        let (v2_built, v2) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut marks = Marks::new();
+            let v2_binary = v2_binary();
+            marks.mark("beside: v2's binary built");
+            let registry = registry.recv().expect("the cloud never named its registry");
+            let mut push = |binary: &Path, v: &str| {
+                let image = push_image(
+                    &registry,
+                    binary,
+                    &format!("lifecycle-{v}"),
+                    v,
+                    &layout.join(v),
+                );
+                marks.mark(&format!("beside: {v}'s image built and pushed"));
+                image
+            };
+            // The receiver is gone only when the test has failed already.
+            let _ = v2_built.send(push(&v2_binary, "v2"));
+            push(&binary, "v3")
+        });
+        Self { v2, thread }
+    }
+
+    /// v2's image (`ref@digest`), waiting for it.
+    fn v2(&self) -> String {
+        self.v2
+            .recv()
+            .expect("building v2's binary or image failed (its panic is above)")
+    }
+
+    /// v3's image (`ref@digest`), waiting for it.
+    fn v3(self) -> String {
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
 }
 
 /// Whether `items` has the column v2's migration adds, asked of the database as its superuser.
@@ -426,6 +520,12 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     let Some(binary) = service_binary() else {
         return;
     };
+    let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
+    // v2's binary (the longest step: over a minute beside the rest of the suite) is built while
+    // the cloud starts and v1 is deployed. The cloud's registry is sent to the thread once v1's
+    // image, which the test needs first, is pushed: v2's image is built while v1 is deployed.
+    let (registry_sender, registry_known) = std::sync::mpsc::channel::<String>();
+    let builds = Builds::start(binary.clone(), layout.clone(), registry_known);
     let cloud = Cloud::start(&binary);
     let control = cloud.value("control plane:");
     let key = cloud.value("api key:");
@@ -448,17 +548,12 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
         .next()
         .unwrap()
         .to_owned();
-    let layout = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
     // v1 and v3: the workspace's binary, told apart by the image config's revision label
     // (`cargo xtask image --revision`), hence two digests; v2: the binary with one more
-    // migration.
-    let v2 = v2_binary();
-    marks.mark("v2 built");
-    let images: Vec<String> = [("v1", &binary), ("v2", &v2), ("v3", &binary)]
-        .iter()
-        .map(|(v, b)| push_image(&registry, b, &format!("lifecycle-{v}"), v, &layout))
-        .collect();
-    marks.mark("three images built and pushed");
+    // migration. v1's image now; v2's and v3's in `builds`, each in a layout of its own.
+    let v1 = push_image(&registry, &binary, "lifecycle-v1", "v1", &layout.join("v1"));
+    marks.mark("v1's image built and pushed");
+    registry_sender.send(registry.clone()).unwrap();
     let token = support::token();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client {
@@ -512,46 +607,52 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
             .all(|(r, _)| serving(&control, r).as_deref() == Some(image))
     };
 
-    std::thread::sleep(Duration::from_secs(2));
+    // The load runs (each client has had an answer) before the first deploy.
+    load.wait_until_answered(Duration::from_secs(60));
     marks.mark("seeded, load started");
-    assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&images[0]), "v1 does not serve everything");
+    assert!(deploy(&v1, false).status.success());
+    assert!(on_all(&v1), "v1 does not serve everything");
     marks.mark("phase 0: v1 deployed");
 
     load.enter(1);
+    let v2 = builds.v2();
+    marks.mark("phase 1: v2's image ready (built beside)");
     // v2's migration, by the migrate job with v2's image, before v2 has a revision (deploy's
     // migrate step does this once it lands: then this call finds nothing left to apply).
     assert!(!has_fixture_column(&database));
-    let migrated = run_migrate_job(&control, &job, &images[1]);
+    let migrated = run_migrate_job(&control, &job, &v2);
     assert!(
         migrated["error"].is_null(),
         "the migrate job failed: {migrated}"
     );
     assert!(has_fixture_column(&database), "v2's column is missing");
     marks.mark("phase 1: migrate job");
-    assert!(deploy(&images[1], true).status.success());
-    assert!(on_all(&images[1]), "v2 does not serve everything");
+    assert!(deploy(&v2, true).status.success());
+    assert!(on_all(&v2), "v2 does not serve everything");
     marks.mark("phase 1: v2 deployed through the gate");
 
     load.enter(2);
+    let v3 = builds.v3();
+    marks.mark("phase 2: v3's image ready (built beside)");
     // The fault is in place before v3's revision serves a request: the canary and the gate
     // see only slow answers.
     let (status, _) = send_json(
         reqwest::Method::POST,
         &format!("{control}/local/image-faults"),
         &serde_json::json!({
-            "image": images[2], "added_latency_ms": INJECTED_MS, "error_ratio": 0.0,
+            "image": v3, "added_latency_ms": INJECTED_MS, "error_ratio": 0.0,
             "error_status": 503
         }),
     );
     assert_eq!(status, 204);
-    let v3 = deploy(&images[2], true);
-    assert!(!v3.status.success(), "v3 passed the SLO gate");
+    let missed = deploy(&v3, true);
+    assert!(!missed.status.success(), "v3 passed the SLO gate");
+    let why = String::from_utf8_lossy(&missed.stderr);
     assert!(
-        String::from_utf8_lossy(&v3.stderr).contains("SLO missed"),
+        why.contains("SLO missed") && why.contains("above the SLO"),
         "v3 failed for another reason than the gate"
     );
-    assert!(on_all(&images[1]), "traffic is not back on v2");
+    assert!(on_all(&v2), "traffic is not back on v2");
     marks.mark("phase 2: v3 missed the gate, rolled back");
 
     load.enter(3);
@@ -559,9 +660,7 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     // everything again), releases its lease and exits 130 (docs/deploy.md, "Rollback behaviour").
     let interrupted_log = layout.with_extension("interrupted.log");
     let mut interrupted = support::xtask_command()
-        .args([
-            "deploy", "--env", "local", "--image", &images[0], "--canary", "50",
-        ])
+        .args(["deploy", "--env", "local", "--image", &v1, "--canary", "50"])
         .args(["--canary-wait", "120", "--api-key", &key, "--token", &token])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&interrupted_log).unwrap())
@@ -589,16 +688,13 @@ fn canary_gate_rollback_and_rollback_to_v1_under_load() {
     let said = std::fs::read_to_string(&interrupted_log).unwrap_or_default();
     eprintln!("--- interrupted deploy: {status}\n{said}");
     assert_eq!(status.code(), Some(130), "{said}");
-    assert!(
-        on_all(&images[1]),
-        "after SIGINT, v2 does not serve everything"
-    );
+    assert!(on_all(&v2), "after SIGINT, v2 does not serve everything");
     let _ = std::fs::remove_file(&interrupted_log);
     marks.mark("phase 3: deploy of v1 interrupted in its canary hold");
 
     let v1_started_before = later_schema_lines(&cloud);
-    assert!(deploy(&images[0], false).status.success());
-    assert!(on_all(&images[0]), "v1 does not serve everything");
+    assert!(deploy(&v1, false).status.success());
+    assert!(on_all(&v1), "v1 does not serve everything");
     // v1's instances started after v2's migration found the newer schema and serve.
     assert!(
         later_schema_lines(&cloud) > v1_started_before,

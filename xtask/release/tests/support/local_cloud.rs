@@ -6,7 +6,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,10 +53,12 @@ pub fn service_binary() -> Option<PathBuf> {
 /// took 57 CPU seconds per image of it, 85 % of them in gzip (miniz_oxide) and SHA-256 (perf),
 /// and 19 s with the copy. Every image of these tests, the bootstrap one included, is built from
 /// such a copy.
+/// Each copy has a name of its own, also when threads make them at once.
 pub fn without_debug_info(binary: &Path) -> PathBuf {
+    static COPIES: AtomicUsize = AtomicUsize::new(0);
     let dir = test_dir().join("bin");
     std::fs::create_dir_all(&dir).unwrap();
-    let n = std::fs::read_dir(&dir).unwrap().count();
+    let n = COPIES.fetch_add(1, Ordering::SeqCst);
     let copy = dir.join(format!("items-service-{n}"));
     let stripped = Command::new("objcopy")
         .arg("--strip-debug")
@@ -188,7 +190,8 @@ impl Drop for Cloud {
 }
 
 /// `cargo xtask image` of `binary` with revision label `label` (each label gives another
-/// digest), pushed to the local project's repository as `tag`: its `ref@digest`.
+/// digest), pushed to the local project's repository as `tag`: its `ref@digest`. Images built at
+/// once (threads) need a `layout` directory each.
 pub fn push_image(registry: &str, binary: &Path, label: &str, tag: &str, layout: &Path) -> String {
     let pushed = xtask(&[
         "image",
