@@ -443,8 +443,8 @@ fn template(env: &Environment, image: &str, pg_port: u16, secrets: &Secrets) -> 
                 {"name": "page-token", "mountPath": "/page-token"}
             ],
             "startupProbe": {
-                "initialDelaySeconds": 0, "periodSeconds": 2, "timeoutSeconds": 1,
-                "failureThreshold": 30,
+                "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 1,
+                "failureThreshold": 60,
                 "httpGet": {"path": "/health/ready", "port": 8080}
             }
         }],

@@ -246,11 +246,15 @@ resource "google_cloud_run_v2_service" "this" {
       }
 
       # Readiness touches the database: a revision only takes traffic once it can serve.
+      # Probed every second (the minimum; Cloud Run Admin API v2, Probe.periodSeconds): the
+      # service is ready about 20 ms after it starts, so the probe at start fails and the next
+      # decides. Every second, a new instance (a cold start, a new revision) waits 1 s for
+      # traffic instead of 2; 60 failures keep the 60 s the service has to become ready.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 2
+        period_seconds        = 1
         timeout_seconds       = 1
-        failure_threshold     = 30
+        failure_threshold     = 60
 
         http_get {
           path = "/health/ready"
@@ -288,9 +292,9 @@ resource "google_cloud_run_v2_service" "this" {
       }
 
       startup_probe {
-        period_seconds    = 2
+        period_seconds    = 1
         timeout_seconds   = 1
-        failure_threshold = 30
+        failure_threshold = 60
 
         http_get {
           path = "/"
