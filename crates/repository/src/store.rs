@@ -42,9 +42,14 @@ struct SharedReads {
     current: Mutex<Weak<Object>>,
 }
 
-/// Reads pipelined on one connection at most; more open another. `cargo xtask bench`, GET
-/// /items/{id}, one worker, 200 connections: see docs/performance.md for the figures.
-const READS_PER_CONNECTION: usize = 64;
+/// Reads pipelined on one connection at most; more open another. High enough that a Cloud Run
+/// instance's reads (80 concurrent requests at most) share one connection, so one PostgreSQL
+/// backend serves them: fewer processes contend for the CPUs. `cargo xtask bench --rounds 2`,
+/// one worker, 200 connections, builds measured in the same session, the worse round (at most
+/// 64 / 16 / 256 reads a connection): p99 of a page of 50 84.1 / 207.9 / 15.3 ms at 19.3k /
+/// 17.9k / 22.1k req/s; GET one 7.7 / 7.3 / 5.4 ms at 61.6k / 60.8k / 65.3k; POST 27.8 / 27.7 /
+/// 21.1 ms.
+const READS_PER_CONNECTION: usize = 256;
 
 impl SharedReads {
     /// The connection reads hold now, if it is open and has room for one more.
