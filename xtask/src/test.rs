@@ -21,10 +21,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if crate::tidy::check_workspace()? != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
-    // The local cloud's scenarios and the image tests push images, whose SBOM needs it.
-    if let Err(e) = crate::tools::ensure_cargo_cyclonedx() {
-        eprintln!("error: {e:#}");
-        return Ok(ExitCode::FAILURE);
+    // The local cloud's scenarios and the image tests (xtask-release's) push images, whose SBOM
+    // needs it. Without it only they fail, each saying so: the rest still runs.
+    let packages = package_args(&args.extra);
+    if (packages.is_empty() || packages.iter().any(|p| p.contains("xtask-release")))
+        && let Err(e) = crate::tools::ensure_cargo_cyclonedx()
+    {
+        eprintln!(
+            "xtask: warning: {e:#}; the image tests and the local cloud's scenarios will fail"
+        );
     }
     // Ctrl-C reaches cargo/nextest directly (same process group); we wait for them and clean up.
     let mut signals = Signals::install()?;

@@ -42,13 +42,15 @@ struct SharedReads {
     current: Mutex<Weak<Object>>,
 }
 
-/// Reads pipelined on one connection at most; more open another. High enough that a Cloud Run
-/// instance's reads (80 concurrent requests at most) share one connection, so one PostgreSQL
-/// backend serves them: fewer processes contend for the CPUs. `cargo xtask bench --rounds 2`,
+/// Reads pipelined on one connection at most; more open another. High enough that a store's
+/// reads share one connection whenever a Cloud Run instance is within its concurrency (80
+/// requests, split over its workers' stores), so one PostgreSQL backend serves them: fewer
+/// processes contend for the CPUs. Below 64 in flight nothing changes. `cargo xtask bench --rounds 2`,
 /// one worker, 200 connections, builds measured in the same session, the worse round (at most
 /// 64 / 16 / 256 reads a connection): p99 of a page of 50 84.1 / 207.9 / 15.3 ms at 19.3k /
 /// 17.9k / 22.1k req/s; GET one 7.7 / 7.3 / 5.4 ms at 61.6k / 60.8k / 65.3k; POST 27.8 / 27.7 /
-/// 21.1 ms.
+/// 21.1 ms. With two workers (`--workers 2`, one round each, 64 / 256): GET p99 2,178 / 8.5 ms,
+/// a page 410 / 72 ms.
 const READS_PER_CONNECTION: usize = 256;
 
 impl SharedReads {

@@ -52,10 +52,7 @@ async fn main() -> std::io::Result<()> {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let ready = start.elapsed() >= ready_after;
-                let revision = revision.clone();
-                connections.spawn(async move {
-                    let _ = serve(stream, ready, &revision).await;
-                });
+                spawn_serve(&mut connections, stream, ready, &revision);
             }
             () = sleep_until(exit_at) => {
                 // Stop accepting, finish what was accepted, then exit with a failure status.
@@ -64,7 +61,9 @@ async fn main() -> std::io::Result<()> {
                 // request (`select!` may pick this branch with one waiting), which is a crash, not
                 // the clean exit this testee stands for. So the backlog is drained first.
                 // Only WouldBlock means the backlog is empty; an error never turns this into a
-                // status-1 exit, which would abort what was accepted.
+                // status-1 exit, which would abort what was accepted. A handshake completed
+                // between the last WouldBlock and the close is still reset: plain TCP cannot
+                // close that window, only narrow it to a few system calls.
                 match listener.into_std() {
                     Ok(listener) => loop {
                         match listener.accept() {
@@ -76,10 +75,7 @@ async fn main() -> std::io::Result<()> {
                                     continue;
                                 };
                                 let ready = start.elapsed() >= ready_after;
-                                let revision = revision.clone();
-                                connections.spawn(async move {
-                                    let _ = serve(stream, ready, &revision).await;
-                                });
+                                spawn_serve(&mut connections, stream, ready, &revision);
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e)
@@ -108,6 +104,19 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// Serves `stream` on a task of `connections`.
+fn spawn_serve(
+    connections: &mut tokio::task::JoinSet<()>,
+    stream: TcpStream,
+    ready: bool,
+    revision: &str,
+) {
+    let revision = revision.to_owned();
+    connections.spawn(async move {
+        let _ = serve(stream, ready, &revision).await;
+    });
 }
 
 async fn task() -> ! {

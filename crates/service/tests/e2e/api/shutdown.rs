@@ -173,7 +173,7 @@ async fn a_full_drain_and_a_stuck_flush_still_end_before_sigkill() {
         .env("APP__SERVER__SHUTDOWN_TIMEOUT_SECS", 8)
         .env("APP__TELEMETRY__FLUSH_TIMEOUT_MS", 3000)
         .env("APP__TELEMETRY__EXPORT_TIMEOUT_MS", 30000)
-        .env("APP__DATABASE__STATEMENT_TIMEOUT_MS", 30000);
+        .env("APP__DATABASE__STATEMENT_TIMEOUT_MS", HELD);
     let client = client();
     let (mut child, base) = spawn_binary(launch, Stdio::null(), &client).await;
     let id = create_item(&client, &base).await;
@@ -208,10 +208,11 @@ async fn a_full_drain_and_a_stuck_flush_still_end_before_sigkill() {
         "the drain was not held ({took:?}): the test lost its worst case"
     );
     // Measured from kill() to the reap, so it includes signal delivery and this test's own
-    // scheduling: the bound is the one this test stands for, Cloud Run's SIGKILL 10 s after
-    // SIGTERM (the service's SHUTDOWN_BUDGET of 9.5 s leaves it half a second to exit).
+    // scheduling. Cloud Run sends SIGKILL 10 s after SIGTERM; the service's SHUTDOWN_BUDGET of
+    // 9.5 s leaves it half a second to exit, of which this keeps 0.4 s for the exit itself, so
+    // that a budget grown into the margin is caught.
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_millis(9900),
         "exit {took:?} after SIGTERM: Cloud Run kills at 10 s"
     );
 }
