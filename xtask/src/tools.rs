@@ -24,23 +24,30 @@ pub fn cargo_cyclonedx_version() -> String {
 }
 
 /// Whether `printed` (what `--version` printed) is the pinned version.
-pub fn is_pinned(printed: &str) -> bool {
+fn is_pinned(printed: &str) -> bool {
     printed.rsplit(' ').next() == Some(CARGO_CYCLONEDX_VERSION)
+}
+
+/// The pinned cargo-cyclonedx is installed; otherwise an error naming what was found and the
+/// command that installs it.
+pub fn require_cargo_cyclonedx() -> anyhow::Result<()> {
+    let found = cargo_cyclonedx_version();
+    ensure!(
+        is_pinned(&found),
+        "the SBOM needs cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} (found {found:?}): cargo \
+         install --version {CARGO_CYCLONEDX_VERSION} --locked cargo-cyclonedx"
+    );
+    Ok(())
 }
 
 /// Installs the pinned cargo-cyclonedx with `cargo install --locked` (into cargo's own bin
 /// directory, where cargo finds its subcommands) unless it is already there. On this 2-core
 /// machine kind the install took 103 s (85 s of compiling), once.
 pub fn ensure_cargo_cyclonedx() -> anyhow::Result<()> {
-    let found = cargo_cyclonedx_version();
-    if is_pinned(&found) {
+    let Err(missing) = require_cargo_cyclonedx() else {
         return Ok(());
-    }
-    eprintln!(
-        "xtask: the image tests write SBOMs with cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} \
-         (found {found:?}): cargo install --version {CARGO_CYCLONEDX_VERSION} --locked \
-         cargo-cyclonedx"
-    );
+    };
+    eprintln!("xtask: {missing}");
     let status = crate::util::std_cargo()
         .args([
             "install",
@@ -55,13 +62,7 @@ pub fn ensure_cargo_cyclonedx() -> anyhow::Result<()> {
         status.success(),
         "cargo install cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} failed ({status})"
     );
-    let now = cargo_cyclonedx_version();
-    ensure!(
-        is_pinned(&now),
-        "after cargo install, `cargo cyclonedx --version` says {now:?}: is cargo's bin directory \
-         on PATH?"
-    );
-    Ok(())
+    require_cargo_cyclonedx().context("after cargo install: is cargo's bin directory on PATH?")
 }
 
 #[cfg(test)]

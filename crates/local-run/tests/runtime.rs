@@ -32,13 +32,17 @@ async fn log_count(
     within: Duration,
     matches: impl Fn(&str) -> bool,
 ) -> usize {
-    let seen = |c: &Cloud| c.log_lines().iter().filter(|l| matches(l)).count();
     let deadline = Instant::now() + within;
-    while seen(cloud) < count && Instant::now() < deadline {
+    while lines_matching(cloud, &matches) < count && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    seen(cloud)
+    lines_matching(cloud, &matches)
+}
+
+/// How many instance log lines `matches` now.
+fn lines_matching(cloud: &Cloud, matches: impl Fn(&str) -> bool) -> usize {
+    cloud.log_lines().iter().filter(|l| matches(l)).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,12 +240,7 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
     let first_pid = cloud.runtime.instances("items-flaky")[0].pid;
     // Requests until two instances have exited on purpose and more than 20 were answered: a
     // loaded machine spawns and probes replacements late, so no fixed time is long enough.
-    let exits = |c: &Cloud| {
-        c.log_lines()
-            .iter()
-            .filter(|l| l.contains("exiting on purpose"))
-            .count()
-    };
+    let exits = |c: &Cloud| lines_matching(c, |l| l.contains("exiting on purpose"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut answered = 0;
     while (exits(&cloud) < 2 || answered <= 20) && Instant::now() < deadline {
@@ -255,14 +254,7 @@ async fn traffic_waits_for_the_startup_probe_and_a_dead_instance_is_replaced() {
         !lines.iter().any(|l| l.contains("request before ready")),
         "{lines:?}"
     );
-    assert!(
-        lines
-            .iter()
-            .filter(|l| l.contains("exiting on purpose"))
-            .count()
-            >= 2,
-        "{lines:?}"
-    );
+    assert!(exits(&cloud) >= 2, "{lines:?}");
     let now = cloud.runtime.instances("items-flaky");
     assert!(now.iter().all(|i| i.pid != first_pid), "{now:?}");
     assert!(answered > 20, "{answered}");

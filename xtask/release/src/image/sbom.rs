@@ -17,7 +17,6 @@ use sha2::{Digest as _, Sha256};
 use super::debian::Package;
 use crate::util;
 
-pub(crate) use xtask::tools::CARGO_CYCLONEDX_VERSION;
 /// The SBOM's media type (CycloneDX's registered one) and so the artifact type of its manifest.
 pub(crate) const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
 /// The Rust target the image runs.
@@ -25,13 +24,7 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// `cargo cyclonedx` for the service crate: its BOM as JSON.
 pub(crate) async fn rust_bom(epoch: u64) -> anyhow::Result<Value> {
-    let version = tokio::task::spawn_blocking(xtask::tools::cargo_cyclonedx_version).await?;
-    ensure!(
-        xtask::tools::is_pinned(&version),
-        "the SBOM needs cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} (found {:?}): cargo install \
-         --version {CARGO_CYCLONEDX_VERSION} --locked cargo-cyclonedx",
-        version
-    );
+    tokio::task::spawn_blocking(xtask::tools::require_cargo_cyclonedx).await??;
     let root = util::project_root();
     // cargo cyclonedx writes `<name>.json` beside every workspace member's Cargo.toml: a name of
     // our own, read and removed at once.
@@ -291,6 +284,7 @@ mod tests {
 
     #[test]
     fn ci_installs_the_pinned_cargo_cyclonedx_and_cargo_auditable() {
+        use xtask::tools::CARGO_CYCLONEDX_VERSION;
         let script = std::fs::read_to_string(util::project_root().join(".ci/run")).unwrap();
         assert!(
             script.contains(&format!(
